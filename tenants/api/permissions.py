@@ -1,0 +1,28 @@
+"""Role permissions for API views: each view names the roles allowed per HTTP method."""
+
+from typing import Any
+
+from rest_framework import permissions
+from rest_framework.request import Request
+
+from tenants.api.authentication import TokenPrincipal
+from tenants.models import READ_ROLES, WRITE_ROLES
+
+
+class HasTenantRole(permissions.BasePermission):
+    """Allow a token whose role is in the view's `read_roles` (safe methods) or `write_roles`.
+
+    Views default to: any role reads, owner/admin/developer write.
+    """
+
+    message = "Your token's role does not allow this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        principal = request.user
+        if not isinstance(principal, TokenPrincipal):
+            return False
+        if request.method in permissions.SAFE_METHODS:
+            allowed = getattr(view, "read_roles", READ_ROLES)
+        else:
+            allowed = getattr(view, "write_roles", WRITE_ROLES)
+        return principal.role in allowed

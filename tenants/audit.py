@@ -1,0 +1,189 @@
+"""Writing and verifying the hash-chained audit log.
+
+Each tenant has one chain (events that belong to no tenant go to the "platform" chain). An
+event's hash covers its content and the previous event's hash; the chain head row is locked
+while an event is appended, so concurrent writers queue and the chain never forks or skips.
+`audit_record` joins the caller's transaction: when the audit write fails, the action fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from swrly.http import client_ip, user_agent
+from tenants.models import PLATFORM_CHAIN, AuditChainHead, AuditEvent, Tenant
+
+GENESIS_HASH = "0" * 64
+HASH_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something, as the audit log records it."""
+
+    label: str
+    user_id: int | None = None
+
+    @classmethod
+    def for_user(cls, user: Any) -> Actor:
+        return cls(label=f"user:{user.get_username()}", user_id=user.pk)
+
+    @classmethod
+    def for_token(cls, token: Any) -> Actor:
+        return cls(label=f"token:{token.name} ({token.display_prefix})")
+
+    @classmethod
+    def system(cls, name: str) -> Actor:
+        return cls(label=f"system:{name}")
+
+    @classmethod
+    def anonymous(cls, username: str = "") -> Actor:
+        return cls(label=f"anonymous:{username}" if username else "anonymous")
+
+
+def chain_for(tenant: Tenant | None) -> str:
+    return str(tenant.pk) if tenant is not None else PLATFORM_CHAIN
+
+
+def event_hash(
+    *,
+    chain: str,
+    seq: int,
+    created_at: datetime,
+    actor: str,
+    actor_user_id: int | None,
+    action: str,
+    target: str,
+    metadata: dict,
+    ip: str | None,
+    user_agent: str,
+    prev_hash: str,
+) -> str:
+    """SHA-256 over a canonical JSON encoding of every stored field of an event."""
+    body = json.dumps(
+        {
+            "v": HASH_VERSION,
+            "chain": chain,
+            "seq": seq,
+            "created_at": created_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "actor": actor,
+            "actor_user_id": actor_user_id,
+            "action": action,
+            "target": target,
+            "metadata": metadata,
+            "ip": ip,
+            "user_agent": user_agent,
+            "prev_hash": prev_hash,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return hashlib.sha256(body.encode("ascii")).hexdigest()
+
+
+def _stored_hash(event: AuditEvent) -> str:
+    return event_hash(
+        chain=event.chain,
+        seq=event.seq,
+        created_at=event.created_at,
+        actor=event.actor,
+        actor_user_id=event.actor_user_id,
+        action=event.action,
+        target=event.target,
+        metadata=event.metadata,
+        ip=event.ip,
+        user_agent=event.user_agent,
+        prev_hash=event.prev_hash,
+    )
+
+
+@transaction.atomic
+def audit_record(
+    *,
+    tenant: Tenant | None,
+    action: str,
+    actor: Actor,
+    target: str = "",
+    metadata: dict | None = None,
+    request: HttpRequest | None = None,
+) -> AuditEvent:
+    """Append one event to the tenant's chain, inside the caller's transaction."""
+    chain = chain_for(tenant)
+    AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_hash": GENESIS_HASH})
+    head = AuditChainHead.objects.select_for_update().get(chain=chain)
+    # Round-trip through JSON so the hash covers exactly what the database will return.
+    metadata = json.loads(json.dumps(metadata or {}, sort_keys=True))
+    fields = {
+        "chain": chain,
+        "seq": head.seq + 1,
+        "created_at": timezone.now(),
+        "actor": actor.label[:300],
+        "actor_user_id": actor.user_id,
+        "action": action,
+        "target": target[:300],
+        "metadata": metadata,
+        "ip": client_ip(request) if request is not None else None,
+        "user_agent": user_agent(request) if request is not None else "",
+        "prev_hash": head.last_hash,
+    }
+    event = AuditEvent.objects.create(tenant=tenant, hash=event_hash(**fields), **fields)
+    head.seq = event.seq
+    head.last_hash = event.hash
+    head.save(update_fields=["seq", "last_hash"])
+    return event
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    chain: str
+    checked: int
+    ok: bool
+    broken_event_id: int | None = None
+    broken_seq: int | None = None
+    reason: str = ""
+
+
+def audit_verify_chain(chain: str) -> ChainReport:
+    """Recompute one chain from its first event; report the first event that does not fit."""
+    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
+    events = AuditEvent.objects.filter(chain=chain).order_by("seq")
+    for event in events.iterator(chunk_size=2000):
+        reason = ""
+        if event.seq != expected_seq:
+            reason = f"sequence gap: expected #{expected_seq}, found #{event.seq}"
+        elif event.prev_hash != prev_hash:
+            reason = "previous-hash link does not match the preceding event"
+        elif _stored_hash(event) != event.hash:
+            reason = "content does not match its hash (the row was altered)"
+        if reason:
+            return ChainReport(chain, checked, False, event.pk, event.seq, reason)
+        checked += 1
+        expected_seq, prev_hash = event.seq + 1, event.hash
+    head = AuditChainHead.objects.filter(chain=chain).first()
+    if head is not None and (head.seq, head.last_hash) != (expected_seq - 1, prev_hash):
+        return ChainReport(
+            chain, checked, False, None, expected_seq,
+            f"chain head is at #{head.seq} but the events end at #{expected_seq - 1} "
+            "(events were removed from the end)",
+        )
+    return ChainReport(chain, checked, True)
+
+
+def audit_chains(tenant: Tenant | None = None) -> Iterator[str]:
+    """Every chain to verify: one tenant's, or all of them."""
+    if tenant is not None:
+        yield chain_for(tenant)
+        return
+    seen = set(AuditChainHead.objects.values_list("chain", flat=True))
+    seen.update(AuditEvent.objects.values_list("chain", flat=True).distinct())
+    yield from sorted(seen)

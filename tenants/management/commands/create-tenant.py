@@ -1,0 +1,33 @@
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from tenants.audit import Actor
+from tenants.services import tenant_create
+
+
+class Command(BaseCommand):
+    help = "Create a tenant and its first owner; prints the owner's one-time password if new."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug")
+        parser.add_argument("--name", default="")
+        parser.add_argument("--owner-email", required=True)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            tenant, user, password = tenant_create(
+                slug=options["slug"],
+                name=options["name"],
+                owner_email=options["owner_email"],
+                actor=Actor.system("create-tenant"),
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        self.stdout.write(f"Created tenant {tenant.slug} with owner {user.get_username()}.")
+        if password:
+            self.stdout.write("The owner's one-time password (shown only now):")
+            self.stdout.write(password)
+        else:
+            self.stdout.write("The owner already had an account; its password is unchanged.")

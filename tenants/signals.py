@@ -1,0 +1,72 @@
+"""Audit sign-ins, failed sign-ins and lockouts in every tenant the user belongs to."""
+
+from typing import Any
+
+from axes.signals import user_locked_out
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.db import transaction
+from django.dispatch import receiver
+from django.http import HttpRequest
+
+from tenants.audit import Actor, audit_record
+from tenants.models import Tenant
+
+
+def _audit_auth(
+    *, action: str, user: Any, username: str, request: HttpRequest | None, metadata: dict
+) -> None:
+    tenants: list[Tenant | None] = []
+    if user is not None:
+        tenants = [m.tenant for m in user.memberships.select_related("tenant")]
+    actor = Actor.for_user(user) if user is not None else Actor.anonymous(username[:150])
+    with transaction.atomic():
+        for tenant in tenants or [None]:
+            audit_record(
+                tenant=tenant,
+                action=action,
+                actor=actor,
+                target=f"user:{username[:150]}",
+                metadata=metadata,
+                request=request,
+            )
+
+
+def _user_named(username: str) -> Any:
+    return get_user_model().objects.filter(username=username).first() if username else None
+
+
+@receiver(user_logged_in)
+def audit_login(sender: Any, request: HttpRequest, user: Any, **_: Any) -> None:
+    _audit_auth(
+        action="auth.login", user=user, username=user.get_username(), request=request, metadata={}
+    )
+
+
+@receiver(user_login_failed)
+def audit_login_failed(
+    sender: Any, credentials: dict, request: HttpRequest | None = None, **_: Any
+) -> None:
+    username = str(credentials.get("username", ""))[:150]
+    user = _user_named(username)
+    _audit_auth(
+        action="auth.login_failed",
+        user=user,
+        username=username,
+        request=request,
+        metadata={"known_user": user is not None},
+    )
+
+
+@receiver(user_locked_out)
+def audit_locked_out(
+    sender: Any, request: HttpRequest, username: str | None = None, **_: Any
+) -> None:
+    username = (username or "")[:150]
+    _audit_auth(
+        action="auth.locked_out",
+        user=_user_named(username),
+        username=username,
+        request=request,
+        metadata={},
+    )

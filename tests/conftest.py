@@ -1,0 +1,66 @@
+"""Shared fixtures: two tenants, a member of every role in `acme`, and an outsider in `globex`."""
+
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from tenants.audit import Actor
+from tenants.models import ApiToken, Membership, Role, Tenant
+from tenants.services import api_token_create, tenant_create
+
+
+@dataclass
+class TenantWorld:
+    tenant: Tenant
+    users: dict[str, object]
+    tokens: dict[str, str]
+
+    def client(self, role: str) -> Client:
+        client = Client()
+        client.force_login(self.users[role])
+        return client
+
+    def api(self, role: str) -> Client:
+        return Client(headers={"Authorization": f"Bearer {self.tokens[role]}"})
+
+    def token(self, role: str) -> ApiToken:
+        return ApiToken.objects.get(tenant=self.tenant, name=f"{role}-token")
+
+
+def _world(slug: str) -> TenantWorld:
+    system = Actor.system("tests")
+    tenant, owner, _ = tenant_create(
+        slug=slug, name=slug.title(), owner_email=f"owner@{slug}.example", actor=system
+    )
+    users = {Role.OWNER: owner}
+    User = get_user_model()
+    for role in (Role.ADMIN, Role.DEVELOPER, Role.AUDITOR):
+        email = f"{role}@{slug}.example"
+        users[role] = User.objects.create_user(username=email, email=email, password=None)
+        Membership.objects.create(tenant=tenant, user=users[role], role=role)
+    tokens = {}
+    for role in Role:
+        _, tokens[role] = api_token_create(
+            tenant=tenant, name=f"{role}-token", role=role, actor=system
+        )
+    return TenantWorld(tenant=tenant, users=users, tokens=tokens)
+
+
+@pytest.fixture
+def acme(db) -> TenantWorld:
+    return _world("acme")
+
+
+@pytest.fixture
+def globex(db) -> TenantWorld:
+    """The other tenant: its members are outsiders to acme."""
+    return _world("globex")
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    # Hashing passwords at full strength costs seconds per test run and proves nothing here.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

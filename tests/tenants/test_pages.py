@@ -1,0 +1,186 @@
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from tenants.models import ApiToken, AuditEvent, Membership, Role
+
+
+def _events(tenant, action):
+    return AuditEvent.objects.filter(tenant=tenant, action=action)
+
+
+def test_login_page_is_served_with_security_headers(client, db):
+    response = client.get("/accounts/login/")
+    assert response.status_code == 200
+    csp = response["Content-Security-Policy"]
+    assert "default-src 'none'" in csp
+    assert "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+
+
+def test_login_and_logout_are_audited(acme):
+    owner = acme.users[Role.OWNER]
+    owner.set_password("correct horse battery staple")
+    owner.save()
+    client = Client()
+    response = client.post(
+        "/accounts/login/",
+        {"username": owner.username, "password": "correct horse battery staple"},
+    )
+    assert response.status_code == 302
+    assert _events(acme.tenant, "auth.login").filter(actor=f"user:{owner.username}").exists()
+    assert client.get("/").status_code == 302  # one tenant: straight to it
+    assert client.post("/accounts/logout/").status_code == 302
+
+
+def test_repeated_failures_lock_the_login_and_are_audited(acme):
+    owner = acme.users[Role.OWNER]
+    owner.set_password("correct horse battery staple")
+    owner.save()
+    client = Client()
+    for _ in range(5):
+        client.post("/accounts/login/", {"username": owner.username, "password": "wrong"})
+    assert _events(acme.tenant, "auth.login_failed").count() >= 4
+    assert _events(acme.tenant, "auth.locked_out").exists()
+    # even the right password is refused now
+    response = client.post(
+        "/accounts/login/",
+        {"username": owner.username, "password": "correct horse battery staple"},
+    )
+    assert response.status_code == 429
+    assert not _events(acme.tenant, "auth.login").exists()
+
+
+def test_failed_login_for_an_unknown_user_goes_to_the_platform_chain(db):
+    Client().post("/accounts/login/", {"username": "nobody@example.com", "password": "x"})
+    event = AuditEvent.objects.get(action="auth.login_failed")
+    assert event.tenant is None
+    assert event.chain == "platform"
+    assert event.metadata == {"known_user": False}
+    assert "x" not in str(event.metadata)
+
+
+def test_pages_need_a_login(acme):
+    response = Client().get(reverse("tenants:home", args=["acme"]))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_role_sees_the_tenant_home_and_members(acme, role):
+    client = acme.client(role)
+    assert client.get("/t/acme/").status_code == 200
+    response = client.get("/t/acme/members/")
+    assert response.status_code == 200
+    assert acme.users[Role.AUDITOR].username in response.content.decode()
+
+
+@pytest.mark.parametrize("role", [Role.DEVELOPER, Role.AUDITOR])
+def test_members_cannot_manage_members_or_tokens(acme, role):
+    client = acme.client(role)
+    assert client.get("/t/acme/tokens/").status_code == 403
+    response = client.post("/t/acme/members/add/", {"email": "x@example.com", "role": "owner"})
+    assert response.status_code == 403
+    assert not Membership.objects.filter(user__username="x@example.com").exists()
+    assert _events(acme.tenant, "access.denied").exists()
+
+
+def test_admin_adds_a_new_member_who_gets_a_one_time_password(acme):
+    client = acme.client(Role.ADMIN)
+    response = client.post(
+        "/t/acme/members/add/", {"email": "New.Person@Example.com", "role": "developer"}
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    password = re.search(r'<code class="copy">([^<]+)</code>', page).group(1)
+    user = get_user_model().objects.get(username="new.person@example.com")
+    assert user.check_password(password)
+    assert Membership.objects.get(tenant=acme.tenant, user=user).role == Role.DEVELOPER
+    event = _events(acme.tenant, "member.added").get(target="user:new.person@example.com")
+    assert password not in str(event.metadata)
+    # the password is not shown again
+    assert password not in client.get("/t/acme/members/").content.decode()
+
+
+def test_adding_an_existing_member_twice_is_refused(acme):
+    client = acme.client(Role.OWNER)
+    response = client.post(
+        "/t/acme/members/add/", {"email": acme.users[Role.AUDITOR].username, "role": "admin"}
+    )
+    assert response.status_code == 200
+    assert "already a member" in response.content.decode()
+    assert Membership.objects.get(user=acme.users[Role.AUDITOR]).role == Role.AUDITOR
+
+
+def test_bad_email_is_refused_with_a_message(acme):
+    response = acme.client(Role.OWNER).post("/t/acme/members/add/", {"email": "nope", "role": "x"})
+    assert response.status_code == 200
+    assert "Enter a valid email address" in response.content.decode()
+
+
+def test_owner_changes_a_role_and_it_is_audited(acme):
+    membership = Membership.objects.get(user=acme.users[Role.DEVELOPER])
+    response = acme.client(Role.OWNER).post(
+        f"/t/acme/members/{membership.pk}/role/", {"role": "auditor"}
+    )
+    assert response.status_code == 302
+    membership.refresh_from_db()
+    assert membership.role == Role.AUDITOR
+    event = _events(acme.tenant, "member.role_changed").get()
+    assert event.metadata == {"from": "developer", "to": "auditor"}
+
+
+def test_the_last_owner_can_neither_leave_nor_be_demoted(acme):
+    owner = Membership.objects.get(user=acme.users[Role.OWNER])
+    client = acme.client(Role.ADMIN)
+    client.post(f"/t/acme/members/{owner.pk}/role/", {"role": "admin"})
+    client.post(f"/t/acme/members/{owner.pk}/remove/")
+    owner.refresh_from_db()
+    assert owner.role == Role.OWNER
+    response = client.get("/t/acme/members/")
+    assert "last owner" in response.content.decode()
+
+
+def test_an_owner_can_be_removed_when_another_remains(acme):
+    admin = Membership.objects.get(user=acme.users[Role.ADMIN])
+    client = acme.client(Role.OWNER)
+    client.post(f"/t/acme/members/{admin.pk}/role/", {"role": "owner"})
+    owner = Membership.objects.get(user=acme.users[Role.OWNER])
+    assert client.post(f"/t/acme/members/{owner.pk}/remove/").status_code == 302
+    assert not Membership.objects.filter(pk=owner.pk).exists()
+    assert _events(acme.tenant, "member.removed").exists()
+
+
+def test_token_created_on_the_page_is_shown_once_and_works(acme):
+    client = acme.client(Role.OWNER)
+    response = client.post("/t/acme/tokens/", {"name": "ci", "role": "developer"})
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    secret = re.search(r'<code class="copy">(swr_[^<]+)</code>', response.content.decode()).group(1)
+    assert secret not in client.get("/t/acme/tokens/").content.decode()
+    me = Client(headers={"Authorization": f"Bearer {secret}"}).get("/api/v1/me/")
+    assert me.json() == {"tenant": "acme", "token_name": "ci", "role": "developer"}
+    assert _events(acme.tenant, "token.created").filter(metadata__name="ci").exists()
+
+
+def test_token_revoked_on_the_page_stops_working(acme):
+    token = acme.token(Role.DEVELOPER)
+    response = acme.client(Role.ADMIN).post(f"/t/acme/tokens/{token.pk}/revoke/")
+    assert response.status_code == 302
+    assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
+    assert acme.api(Role.DEVELOPER).get("/api/v1/me/").status_code == 401
+    assert _events(acme.tenant, "token.revoked").count() == 1
+
+
+def test_forms_need_a_csrf_token(acme):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(acme.users[Role.OWNER])
+    response = client.post("/t/acme/tokens/", {"name": "x", "role": "owner"})
+    assert response.status_code == 403
+    assert not ApiToken.objects.filter(name="x").exists()
