@@ -28,8 +28,11 @@ def check_required_settings(app_configs: Iterable[Any] | None = None, **_: Any) 
         if not (name == "ALLOWED_HOSTS" and settings.DEBUG)
     ]
     return [
-        checks.Error(f"{name} is not set; Swrly refuses to start without it.", hint=_HINTS[name],
-                     id="swrly.E001")
+        checks.Error(
+            f"{name} is not set; Swrly refuses to start without it.",
+            hint=_HINTS[name],
+            id="swrly.E001",
+        )
         for name in missing
     ]
 

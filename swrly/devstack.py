@@ -73,15 +73,8 @@ def start_embedded_valkey() -> Any:
     return server
 
 
-def _manage(*args: str, env: dict[str, str], capture: bool = False) -> str:
-    result = subprocess.run(  # noqa: S603
-        [sys.executable, str(BASE_DIR / "manage.py"), *args],
-        env=env,
-        check=True,
-        text=True,
-        capture_output=capture,
-    )
-    return result.stdout or ""
+def _manage(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, check=True)  # noqa: S603
 
 
 def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -132,30 +125,49 @@ def main() -> int:
             env["REDIS_URL"] = valkey.connection_url + "/0"
             print(f"Embedded Valkey on {valkey.connection_url} (in memory only).")  # noqa: T201
         _manage("migrate", "--noinput", env=env)
-        status = _manage("shell", "-c", _TENANT_EXISTS, env=env, capture=True).strip()
-        if status != "yes":
-            _manage(
-                "create-tenant", DEMO_TENANT, "--name", "Acme Corp", "--owner-email", DEMO_OWNER,
-                env=env,
-            )
-        else:
-            print(f"Demo tenant '{DEMO_TENANT}' exists; its owner is {DEMO_OWNER}.")  # noqa: T201
+        _manage(
+            "create-tenant",
+            DEMO_TENANT,
+            "--name",
+            "Acme Corp",
+            "--owner-email",
+            DEMO_OWNER,
+            "--exist-ok",
+            env=env,
+        )
         processes.append(
-            subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "celery", "-A", "swrly", "worker", "--pool=threads",
-                 "--concurrency=4", "--loglevel=INFO"],
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "swrly",
+                    "worker",
+                    "--pool=threads",
+                    "--concurrency=4",
+                    "--loglevel=INFO",
+                ],
                 env=env,
                 cwd=BASE_DIR,
             )
         )
         web = subprocess.Popen(  # noqa: S603
-            [sys.executable, str(BASE_DIR / "manage.py"), "runserver", f"{host}:{port}",
-             "--noreload"],
+            [
+                sys.executable,
+                str(BASE_DIR / "manage.py"),
+                "runserver",
+                f"{host}:{port}",
+                "--noreload",
+            ],
             env=env,
         )
         processes.append(web)
         _wait_for_http(f"http://{host}:{port}/accounts/login/", web)
-        print(f"\nSwrly is running: http://{host}:{port}/  (Ctrl-C stops everything)\n")  # noqa: T201
+        print(  # noqa: T201
+            f"\nSwrly is running: http://{host}:{port}/  (sign in as {DEMO_OWNER}; "
+            "Ctrl-C stops everything)\n"
+        )
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
         print("A process exited; stopping the rest.")  # noqa: T201
@@ -169,12 +181,6 @@ def main() -> int:
         if valkey is not None:
             with contextlib.suppress(Exception):
                 valkey.stop()
-
-
-_TENANT_EXISTS = (
-    "from tenants.models import Tenant; "
-    f"print('yes' if Tenant.objects.filter(slug={DEMO_TENANT!r}).exists() else 'no')"
-)
 
 
 if __name__ == "__main__":

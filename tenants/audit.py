@@ -172,7 +172,11 @@ def audit_verify_chain(chain: str) -> ChainReport:
     head = AuditChainHead.objects.filter(chain=chain).first()
     if head is not None and (head.seq, head.last_hash) != (expected_seq - 1, prev_hash):
         return ChainReport(
-            chain, checked, False, None, expected_seq,
+            chain,
+            checked,
+            False,
+            None,
+            expected_seq,
             f"chain head is at #{head.seq} but the events end at #{expected_seq - 1} "
             "(events were removed from the end)",
         )

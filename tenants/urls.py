@@ -8,9 +8,7 @@ urlpatterns = [
     path("", views.TenantHomeView.as_view(), name="home"),
     path("members/", views.MemberListView.as_view(), name="member-list"),
     path("members/add/", views.MemberAddView.as_view(), name="member-add"),
-    path(
-        "members/<uuid:membership_id>/role/", views.MemberRoleView.as_view(), name="member-role"
-    ),
+    path("members/<uuid:membership_id>/role/", views.MemberRoleView.as_view(), name="member-role"),
     path(
         "members/<uuid:membership_id>/remove/",
         views.MemberRemoveView.as_view(),

@@ -8,15 +8,15 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
-from django.utils.decorators import method_decorator
 
 from tenants.access import access_denied, get_for_tenant, membership_for_request, scoped
 from tenants.audit import Actor
 from tenants.forms import ApiTokenCreateForm, MemberAddForm, MemberRoleForm
-from tenants.selectors import memberships_for_user
 from tenants.models import MANAGE_ROLES, READ_ROLES, ApiToken, AuditEvent, Membership, Role
+from tenants.selectors import memberships_for_user
 from tenants.services import (
     api_token_create,
     api_token_revoke,
@@ -137,7 +137,9 @@ class MemberRoleView(TenantPageView):
                     actor=self.actor,
                     request=request,
                 )
-                messages.success(request, f"{membership.user.get_username()} is now {membership.role}.")
+                messages.success(
+                    request, f"{membership.user.get_username()} is now {membership.role}."
+                )
             except ValidationError as exc:
                 messages.error(request, exc.messages[0])
         return redirect(self.url("tenants:member-list"))

@@ -2,12 +2,12 @@
 
 from dataclasses import dataclass
 
-from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from tenants.models import ApiToken, Tenant
-from tenants.tokens import token_matches, token_prefix
+from tenants.selectors import api_token_for_secret, api_token_mark_used
 
 
 @dataclass(frozen=True)
@@ -41,19 +41,26 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             return None
         if scheme.lower() != "bearer" or not presented.strip():
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <token>'.")
-        presented = presented.strip()
-        prefix = token_prefix(presented)
-        token = (
-            ApiToken.objects.select_related("tenant").filter(prefix=prefix).first()
-            if prefix
-            else None
-        )
-        if token is None or not token_matches(presented, token.digest) or not token.is_active:
+        token = api_token_for_secret(presented.strip())
+        if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
-        now = timezone.now()
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        token.last_used_at = now
+        api_token_mark_used(token)
         return TokenPrincipal(token), token
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
+
+
+class ApiTokenAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes the Bearer token in the OpenAPI schema."""
+
+    target_class = ApiTokenAuthentication
+    name = "ApiToken"
+
+    def get_security_definition(self, auto_schema: object) -> dict:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token (`swr_…`) created on the API tokens page or with "
+            "`manage.py create-api-token`. It names the tenant and the role.",
+        }

@@ -1,15 +1,19 @@
 import pytest
 from django.db import connection
 
+from tenants.audit import Actor
 from tenants.models import ApiToken, AuditEvent, Role
 from tenants.services import api_token_revoke
-from tenants.audit import Actor
 
 
 def test_me_names_the_tokens_tenant_and_role(acme):
     response = acme.api(Role.DEVELOPER).get("/api/v1/me/")
     assert response.status_code == 200
-    assert response.json() == {"tenant": "acme", "token_name": "developer-token", "role": "developer"}
+    assert response.json() == {
+        "tenant": "acme",
+        "token_name": "developer-token",
+        "role": "developer",
+    }
 
 
 def test_me_records_the_tokens_last_use(acme):
@@ -92,7 +96,9 @@ def test_unknown_token_id_is_404_and_audited(acme):
     response = acme.api(Role.OWNER).get("/api/v1/tokens/00000000-0000-0000-0000-000000000000/")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
-    assert AuditEvent.objects.filter(tenant=acme.tenant, action="access.denied").count() == before + 1
+    assert (
+        AuditEvent.objects.filter(tenant=acme.tenant, action="access.denied").count() == before + 1
+    )
 
 
 def test_openapi_schema_is_served(client, db):

@@ -13,7 +13,9 @@ SYSTEM = Actor.system("tests")
 
 def _record(tenant, n=1, **metadata):
     return [
-        audit_record(tenant=tenant, action="test.event", actor=SYSTEM, metadata={"i": i, **metadata})
+        audit_record(
+            tenant=tenant, action="test.event", actor=SYSTEM, metadata={"i": i, **metadata}
+        )
         for i in range(n)
     ]
 
@@ -110,9 +112,15 @@ def test_verify_audit_notices_a_removed_tail(tenant):
 
 def test_action_fails_when_its_audit_event_cannot_be_written(tenant):
     # given an action whose audit write fails (metadata that is not JSON)
-    with pytest.raises(TypeError), transaction.atomic():
-        Tenant.objects.create(slug="half-done", name="Half")
-        audit_record(tenant=tenant, action="tenant.created", actor=SYSTEM, metadata={"x": object()})
+    def create_tenant_with_audit():
+        with transaction.atomic():
+            Tenant.objects.create(slug="half-done", name="Half")
+            audit_record(
+                tenant=tenant, action="tenant.created", actor=SYSTEM, metadata={"x": object()}
+            )
+
+    with pytest.raises(TypeError):
+        create_tenant_with_audit()
     # then the action did not happen either
     assert not Tenant.objects.filter(slug="half-done").exists()
 
@@ -128,7 +136,9 @@ def test_concurrent_writers_neither_fork_nor_skip():
         try:
             barrier.wait()
             for i in range(per_writer):
-                audit_record(tenant=tenant, action="test.event", actor=SYSTEM, metadata={"w": n, "i": i})
+                audit_record(
+                    tenant=tenant, action="test.event", actor=SYSTEM, metadata={"w": n, "i": i}
+                )
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:

@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tenants.audit import Actor
+from tenants.models import Tenant
 from tenants.services import tenant_create
 
 
@@ -14,8 +15,16 @@ class Command(BaseCommand):
         parser.add_argument("slug")
         parser.add_argument("--name", default="")
         parser.add_argument("--owner-email", required=True)
+        parser.add_argument(
+            "--exist-ok",
+            action="store_true",
+            help="Succeed without changes when the tenant already exists.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["exist_ok"] and Tenant.objects.filter(slug=options["slug"]).exists():
+            self.stdout.write(f"Tenant {options['slug']} exists; nothing changed.")
+            return
         try:
             tenant, user, password = tenant_create(
                 slug=options["slug"],

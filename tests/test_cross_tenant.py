@@ -1,0 +1,133 @@
+"""Every tenant-scoped page and API route, visited from another tenant.
+
+`test_every_route_has_a_cross_tenant_case` walks the URLconf: a new route without a case here
+fails the suite.
+"""
+
+import re
+import uuid
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from tenants.models import ApiToken, AuditEvent, Membership, Role
+
+# Routes that belong to no tenant.
+UNSCOPED = {"home", "login", "logout", "api:schema"}
+
+
+def _route_names(patterns=None, namespace=""):
+    for pattern in patterns if patterns is not None else get_resolver().url_patterns:
+        if isinstance(pattern, URLResolver):
+            if pattern.app_name == "admin":
+                continue
+            ns = pattern.namespace or ""
+            yield from _route_names(pattern.url_patterns, f"{namespace}{ns}:" if ns else namespace)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            yield f"{namespace}{pattern.name}"
+
+
+def _page(response):
+    """Status and body, without the per-render CSRF mask."""
+    body = re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", response.content)
+    return response.status_code, body
+
+
+def _acme_member(world):
+    return {"membership_id": Membership.objects.get(user=world.users[Role.DEVELOPER]).pk}
+
+
+def _acme_token(world):
+    return {"token_id": world.token(Role.DEVELOPER).pk}
+
+
+# name -> (method, kwargs for an acme object, form data)
+PAGE_CASES = {
+    "tenants:home": ("get", None, None),
+    "tenants:member-list": ("get", None, None),
+    "tenants:member-add": ("post", None, {"email": "intruder@example.com", "role": "owner"}),
+    "tenants:member-role": ("post", _acme_member, {"role": "auditor"}),
+    "tenants:member-remove": ("post", _acme_member, {}),
+    "tenants:apitoken-list": ("get", None, None),
+    "tenants:apitoken-revoke": ("post", _acme_token, {}),
+}
+# name -> kwargs for an acme object (None: the route has no object id; the token picks the tenant)
+API_CASES = {
+    "api:me": None,
+    "api:token-list": None,
+    "api:token-detail": lambda world: {"pk": world.token(Role.DEVELOPER).pk},
+}
+
+
+def test_every_route_has_a_cross_tenant_case():
+    scoped = set(_route_names()) - UNSCOPED
+    missing = scoped - set(PAGE_CASES) - set(API_CASES)
+    assert not missing, f"routes without a cross-tenant test: {sorted(missing)}"
+    assert not (set(PAGE_CASES) | set(API_CASES)) - scoped, "cases for routes that do not exist"
+
+
+def _acme_state(acme):
+    return (
+        sorted(Membership.objects.filter(tenant=acme.tenant).values_list("user_id", "role")),
+        sorted(ApiToken.objects.filter(tenant=acme.tenant).values_list("pk", "revoked_at")),
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PAGE_CASES))
+def test_a_non_member_gets_404_and_is_audited(name, acme, globex):
+    method, make_kwargs, data = PAGE_CASES[name]
+    kwargs = {"tenant_slug": "acme", **(make_kwargs(acme) if make_kwargs else {})}
+    before = _acme_state(acme)
+    outsider = globex.client(Role.OWNER)
+
+    response = getattr(outsider, method)(reverse(name, kwargs=kwargs), data)
+
+    assert response.status_code == 404
+    assert _acme_state(acme) == before
+    denied = AuditEvent.objects.filter(tenant=acme.tenant, action="access.denied").last()
+    assert denied is not None
+    assert denied.actor == f"user:{globex.users[Role.OWNER].username}"
+    # the same answer as for a tenant that does not exist
+    kwargs["tenant_slug"] = "no-such-tenant"
+    unknown = getattr(outsider, method)(reverse(name, kwargs=kwargs), data)
+    assert _page(unknown) == _page(response)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, case in PAGE_CASES.items() if case[1]))
+def test_another_tenants_object_id_gets_404_like_an_unknown_id(name, acme, globex):
+    method, make_kwargs, data = PAGE_CASES[name]
+    before = _acme_state(acme)
+    owner = globex.client(Role.OWNER)
+    foreign = {"tenant_slug": "globex", **make_kwargs(acme)}
+
+    response = getattr(owner, method)(reverse(name, kwargs=foreign), data)
+
+    assert response.status_code == 404
+    assert _acme_state(acme) == before
+    assert AuditEvent.objects.filter(tenant=globex.tenant, action="access.denied").exists()
+    unknown = {key: uuid.uuid4() if key != "tenant_slug" else "globex" for key in foreign}
+    other = getattr(owner, method)(reverse(name, kwargs=unknown), data)
+    assert _page(other) == _page(response)
+
+
+def test_api_me_answers_for_the_tokens_own_tenant(acme, globex):
+    assert globex.api(Role.AUDITOR).get(reverse("api:me")).json()["tenant"] == "globex"
+
+
+def test_api_token_list_shows_only_the_tokens_tenant(acme, globex):
+    body = globex.api(Role.OWNER).get(reverse("api:token-list")).json()
+    ids = {row["id"] for row in body["results"]}
+    assert ids == {
+        str(pk) for pk in ApiToken.objects.filter(tenant=globex.tenant).values_list("pk", flat=True)
+    }
+
+
+@pytest.mark.parametrize("name", sorted(n for n, make in API_CASES.items() if make))
+def test_api_another_tenants_object_id_gets_404_like_an_unknown_id(name, acme, globex):
+    api = globex.api(Role.OWNER)
+    foreign = api.get(reverse(name, kwargs=API_CASES[name](acme)))
+    unknown_kwargs = {key: uuid.uuid4() for key in API_CASES[name](acme)}
+    unknown = api.get(reverse(name, kwargs=unknown_kwargs))
+    assert foreign.status_code == 404
+    assert (foreign.status_code, foreign.json()) == (unknown.status_code, unknown.json())
+    assert AuditEvent.objects.filter(tenant=globex.tenant, action="access.denied").count() == 2

@@ -1,0 +1,107 @@
+"""Start-up configuration: required settings, `check --deploy`, and no platform provider key."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from swrly.devstack import generate_encryption_key
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _manage(*args, **env_overrides):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"SECRET_KEY", "BYOK_ENCRYPTION_KEY", "ALLOWED_HOSTS", "DEBUG"}
+    }
+    env.update({"SWRLY_ENV_FILE": os.devnull, **env_overrides})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+PRODUCTION = {
+    "DEBUG": "False",
+    "SECRET_KEY": "",  # filled per test
+    "BYOK_ENCRYPTION_KEY": "",
+    "ALLOWED_HOSTS": "swrly.example.com",
+    "SECURE_SSL_REDIRECT": "True",
+    "SECURE_HSTS_PRELOAD": "True",
+    "STATIC_MANIFEST": "True",
+}
+
+
+def _production(**overrides):
+    import secrets
+
+    env = {**PRODUCTION, **overrides}
+    env["SECRET_KEY"] = overrides.get("SECRET_KEY", secrets.token_urlsafe(50))
+    env["BYOK_ENCRYPTION_KEY"] = overrides.get("BYOK_ENCRYPTION_KEY", generate_encryption_key())
+    return {key: value for key, value in env.items() if value is not None}
+
+
+def test_check_deploy_passes_with_production_settings():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", **_production())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "BYOK_ENCRYPTION_KEY", "ALLOWED_HOSTS"])
+def test_production_refuses_to_start_without(missing):
+    result = _manage("check", **_production(**{missing: None}))
+    assert result.returncode != 0
+    assert re.search(rf"swrly\.E001\) {missing} is not set", result.stderr), result.stderr
+    others = {"SECRET_KEY", "BYOK_ENCRYPTION_KEY", "ALLOWED_HOSTS"} - {missing}
+    for name in others:
+        assert f"{name} is not set" not in result.stderr
+
+
+def test_the_wsgi_application_refuses_to_load_without_secrets():
+    env = _production(SECRET_KEY=None)
+    code = "import swrly.wsgi"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            **{k: v for k, v in os.environ.items() if k != "SECRET_KEY"},
+            "SWRLY_ENV_FILE": os.devnull,
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_secrets_can_come_from_files(tmp_path):
+    secret_file = tmp_path / "secret_key"
+    secret_file.write_text("from-a-file-" + "x" * 50 + "\n")
+    result = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.SECRET_KEY[:12])",
+        **_production(SECRET_KEY=None, SECRET_KEY_FILE=str(secret_file)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "from-a-file-"
+
+
+def test_no_setting_names_a_platform_provider_key():
+    provider_words = ("ANTHROPIC", "OPENAI", "PROVIDER_API_KEY", "PROVIDER_KEY")
+    names = [name for name in dir(settings) if name.isupper()]
+    assert not [n for n in names if any(word in n for word in provider_words)]
+    source = "\n".join(p.read_text() for p in (ROOT / "swrly").rglob("*.py"))
+    assert not re.search(r"(ANTHROPIC|OPENAI)_API_KEY", source)

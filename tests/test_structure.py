@@ -1,0 +1,51 @@
+"""Structural rules that keep tenant scoping from depending on memory."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+
+from tenants.api.base import TenantViewSet
+from tenants.models import Tenant
+
+ROOT = Path(__file__).resolve().parent.parent
+# Modules that serve requests: they must reach tenant-owned rows only through tenants.access.
+REQUEST_MODULES = sorted(
+    [*ROOT.glob("*/views.py"), *ROOT.glob("*/api/*.py"), *ROOT.glob("*/api.py")]
+)
+
+
+def _tenant_owned_models():
+    return {
+        model.__name__
+        for model in apps.get_models()
+        if any(f.name == "tenant" and f.related_model is Tenant for f in model._meta.fields)
+    }
+
+
+@pytest.mark.parametrize("path", REQUEST_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_request_modules_never_query_tenant_models_directly(path):
+    owned = _tenant_owned_models()
+    offenders = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in {"objects", "_default_manager", "_base_manager"}
+            and isinstance(node.value, ast.Name)
+            and node.value.id in owned
+        ):
+            offenders.append(f"{node.value.id}.{node.attr} (line {node.lineno})")
+    assert not offenders, f"use tenants.access.scoped()/get_for_tenant(): {offenders}"
+
+
+def test_request_modules_were_found():
+    assert any(p.name == "views.py" for p in REQUEST_MODULES)
+
+
+def test_tenant_viewsets_cannot_override_the_scoped_queryset():
+    with pytest.raises(TypeError, match="filter_tenant_queryset"):
+
+        class Leaky(TenantViewSet):
+            def get_queryset(self):
+                return Tenant.objects.all()
