@@ -7,3 +7,6 @@ class SwrlyConfig(AppConfig):
 
     def ready(self) -> None:
         from swrly import checks  # noqa: F401  (registers the system checks)
+        from swrly.keys.redaction import install_log_redaction
+
+        install_log_redaction()

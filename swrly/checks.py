@@ -37,6 +37,85 @@ def check_required_settings(app_configs: Iterable[Any] | None = None, **_: Any) 
     ]
 
 
+@checks.register(STARTUP_TAG)
+def check_keyring(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.E002: an encryption key is malformed, of the wrong length, or duplicated."""
+    from swrly.keys.errors import KeyringError
+    from swrly.keys.keyring import parse_keyring
+
+    if not settings.BYOK_ENCRYPTION_KEY:
+        return []  # swrly.E001 already names it
+    try:
+        parse_keyring(settings.BYOK_ENCRYPTION_KEY, settings.BYOK_ENCRYPTION_KEY_FALLBACKS)
+    except KeyringError as exc:
+        return [checks.Error(str(exc), hint=_HINTS["BYOK_ENCRYPTION_KEY"], id="swrly.E002")]
+    return []
+
+
+KEY_STORE_TAG = "swrly_key_store"
+
+
+@checks.register(KEY_STORE_TAG)
+def check_key_store(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.W010 to W013, I010: the key-store Redis must neither persist nor evict tokens."""
+    import redis
+
+    from swrly.keys.store import get_client
+
+    try:
+        client = get_client()
+        config: dict[str, str] = {}
+        for name in ("save", "appendonly", "maxmemory", "maxmemory-policy"):
+            config.update(client.config_get(name))  # one name per call: Redis 6.2 takes one
+    except redis.ResponseError:
+        return [
+            checks.Info(
+                "The key-store Redis refuses CONFIG GET (managed Redis?): Swrly could not verify "
+                "that it keeps nothing on disk and never evicts tokens early.",
+                hint="Confirm with your provider: no RDB/AOF persistence, maxmemory-policy "
+                "noeviction.",
+                id="swrly.I010",
+            )
+        ]
+    except redis.RedisError:
+        return [
+            checks.Warning(
+                "The key-store Redis (BYOK_REDIS_URL) did not answer; its configuration was not "
+                "checked.",
+                id="swrly.W010",
+            )
+        ]
+    found = []
+    if config.get("save"):
+        found.append(
+            checks.Warning(
+                f"The key-store Redis writes RDB snapshots (save {config['save']!r}): encrypted "
+                "tokens reach its disk.",
+                hint='Set `save ""` on the key-store Redis.',
+                id="swrly.W011",
+            )
+        )
+    if config.get("appendonly") == "yes":
+        found.append(
+            checks.Warning(
+                "The key-store Redis keeps an append-only file: encrypted tokens reach its disk.",
+                hint="Set `appendonly no` on the key-store Redis.",
+                id="swrly.W012",
+            )
+        )
+    if config.get("maxmemory", "0") != "0" and config.get("maxmemory-policy") != "noeviction":
+        found.append(
+            checks.Warning(
+                f"The key-store Redis evicts keys under memory pressure "
+                f"(maxmemory-policy {config.get('maxmemory-policy')}): a token could vanish "
+                "before its TTL and its run fail as key_expired.",
+                hint="Set maxmemory-policy noeviction on the key-store Redis.",
+                id="swrly.W013",
+            )
+        )
+    return found
+
+
 def raise_on_startup_errors() -> None:
     """Run the start-up checks where Django does not (gunicorn, Celery workers)."""
     errors = [e for e in checks.run_checks(tags=[STARTUP_TAG]) if e.is_serious()]

@@ -7,7 +7,6 @@ server (unless REDIS_URL is set), a Celery worker and the web server, creates th
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import secrets
@@ -19,17 +18,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from swrly.keys.keyring import generate_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_TENANT = "acme"
 DEMO_OWNER = "owner@acme.example"
 
 
-def generate_encryption_key() -> str:
-    """32 random bytes in urlsafe base64: the format of BYOK_ENCRYPTION_KEY."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-
-
 def read_env_file(path: Path) -> dict[str, str]:
+    """The names set in a .env file, with their raw values (settings parse them properly)."""
     values: dict[str, str] = {}
     if not path.is_file():
         return values
@@ -46,18 +43,20 @@ def ensure_env_file(path: Path) -> list[str]:
     wanted = {
         "DEBUG": lambda: "True",
         "SECRET_KEY": lambda: secrets.token_urlsafe(50),
-        "BYOK_ENCRYPTION_KEY": generate_encryption_key,
+        "BYOK_ENCRYPTION_KEY": generate_key,
         "ALLOWED_HOSTS": lambda: "127.0.0.1,localhost",
     }
     present = read_env_file(path)
     added = [name for name in wanted if name not in present]
     if not added:
         return []
-    lines = [] if path.exists() else ["# Local settings written by `make run`; never commit this."]
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = [] if existing else ["# Local settings written by `make run`; never commit this."]
     lines += [f"{name}={wanted[name]()}" for name in added]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+        separator = "\n" if existing and not existing.endswith("\n") else ""
+        handle.write(separator + "\n".join(lines) + "\n")
     return added
 
 
@@ -107,7 +106,8 @@ def main() -> int:
     added = ensure_env_file(env_path)
     if added:
         print(f"Wrote {', '.join(added)} to {env_path} (git-ignored).")  # noqa: T201
-    env = {**read_env_file(env_path), **os.environ}
+    # Child processes read the .env themselves, through django-environ.
+    env = {**os.environ, "SWRLY_ENV_FILE": str(env_path)}
     host, port = "127.0.0.1", env.get("PORT", "8000")
 
     # SIGTERM (and SIGHUP) end the stack the same way Ctrl-C does.
@@ -120,7 +120,7 @@ def main() -> int:
     valkey = None
     processes: list[subprocess.Popen] = []
     try:
-        if not env.get("REDIS_URL"):
+        if not (env.get("REDIS_URL") or read_env_file(env_path).get("REDIS_URL")):
             valkey = start_embedded_valkey()
             env["REDIS_URL"] = valkey.connection_url + "/0"
             print(f"Embedded Valkey on {valkey.connection_url} (in memory only).")  # noqa: T201
@@ -185,6 +185,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--generate-key"]:
-        print(generate_encryption_key())  # noqa: T201
+        print(generate_key())  # noqa: T201
         sys.exit(0)
     sys.exit(main())

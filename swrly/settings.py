@@ -126,6 +126,13 @@ CACHES = {
     },
 }
 
+# --- BYOK key store ---------------------------------------------------------------------------
+# Its own Redis (no persistence, no eviction; see docs/security.md), the main one by default.
+BYOK_REDIS_URL = env.str("BYOK_REDIS_URL", default=REDIS_URL)
+BYOK_TOKEN_TTL = env.int("BYOK_TOKEN_TTL", default=900)
+DEFAULT_EXCEPTION_REPORTER_FILTER = "swrly.keys.redaction.RedactingExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "swrly.keys.redaction.RedactingExceptionReporter"
+
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

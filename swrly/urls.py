@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from tenants.views import home
+from tenants.views import PasswordChangeView, home
 
 urlpatterns = [
     path("", home, name="home"),
@@ -12,6 +12,7 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", PasswordChangeView.as_view(), name="password-change"),
     path("t/<slug:tenant_slug>/", include("tenants.urls")),
     path("api/v1/", include("tenants.api.urls")),
     path("admin/", admin.site.urls),

@@ -1,30 +1,24 @@
+"""Read-only views for platform superusers.
+
+Every change goes through the pages, the API or the commands, which write the audit event in
+the same transaction; the admin would bypass that, so it changes nothing.
+"""
+
 from django.contrib import admin
 
-from tenants.models import ApiToken, AuditEvent, Membership, Tenant
+from tenants.models import (
+    ApiToken,
+    AuditEvent,
+    KeyRotation,
+    Membership,
+    ProviderKey,
+    Tenant,
+)
 
 
-@admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "created_at"]
-    search_fields = ["slug", "name"]
-
-
-@admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["tenant", "user", "role"]
-    list_filter = ["role"]
-
-
-@admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["tenant", "name", "role", "display_prefix", "last_used_at", "revoked_at"]
-    readonly_fields = ["prefix", "digest"]
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "tenant", "action", "actor", "target"]
-    list_filter = ["action"]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
 
     def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
@@ -32,5 +26,36 @@ class AuditEventAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
+
+@admin.register(Tenant)
+class TenantAdmin(ReadOnlyAdmin):
+    list_display = ["slug", "name", "created_at"]
+    search_fields = ["slug", "name"]
+
+
+@admin.register(Membership)
+class MembershipAdmin(ReadOnlyAdmin):
+    list_display = ["tenant", "user", "role"]
+    list_filter = ["role"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    list_display = ["tenant", "name", "role", "display_prefix", "last_used_at", "revoked_at"]
+    exclude = ["digest"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "tenant", "action", "actor", "target"]
+    list_filter = ["action"]
+
+
+@admin.register(ProviderKey)
+class ProviderKeyAdmin(ReadOnlyAdmin):
+    list_display = ["tenant", "provider", "hint", "first_seen_at", "last_seen_at", "use_count"]
+
+
+@admin.register(KeyRotation)
+class KeyRotationAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "finished_at", "actor", "to_key_id", "rewrapped", "outcome"]

@@ -107,6 +107,20 @@ def _stored_hash(event: AuditEvent) -> str:
     )
 
 
+def _normalized(value: Any) -> Any:
+    """JSON that every database returns exactly as given: floats become strings.
+
+    (PostgreSQL's jsonb may hand back 1e20 as an integer, which would break the hash.)
+    """
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): _normalized(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalized(v) for v in value]
+    return value
+
+
 @transaction.atomic
 def audit_record(
     *,
@@ -122,7 +136,8 @@ def audit_record(
     AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_hash": GENESIS_HASH})
     head = AuditChainHead.objects.select_for_update().get(chain=chain)
     # Round-trip through JSON so the hash covers exactly what the database will return.
-    metadata = json.loads(json.dumps(metadata or {}, sort_keys=True))
+    metadata = json.loads(json.dumps(_normalized(metadata or {}), sort_keys=True))
+    ip = client_ip(request) if request is not None else None
     fields = {
         "chain": chain,
         "seq": head.seq + 1,
@@ -132,7 +147,7 @@ def audit_record(
         "action": action,
         "target": target[:300],
         "metadata": metadata,
-        "ip": client_ip(request) if request is not None else None,
+        "ip": AuditEvent._meta.get_field("ip").get_prep_value(ip),  # as stored (IPv6 normalized)
         "user_agent": user_agent(request) if request is not None else "",
         "prev_hash": head.last_hash,
     }
@@ -159,7 +174,9 @@ def audit_verify_chain(chain: str) -> ChainReport:
     events = AuditEvent.objects.filter(chain=chain).order_by("seq")
     for event in events.iterator(chunk_size=2000):
         reason = ""
-        if event.seq != expected_seq:
+        if str(event.tenant_id or PLATFORM_CHAIN) != chain:
+            reason = "the event's tenant does not match its chain (the row was moved)"
+        elif event.seq != expected_seq:
             reason = f"sequence gap: expected #{expected_seq}, found #{event.seq}"
         elif event.prev_hash != prev_hash:
             reason = "previous-hash link does not match the preceding event"

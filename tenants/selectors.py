@@ -15,12 +15,15 @@ def memberships_for_user(user: AbstractBaseUser) -> list[Membership]:
 
 
 def api_token_for_secret(presented: str) -> ApiToken | None:
-    """The active token this secret belongs to, or None. The tenant comes from the token."""
+    """The token this secret belongs to (revoked or not), or None.
+
+    The tenant comes from the token; the caller refuses a revoked one.
+    """
     prefix = token_prefix(presented)
     if prefix is None:
         return None
     token = ApiToken.objects.select_related("tenant").filter(prefix=prefix).first()
-    if token is None or not token_matches(presented, token.digest) or not token.is_active:
+    if token is None or not token_matches(presented, token.digest):
         return None
     return token
 

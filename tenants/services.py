@@ -1,22 +1,43 @@
 """Writes to tenants, memberships and API tokens, each with its audit event, atomically."""
 
 import secrets
+import uuid
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email, validate_slug
 from django.db import transaction
+from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
 from tenants.audit import Actor, audit_record
-from tenants.models import ApiToken, Membership, Role, Tenant
+from tenants.models import (
+    ApiToken,
+    KeyRotation,
+    KeyRotationTenant,
+    Membership,
+    ProviderKey,
+    Role,
+    RotationOutcome,
+    Tenant,
+)
 from tenants.tokens import token_generate
 
 
 class LastOwnerError(ValidationError):
     """The change would leave the tenant without an owner."""
+
+
+class OwnerOnlyError(ValidationError):
+    """Only an owner may grant, take away or hand out the owner role."""
+
+
+def _require_owner_for(acting_role: str, *roles: str) -> None:
+    if Role.OWNER in roles and acting_role != Role.OWNER:
+        raise OwnerOnlyError("only an owner can grant, change or remove the owner role")
 
 
 def _one_time_password() -> str:
@@ -60,10 +81,17 @@ def tenant_create(
 
 @transaction.atomic
 def membership_add(
-    *, tenant: Tenant, email: str, role: str, actor: Actor, request: HttpRequest | None = None
+    *,
+    tenant: Tenant,
+    email: str,
+    role: str,
+    actor: Actor,
+    acting_role: str,
+    request: HttpRequest | None = None,
 ) -> tuple[Membership, str | None]:
     """Add a user (created when new) to the tenant. Returns a one-time password for a new user."""
     role = Role(role)
+    _require_owner_for(acting_role, role)
     user, password = user_get_or_create(email=email)
     if Membership.objects.filter(tenant=tenant, user=user).exists():
         raise ValidationError(f"{user.get_username()} is already a member")
@@ -87,7 +115,12 @@ def _lock_owners(tenant: Tenant) -> list[Membership]:
 
 @transaction.atomic
 def membership_change_role(
-    *, membership: Membership, role: str, actor: Actor, request: HttpRequest | None = None
+    *,
+    membership: Membership,
+    role: str,
+    actor: Actor,
+    acting_role: str,
+    request: HttpRequest | None = None,
 ) -> Membership:
     role = Role(role)
     owners = _lock_owners(membership.tenant)
@@ -95,6 +128,7 @@ def membership_change_role(
     old = membership.role
     if old == role:
         return membership
+    _require_owner_for(acting_role, old, role)
     if old == Role.OWNER and len(owners) <= 1:
         raise LastOwnerError("the last owner cannot stop being an owner")
     membership.role = role
@@ -112,10 +146,15 @@ def membership_change_role(
 
 @transaction.atomic
 def membership_remove(
-    *, membership: Membership, actor: Actor, request: HttpRequest | None = None
+    *,
+    membership: Membership,
+    actor: Actor,
+    acting_role: str,
+    request: HttpRequest | None = None,
 ) -> None:
     owners = _lock_owners(membership.tenant)
     membership.refresh_from_db()
+    _require_owner_for(acting_role, membership.role)
     if membership.role == Role.OWNER and len(owners) <= 1:
         raise LastOwnerError("the last owner cannot be removed")
     membership.delete()
@@ -136,11 +175,13 @@ def api_token_create(
     name: str,
     role: str,
     actor: Actor,
+    acting_role: str,
     created_by: AbstractBaseUser | None = None,
     request: HttpRequest | None = None,
 ) -> tuple[ApiToken, str]:
     """A new API token. The secret is returned once and never stored."""
     role = Role(role)
+    _require_owner_for(acting_role, role)
     name = name.strip()
     if not name or len(name) > 100:
         raise ValidationError("a token needs a name of 1 to 100 characters")
@@ -178,3 +219,65 @@ def api_token_revoke(
         request=request,
     )
     return token
+
+
+def key_rotation_start(*, actor: Actor, to_key_id: str) -> KeyRotation:
+    """Record that a rotation began, so an interrupted one still shows in the history."""
+    return KeyRotation.objects.create(
+        started_at=timezone.now(), actor=actor.label, to_key_id=to_key_id
+    )
+
+
+@transaction.atomic
+def key_rotation_finish(
+    *, rotation: KeyRotation, report: Any, actor: Actor, interrupted: bool = False
+) -> KeyRotation:
+    """Record a rotation's counts and outcome, and audit it in every tenant it touched.
+
+    `report` is a swrly.keys.rotation.RewrapReport, complete or (when interrupted) partial.
+    """
+    rotation.finished_at = timezone.now()
+    rotation.from_key_ids = sorted(report.from_key_ids)
+    rotation.scanned = report.scanned
+    rotation.rewrapped = report.rewrapped
+    rotation.already_consumed = report.already_consumed
+    rotation.failed = report.failed
+    succeeded = report.failed == 0 and not interrupted
+    rotation.outcome = RotationOutcome.SUCCEEDED if succeeded else RotationOutcome.FAILED
+    rotation.save()
+    tenants = Tenant.objects.in_bulk(list(report.rewrapped_by_tenant))
+    for tenant_id, count in sorted(report.rewrapped_by_tenant.items()):
+        tenant = tenants.get(uuid.UUID(tenant_id))
+        if tenant is None:  # a token of a tenant deleted since: nothing to record it in
+            continue
+        KeyRotationTenant.objects.create(rotation=rotation, tenant=tenant, rewrapped=count)
+        audit_record(
+            tenant=tenant,
+            action="encryption_key.rotated",
+            actor=actor,
+            target=f"rotation:{rotation.pk}",
+            metadata={
+                "from_key_ids": rotation.from_key_ids,
+                "to_key_id": rotation.to_key_id,
+                "rewrapped": count,
+            },
+        )
+    return rotation
+
+
+@transaction.atomic
+def provider_key_seen(*, tenant: Tenant, provider: str, fingerprint: str, hint: str) -> ProviderKey:
+    """Count one use of a customer key (by fingerprint) for the tenant's key history."""
+    now = timezone.now()
+    record, created = ProviderKey.objects.select_for_update().get_or_create(
+        tenant=tenant,
+        provider=provider,
+        fingerprint=fingerprint,
+        defaults={"hint": hint, "first_seen_at": now, "last_seen_at": now, "use_count": 1},
+    )
+    if not created:
+        ProviderKey.objects.filter(pk=record.pk).update(
+            last_seen_at=now, use_count=F("use_count") + 1
+        )
+        record.refresh_from_db()
+    return record

@@ -4,13 +4,21 @@ from typing import Any
 
 from axes.signals import user_locked_out
 from django.contrib.auth import get_user_model
-from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db import transaction
 from django.dispatch import receiver
 from django.http import HttpRequest
+from django.utils.crypto import salted_hmac
 
 from tenants.audit import Actor, audit_record
 from tenants.models import Tenant
+
+
+def audit_user_event(*, action: str, user: Any, request: HttpRequest | None) -> None:
+    """Audit something a signed-in user did to their own account, in each of their tenants."""
+    _audit_auth(
+        action=action, user=user, username=user.get_username(), request=request, metadata={}
+    )
 
 
 def _audit_auth(
@@ -38,9 +46,22 @@ def _user_named(username: str) -> Any:
 
 @receiver(user_logged_in)
 def audit_login(sender: Any, request: HttpRequest, user: Any, **_: Any) -> None:
-    _audit_auth(
-        action="auth.login", user=user, username=user.get_username(), request=request, metadata={}
-    )
+    audit_user_event(action="auth.login", user=user, request=request)
+
+
+@receiver(user_logged_out)
+def audit_logout(sender: Any, request: HttpRequest, user: Any, **_: Any) -> None:
+    if user is not None:
+        audit_user_event(action="auth.logout", user=user, request=request)
+
+
+def _username_label(username: str, user: Any) -> str:
+    """A known user's name; for an unknown one, a keyed hash (a password typed into the
+    username field must not be kept forever in an append-only log)."""
+    if user is not None:
+        return username
+    digest = salted_hmac("swrly.audit.unknown-username", username, algorithm="sha256")
+    return f"unknown#{digest.hexdigest()[:16]}"
 
 
 @receiver(user_login_failed)
@@ -52,7 +73,7 @@ def audit_login_failed(
     _audit_auth(
         action="auth.login_failed",
         user=user,
-        username=username,
+        username=_username_label(username, user),
         request=request,
         metadata={"known_user": user is not None},
     )
@@ -63,10 +84,11 @@ def audit_locked_out(
     sender: Any, request: HttpRequest, username: str | None = None, **_: Any
 ) -> None:
     username = (username or "")[:150]
+    user = _user_named(username)
     _audit_auth(
         action="auth.locked_out",
-        user=_user_named(username),
-        username=username,
+        user=user,
+        username=_username_label(username, user),
         request=request,
         metadata={},
     )

@@ -7,7 +7,7 @@ import secrets
 from django.conf import settings
 
 TOKEN_SCHEME = "swr_"  # noqa: S105 (a public prefix, not a secret)
-PREFIX_LENGTH = 8
+PREFIX_LENGTH = 12
 _DIGEST_SALT = b"swrly.api-token.v1"
 
 

@@ -3,11 +3,13 @@
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
@@ -15,7 +17,15 @@ from django.views.decorators.cache import never_cache
 from tenants.access import access_denied, get_for_tenant, membership_for_request, scoped
 from tenants.audit import Actor
 from tenants.forms import ApiTokenCreateForm, MemberAddForm, MemberRoleForm
-from tenants.models import MANAGE_ROLES, READ_ROLES, ApiToken, AuditEvent, Membership, Role
+from tenants.models import (
+    AUDIT_READ_ROLES,
+    MANAGE_ROLES,
+    READ_ROLES,
+    ApiToken,
+    AuditEvent,
+    Membership,
+    Role,
+)
 from tenants.selectors import memberships_for_user
 from tenants.services import (
     api_token_create,
@@ -24,6 +34,7 @@ from tenants.services import (
     membership_change_role,
     membership_remove,
 )
+from tenants.signals import audit_user_event
 
 
 @method_decorator(never_cache, name="dispatch")
@@ -71,7 +82,9 @@ class TenantHomeView(TenantPageView):
             "tenants/tenant_home.html",
             member_count=scoped(Membership, self.tenant).count(),
             active_token_count=scoped(ApiToken, self.tenant).filter(revoked_at=None).count(),
-            recent_events=scoped(AuditEvent, self.tenant).order_by("-seq")[:10],
+            recent_events=scoped(AuditEvent, self.tenant).order_by("-seq")[:10]
+            if self.membership.role in AUDIT_READ_ROLES
+            else None,
         )
 
 
@@ -105,6 +118,7 @@ class MemberAddView(MemberListView):
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
                 actor=self.actor,
+                acting_role=self.membership.role,
                 request=request,
             )
         except ValidationError as exc:
@@ -135,6 +149,7 @@ class MemberRoleView(TenantPageView):
                     membership=membership,
                     role=form.cleaned_data["role"],
                     actor=self.actor,
+                    acting_role=self.membership.role,
                     request=request,
                 )
                 messages.success(
@@ -153,7 +168,12 @@ class MemberRemoveView(TenantPageView):
             Membership, tenant=self.tenant, pk=membership_id, actor=self.actor, request=request
         )
         try:
-            membership_remove(membership=membership, actor=self.actor, request=request)
+            membership_remove(
+                membership=membership,
+                actor=self.actor,
+                acting_role=self.membership.role,
+                request=request,
+            )
             messages.success(request, f"Removed {membership.user.get_username()}.")
         except ValidationError as exc:
             messages.error(request, exc.messages[0])
@@ -174,14 +194,19 @@ class ApiTokenListView(TenantPageView):
         form = ApiTokenCreateForm(request.POST)
         if not form.is_valid():
             return self.render_list(form)
-        token, secret = api_token_create(
-            tenant=self.tenant,
-            name=form.cleaned_data["name"],
-            role=form.cleaned_data["role"],
-            actor=self.actor,
-            created_by=request.user,
-            request=request,
-        )
+        try:
+            token, secret = api_token_create(
+                tenant=self.tenant,
+                name=form.cleaned_data["name"],
+                role=form.cleaned_data["role"],
+                actor=self.actor,
+                acting_role=self.membership.role,
+                created_by=request.user,
+                request=request,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+            return self.render_list(form)
         # Shown in this response only; never stored, never put in the session.
         return self.render_list(ApiTokenCreateForm(), new_token=token, new_secret=secret)
 
@@ -206,3 +231,19 @@ def home(request: HttpRequest) -> HttpResponse:
     if len(memberships) == 1:
         return redirect("tenants:home", tenant_slug=memberships[0].tenant.slug)
     return render(request, "tenants/tenant_list.html", {"memberships": memberships})
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change, audited in each of the user's tenants."""
+
+    template_name = "registration/password_change_form.html"
+    success_url = reverse_lazy("home")
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        with transaction.atomic():
+            response = super().form_valid(form)
+            audit_user_event(
+                action="auth.password_changed", user=self.request.user, request=self.request
+            )
+        messages.success(self.request, "Your password was changed.")
+        return response

@@ -43,7 +43,7 @@ def _world(slug: str) -> TenantWorld:
     tokens = {}
     for role in Role:
         _, tokens[role] = api_token_create(
-            tenant=tenant, name=f"{role}-token", role=role, actor=system
+            tenant=tenant, name=f"{role}-token", role=role, actor=system, acting_role=Role.OWNER
         )
     return TenantWorld(tenant=tenant, users=users, tokens=tokens)
 

@@ -13,7 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from tenants.models import ApiToken, AuditEvent, Membership, Role
 
 # Routes that belong to no tenant.
-UNSCOPED = {"home", "login", "logout", "api:schema"}
+UNSCOPED = {"home", "login", "logout", "password-change", "api:schema"}
 
 
 def _route_names(patterns=None, namespace=""):

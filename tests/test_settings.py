@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from swrly.devstack import generate_encryption_key
+from swrly.keys.keyring import generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def _production(**overrides):
 
     env = {**PRODUCTION, **overrides}
     env["SECRET_KEY"] = overrides.get("SECRET_KEY", secrets.token_urlsafe(50))
-    env["BYOK_ENCRYPTION_KEY"] = overrides.get("BYOK_ENCRYPTION_KEY", generate_encryption_key())
+    env["BYOK_ENCRYPTION_KEY"] = overrides.get("BYOK_ENCRYPTION_KEY", generate_key())
     return {key: value for key, value in env.items() if value is not None}
 
 

@@ -9,7 +9,8 @@ import os
 import secrets
 from urllib.parse import urlsplit, urlunsplit
 
-from swrly.devstack import generate_encryption_key, start_embedded_valkey
+from swrly.devstack import start_embedded_valkey
+from swrly.keys.keyring import generate_key
 
 _valkey = None
 
@@ -27,7 +28,7 @@ def _prepare_environment() -> None:
     global _valkey
     os.environ["SWRLY_ENV_FILE"] = os.devnull
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-    os.environ.setdefault("BYOK_ENCRYPTION_KEY", generate_encryption_key())
+    os.environ.setdefault("BYOK_ENCRYPTION_KEY", generate_key())
     os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
     os.environ.setdefault("SECURE_SSL_REDIRECT", "False")
     os.environ.setdefault("STATIC_MANIFEST", "False")

@@ -6,6 +6,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from tenants.access import access_denied
+from tenants.audit import Actor
 from tenants.models import ApiToken, Tenant
 from tenants.selectors import api_token_for_secret, api_token_mark_used
 
@@ -42,7 +44,16 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         if scheme.lower() != "bearer" or not presented.strip():
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <token>'.")
         token = api_token_for_secret(presented.strip())
-        if token is None:
+        if token is not None and not token.is_active:
+            # A revoked token still in use is worth a security team's attention.
+            access_denied(
+                tenant=token.tenant,
+                actor=Actor.for_token(token),
+                target=f"token:{token.pk}",
+                reason="revoked token presented",
+                request=request,
+            )
+        if token is None or not token.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
         api_token_mark_used(token)
         return TokenPrincipal(token), token

@@ -5,7 +5,9 @@ from typing import Any
 from rest_framework import permissions
 from rest_framework.request import Request
 
+from tenants.access import access_denied
 from tenants.api.authentication import TokenPrincipal
+from tenants.audit import Actor
 from tenants.models import READ_ROLES, WRITE_ROLES
 
 
@@ -25,4 +27,13 @@ class HasTenantRole(permissions.BasePermission):
             allowed = getattr(view, "read_roles", READ_ROLES)
         else:
             allowed = getattr(view, "write_roles", WRITE_ROLES)
-        return principal.role in allowed
+        if principal.role in allowed:
+            return True
+        access_denied(
+            tenant=principal.tenant,
+            actor=Actor.for_token(principal.token),
+            target=request.path,
+            reason=f"role {principal.role} not allowed to {request.method}",
+            request=request,
+        )
+        return False

@@ -48,11 +48,15 @@ def test_a_guessed_secret_with_a_real_prefix_is_refused(acme, client):
     assert response.status_code == 401
 
 
-def test_revoked_token_answers_401(acme):
-    api_token_revoke(token=acme.token(Role.ADMIN), actor=Actor.system("tests"))
+def test_revoked_token_answers_401_and_its_use_is_audited(acme):
+    token = acme.token(Role.ADMIN)
+    api_token_revoke(token=token, actor=Actor.system("tests"))
     response = acme.api(Role.ADMIN).get("/api/v1/me/")
     assert response.status_code == 401
     assert response.json()["error"]["message"] == "Invalid or revoked API token."
+    denied = AuditEvent.objects.get(tenant=acme.tenant, action="access.denied")
+    assert denied.target == f"token:{token.pk}"
+    assert denied.metadata["reason"] == "revoked token presented"
 
 
 def test_no_token_secret_is_stored_anywhere_in_the_database(acme, globex):
@@ -79,6 +83,11 @@ def test_token_list_is_for_owners_and_admins(acme):
         response = acme.api(role).get("/api/v1/tokens/")
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "permission_denied"
+    denials = AuditEvent.objects.filter(tenant=acme.tenant, action="access.denied")
+    assert sorted(e.metadata["reason"] for e in denials) == [
+        "role auditor not allowed to GET",
+        "role developer not allowed to GET",
+    ]
 
 
 def test_token_detail_never_shows_the_secret_or_digest(acme):

@@ -93,6 +93,31 @@ def test_verify_audit_names_an_altered_event(tenant, capsys):
     assert "altered" in out
 
 
+def test_verify_audit_notices_an_event_moved_to_another_tenant(tenant):
+    other = Tenant.objects.create(slug="other", name="Other")
+    events = _record(tenant, 2)
+    _tamper(
+        "UPDATE tenants_auditevent SET tenant_id = %s WHERE id = %s", [other.pk.hex, events[0].pk]
+    )
+    report = audit_verify_chain(chain_for(tenant))
+    assert not report.ok
+    assert "moved" in report.reason
+
+
+def test_values_the_database_normalizes_still_verify(tenant):
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/", REMOTE_ADDR="2001:0db8:0000:0000:0000:0000:0000:0001")
+    audit_record(
+        tenant=tenant,
+        action="test.event",
+        actor=SYSTEM,
+        metadata={"big": 1e20, "small": 0.1, "nested": [1.5, {"x": 2.0}]},
+        request=request,
+    )
+    assert audit_verify_chain(chain_for(tenant)).ok
+
+
 def test_verify_audit_notices_a_deleted_event(tenant):
     events = _record(tenant, 3)
     _tamper("DELETE FROM tenants_auditevent WHERE id = %s", [events[1].pk])

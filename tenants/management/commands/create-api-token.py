@@ -26,6 +26,7 @@ class Command(BaseCommand):
                 name=options["name"],
                 role=options["role"],
                 actor=Actor.system("create-api-token"),
+                acting_role=Role.OWNER,  # the operator at the console
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc

@@ -1,0 +1,139 @@
+"""Rewrapping live tokens to the current encryption key (the engine of `rotate-keys`).
+
+Tokens are scanned in batches; each batch is read with one pipelined GET and written back with
+one pipelined compare-and-swap script. The script replaces a token only if it is still the exact
+value that was read, and keeps its TTL (SET … KEEPTTL): a token consumed meanwhile is never
+recreated, and one rewrapped by a concurrent rotation is left alone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import redis
+
+from swrly.keys.errors import KeyServiceError, KeyStoreUnavailable
+from swrly.keys.keyring import Keyring, get_keyring
+from swrly.keys.store import KEY_PATTERN, get_client, parse_redis_key
+from swrly.keys.tokens import rewrap, token_key_id
+
+BATCH_SIZE = 1000
+MALFORMED = "malformed"  # the count_live_tokens bucket for values that are not tokens
+
+# KEYS[1] the token's Redis key; ARGV[1] the token as read; ARGV[2] the rewrapped token.
+# Returns 1 when swapped, 0 when the token changed meanwhile, -1 when it is gone.
+COMPARE_AND_SWAP = """
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+"""
+
+
+@dataclass
+class RewrapReport:
+    scanned: int = 0
+    rewrapped: int = 0
+    already_current: int = 0
+    already_consumed: int = 0
+    changed: int = 0
+    failed: int = 0
+    from_key_ids: set[str] = field(default_factory=set)
+    rewrapped_by_tenant: Counter = field(default_factory=Counter)
+
+
+def _batches(client: redis.Redis, batch_size: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=KEY_PATTERN, count=batch_size):
+        batch.append(key)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read(client: redis.Redis, keys: list[bytes]) -> list[bytes | None]:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return pipe.execute()
+
+
+def count_live_tokens(batch_size: int = BATCH_SIZE) -> Counter:
+    """Live tokens per key id (hex); tokens gone between SCAN and GET are not counted."""
+    client = get_client()
+    counts: Counter = Counter()
+    try:
+        for keys in _batches(client, batch_size):
+            for token in _read(client, keys):
+                if token is None:
+                    continue
+                try:
+                    counts[token_key_id(token).hex()] += 1
+                except KeyServiceError:
+                    counts[MALFORMED] += 1
+    except redis.RedisError as exc:
+        raise KeyStoreUnavailable("the key store could not be read") from exc
+    return counts
+
+
+def rewrap_live_tokens(
+    *,
+    keyring: Keyring | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[RewrapReport], None] | None = None,
+    report: RewrapReport | None = None,
+) -> RewrapReport:
+    """Rewrap every live token not under the current key to the current key.
+
+    Counts go into `report` as the batches complete, so a caller keeps the partial counts of a
+    rotation the key store interrupted.
+    """
+    keyring = keyring or get_keyring()
+    current_id = keyring.current.key_id
+    client = get_client()
+    swap = client.register_script(COMPARE_AND_SWAP)
+    report = report if report is not None else RewrapReport()
+    try:
+        for keys in _batches(client, batch_size):
+            pending: list[tuple[bytes, bytes, bytes, str]] = []
+            for key, token in zip(keys, _read(client, keys), strict=True):
+                report.scanned += 1
+                if token is None:
+                    report.already_consumed += 1
+                    continue
+                try:
+                    key_id = token_key_id(token)
+                    if key_id == current_id:
+                        report.already_current += 1
+                        continue
+                    tenant_id, run_id, provider = parse_redis_key(key)
+                    new = rewrap(
+                        keyring, token, tenant_id=tenant_id, run_id=run_id, provider=provider
+                    )
+                except (KeyServiceError, ValueError):  # malformed, unknown key id, tampered
+                    report.failed += 1
+                    continue
+                report.from_key_ids.add(key_id.hex())
+                pending.append((key, token, new, tenant_id))
+            if pending:
+                pipe = client.pipeline(transaction=False)
+                for key, old, new, _ in pending:
+                    swap(keys=[key], args=[old, new], client=pipe)
+                for (_, _, _, tenant_id), result in zip(pending, pipe.execute(), strict=True):
+                    if result == 1:
+                        report.rewrapped += 1
+                        report.rewrapped_by_tenant[tenant_id] += 1
+                    elif result == -1:
+                        report.already_consumed += 1
+                    else:
+                        report.changed += 1
+            if progress is not None:
+                progress(report)
+    except redis.RedisError as exc:
+        raise KeyStoreUnavailable("the key store failed during rotation") from exc
+    return report

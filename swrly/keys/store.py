@@ -1,0 +1,275 @@
+"""The BYOK token store in Redis: deposit once (SET EX NX), consume once (GETDEL), discard (DEL).
+
+Each operation is a single Redis command, so nothing is ever half-written and exactly one
+consumer can ever take a token. Redis failures become KeyStoreUnavailable. This module never
+logs and never puts a key, a token or the Redis URL in an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from django.views.decorators.debug import sensitive_variables
+from django_redis.pool import ConnectionFactory
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from swrly.keys.errors import (
+    InvalidKey,
+    InvalidProvider,
+    KeyStoreUnavailable,
+    TokenExists,
+    TokenMissing,
+)
+from swrly.keys.keyring import get_keyring
+from swrly.keys.secret import ProviderSecret
+from swrly.keys.tokens import bound_fields, open_token, seal, token_key_id
+
+PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "sandbox")
+
+KEY_MIN_LENGTH = 8
+KEY_MAX_LENGTH = 512
+DEFAULT_TTL = 900
+TTL_MIN = 1
+TTL_MAX = 86400
+SOCKET_TIMEOUT = 2
+
+_PRINTABLE_NO_SPACE = re.compile(r"[\x21-\x7e]+")
+
+KEY_PREFIX = "swrly:byok:v1:"
+KEY_PATTERN = KEY_PREFIX + "*"
+
+
+@dataclass(frozen=True)
+class DepositReceipt:
+    """What a deposit stored: where, under which encryption key, and until when."""
+
+    redis_key: str
+    key_id_hex: str
+    ttl: int
+    expires_at: datetime
+
+
+# --- Redis keys ----------------------------------------------------------------------------
+
+
+def redis_key(*, tenant_id: str | uuid.UUID, run_id: str | uuid.UUID, provider: str) -> str:
+    """The Redis key of the token for a tenant, run and provider."""
+    tenant, run, name = bound_fields(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    return f"{KEY_PREFIX}{tenant}:{run}:{name}"
+
+
+def parse_redis_key(key: str | bytes) -> tuple[str, str, str]:
+    """(tenant_id, run_id, provider) from a Redis key; ValueError when it is not a token key."""
+    text = key.decode() if isinstance(key, bytes) else key
+    if not text.startswith(KEY_PREFIX):
+        raise ValueError("not a BYOK token key")
+    parts = text.removeprefix(KEY_PREFIX).split(":")
+    if len(parts) != 3:
+        raise ValueError("not a BYOK token key")
+    tenant, run, provider = bound_fields(tenant_id=parts[0], run_id=parts[1], provider=parts[2])
+    return tenant, run, provider
+
+
+# --- Connection ----------------------------------------------------------------------------
+
+
+class KeyStoreConnectionFactory(ConnectionFactory):
+    """django-redis's connection factory with pools of its own, per process and URL.
+
+    django-redis shares one class-level pool per URL with the cache; the key store keeps its own,
+    so the cache's options never change its timeouts or retries, and a forked worker never
+    reuses its parent's sockets.
+    """
+
+    _pools: dict[Any, Any] = {}
+    _pools_lock = threading.Lock()
+
+    def get_or_create_connection_pool(self, params: dict[str, Any]) -> Any:
+        """The pool for this process and URL, created on first use."""
+        key = (os.getpid(), params["url"])
+        with self._pools_lock:
+            if key not in self._pools:
+                self._pools[key] = self.get_connection_pool(params)
+            return self._pools[key]
+
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def _reset_locks_in_child() -> None:
+    """Fresh locks after fork: one held by another thread of the parent would never be freed."""
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    KeyStoreConnectionFactory._pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+
+def _redis_url() -> str:
+    from django.conf import settings
+
+    return getattr(settings, "BYOK_REDIS_URL", None) or settings.REDIS_URL
+
+
+def get_client() -> redis.Redis:
+    """The redis-py client of the key store (BYOK_REDIS_URL, else REDIS_URL), one per URL.
+
+    Built through django-redis's connection factory; connect and read time out after 2 s and
+    failed commands are not retried: a retried SET NX or GETDEL whose first reply was lost would
+    report the wrong outcome.
+    """
+    url = _redis_url()
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                factory = KeyStoreConnectionFactory(
+                    {
+                        "SOCKET_CONNECT_TIMEOUT": SOCKET_TIMEOUT,
+                        "SOCKET_TIMEOUT": SOCKET_TIMEOUT,
+                        "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 0)},
+                    }
+                )
+                client = factory.connect(url)
+                _clients[key] = client
+    return client
+
+
+def _unavailable(exc: redis.RedisError, action: str) -> KeyStoreUnavailable:
+    if isinstance(exc, redis.TimeoutError):
+        what = "did not answer within the timeout"
+    elif isinstance(exc, redis.ConnectionError):
+        what = "is unreachable"
+    else:
+        what = f"refused the command ({type(exc).__name__})"
+    return KeyStoreUnavailable(f"the key store (BYOK_REDIS_URL) {what} during {action}")
+
+
+# --- Validation ----------------------------------------------------------------------------
+
+
+def _check_provider(provider: object) -> str:
+    if not isinstance(provider, str) or provider not in PROVIDERS:
+        raise InvalidProvider(PROVIDERS)
+    return provider
+
+
+@sensitive_variables("key")
+def validate_key(*, provider: str, key: object) -> str:
+    """`key` if it may be deposited; InvalidKey naming the broken rule otherwise.
+
+    Printable ASCII without spaces only (0x21-0x7e): a key travels in an HTTP header, where a
+    newline or control character could inject another header.
+    """
+    if not isinstance(key, str):
+        raise InvalidKey(provider, "is not a string")
+    if not key:
+        raise InvalidKey(provider, "is empty")
+    if len(key) > KEY_MAX_LENGTH:
+        raise InvalidKey(provider, f"is longer than {KEY_MAX_LENGTH} characters")
+    if not key.isascii():
+        raise InvalidKey(provider, "contains characters outside printable ASCII")
+    if not _PRINTABLE_NO_SPACE.fullmatch(key):
+        raise InvalidKey(provider, "contains whitespace or control characters")
+    if len(key) < KEY_MIN_LENGTH:
+        raise InvalidKey(provider, f"is shorter than {KEY_MIN_LENGTH} characters")
+    return key
+
+
+def _ttl(ttl: int | None) -> int:
+    if ttl is None:
+        from django.conf import settings
+
+        ttl = getattr(settings, "BYOK_TOKEN_TTL", DEFAULT_TTL)
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise ValueError("the token TTL must be an integer number of seconds")
+    if not TTL_MIN <= ttl <= TTL_MAX:
+        raise ValueError(f"the token TTL must be between {TTL_MIN} and {TTL_MAX} seconds")
+    return ttl
+
+
+# --- Operations ----------------------------------------------------------------------------
+
+
+@sensitive_variables("key", "token")
+def deposit(
+    *,
+    tenant_id: str | uuid.UUID,
+    run_id: str | uuid.UUID,
+    provider: str,
+    key: str,
+    ttl: int | None = None,
+) -> DepositReceipt:
+    """Encrypt a customer's key and store it for one run with `SET … EX ttl NX`.
+
+    InvalidProvider / InvalidKey for bad input; ValueError for a TTL outside 1..86400 s;
+    TokenExists when a token is already stored for this tenant, run and provider (it is never
+    overwritten); KeyStoreUnavailable when Redis fails. After a timeout the SET may or may not
+    have been applied (it is atomic either way): discard() before giving up on the run.
+    """
+    provider = _check_provider(provider)
+    validate_key(provider=provider, key=key)
+    seconds = _ttl(ttl)
+    name = redis_key(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    keyring = get_keyring()
+    token = seal(keyring, tenant_id=tenant_id, run_id=run_id, provider=provider, plaintext=key)
+    try:
+        stored = get_client().set(name, token, ex=seconds, nx=True)
+    except redis.RedisError as exc:
+        raise _unavailable(exc, "deposit") from exc
+    if not stored:
+        raise TokenExists(tenant_id=str(tenant_id), run_id=str(run_id), provider=provider)
+    return DepositReceipt(
+        redis_key=name,
+        key_id_hex=keyring.current.key_id_hex,
+        ttl=seconds,
+        expires_at=datetime.now(UTC) + timedelta(seconds=seconds),
+    )
+
+
+@sensitive_variables("plaintext", "token")
+def consume(
+    *, tenant_id: str | uuid.UUID, run_id: str | uuid.UUID, provider: str
+) -> ProviderSecret:
+    """Take the run's token with GETDEL and decrypt it: only one caller can ever get it.
+
+    Returns a ProviderSecret whose key_id_hex names the encryption key that sealed it.
+    TokenMissing when there is none (expired, discarded or already taken); UnknownKeyId when its
+    encryption key was retired; TokenAuthenticationFailed when it was tampered with or moved;
+    KeyStoreUnavailable when Redis fails. A token that fails to open is gone all the same: it is
+    never retried with another key. After a timeout the token may or may not have been taken.
+    """
+    provider = _check_provider(provider)
+    name = redis_key(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    try:
+        token = get_client().getdel(name)
+    except redis.RedisError as exc:
+        raise _unavailable(exc, "consume") from exc
+    if token is None:
+        raise TokenMissing(tenant_id=str(tenant_id), run_id=str(run_id), provider=provider)
+    plaintext = open_token(
+        get_keyring(), token, tenant_id=tenant_id, run_id=run_id, provider=provider
+    )
+    return ProviderSecret(plaintext, key_id_hex=token_key_id(token).hex())
+
+
+def discard(*, tenant_id: str | uuid.UUID, run_id: str | uuid.UUID, provider: str) -> bool:
+    """Delete the run's token (a run cancelled before it started); True if one was deleted."""
+    provider = _check_provider(provider)
+    name = redis_key(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    try:
+        return bool(get_client().delete(name))
+    except redis.RedisError as exc:
+        raise _unavailable(exc, "discard") from exc

@@ -1,0 +1,112 @@
+import getpass
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from swrly.keys.errors import KeyServiceError
+from swrly.keys.keyring import generate_key, get_keyring
+from swrly.keys.rotation import RewrapReport, count_live_tokens, rewrap_live_tokens
+from tenants.audit import Actor
+from tenants.services import key_rotation_finish, key_rotation_start
+
+ROLLOUT = """\
+A new encryption key (keep it secret; it is not stored anywhere):
+
+    {key}
+
+Roll it out in this order, so that no process ever meets a token under a key it does not know:
+
+  1. Add it to BYOK_ENCRYPTION_KEY_FALLBACKS on every web and worker process; restart them all.
+     (Every process can now read tokens under the new key; none writes with it yet.)
+  2. Make it BYOK_ENCRYPTION_KEY on every process, and move the old current key into
+     BYOK_ENCRYPTION_KEY_FALLBACKS; restart them all. New tokens now use the new key.
+  3. python manage.py rotate-keys            rewraps live tokens still under the old key.
+  4. python manage.py rotate-keys --check    exits 0 once no live token needs the old key.
+  5. Remove the old key from BYOK_ENCRYPTION_KEY_FALLBACKS everywhere; restart.
+"""
+
+
+class Command(BaseCommand):
+    help = (
+        "Rewrap live BYOK tokens to the current encryption key (or --generate/--dry-run/--check)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument(
+            "--generate", action="store_true", help="Print a new key and the rollout."
+        )
+        mode.add_argument("--dry-run", action="store_true", help="Count live tokens per key id.")
+        mode.add_argument(
+            "--check", action="store_true", help="Exit 0 only when no token needs a fallback key."
+        )
+        parser.add_argument("--batch-size", type=int, default=1000)
+        parser.add_argument(
+            "--actor", default="", help="Who runs the rotation (default: the OS user)."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["generate"]:
+            self.stdout.write(ROLLOUT.format(key=generate_key()))
+            return
+        keyring = get_keyring()
+        current = keyring.current.key_id_hex
+        try:
+            if options["dry_run"] or options["check"]:
+                counts = count_live_tokens(batch_size=options["batch_size"])
+                self._print_counts(counts, current)
+                dependent = sum(n for key_id, n in counts.items() if key_id != current)
+                if options["check"] and dependent:
+                    raise CommandError(
+                        f"{dependent} live token(s) still need a key other than the current one; "
+                        "run `rotate-keys` first"
+                    )
+                if options["check"]:
+                    self.stdout.write("No live token depends on a fallback key; it can be retired.")
+                return
+            self._rotate(options, current)
+        except KeyServiceError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _print_counts(self, counts: dict, current: str) -> None:
+        self.stdout.write(f"Live tokens per encryption key id (current: {current}):")
+        for key_id, n in sorted(counts.items()):
+            label = "current" if key_id == current else "fallback or retired"
+            self.stdout.write(f"  {key_id}  {n:>8}  {label}")
+        if not counts:
+            self.stdout.write("  (no live tokens)")
+
+    def _rotate(self, options: dict, current: str) -> None:
+        actor = Actor.system(f"rotate-keys ({options['actor'] or getpass.getuser()})")
+        rotation = key_rotation_start(actor=actor, to_key_id=current)
+        tty = sys.stdout.isatty() and self.stdout._out is sys.stdout
+
+        def progress(report: RewrapReport) -> None:
+            if tty:
+                self.stdout.write(
+                    f"\rscanned {report.scanned}, rewrapped {report.rewrapped}, "
+                    f"failed {report.failed}",
+                    ending="",
+                )
+
+        report = RewrapReport()
+        try:
+            rewrap_live_tokens(batch_size=options["batch_size"], progress=progress, report=report)
+        except BaseException:
+            key_rotation_finish(rotation=rotation, report=report, actor=actor, interrupted=True)
+            raise
+        key_rotation_finish(rotation=rotation, report=report, actor=actor)
+        if tty:
+            self.stdout.write("")
+        self.stdout.write(
+            f"Rotation {rotation.pk} to key id {current}: scanned {report.scanned}, "
+            f"rewrapped {report.rewrapped}, already current {report.already_current}, "
+            f"already consumed {report.already_consumed}, changed meanwhile {report.changed}, "
+            f"failed {report.failed}."
+        )
+        if report.failed:
+            raise CommandError(
+                f"{report.failed} token(s) could not be rewrapped (unknown key id or failed "
+                "authentication); see docs/security.md"
+            )
