@@ -7,6 +7,7 @@ logs and never puts a key, a token or the Redis URL in an exception.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -25,12 +26,16 @@ from swrly.keys.errors import (
     InvalidKey,
     InvalidProvider,
     KeyStoreUnavailable,
+    TokenAuthenticationFailed,
     TokenExists,
     TokenMissing,
+    UnknownKeyId,
 )
 from swrly.keys.keyring import get_keyring
 from swrly.keys.secret import ProviderSecret
 from swrly.keys.tokens import bound_fields, open_token, seal, token_key_id
+
+security_log = logging.getLogger("swrly.security")
 
 PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "sandbox")
 
@@ -259,9 +264,20 @@ def consume(
         raise _unavailable(exc, "consume") from exc
     if token is None:
         raise TokenMissing(tenant_id=str(tenant_id), run_id=str(run_id), provider=provider)
-    plaintext = open_token(
-        get_keyring(), token, tenant_id=tenant_id, run_id=run_id, provider=provider
-    )
+    try:
+        plaintext = open_token(
+            get_keyring(), token, tenant_id=tenant_id, run_id=run_id, provider=provider
+        )
+    except (TokenAuthenticationFailed, UnknownKeyId) as exc:
+        # A security event: the caller also audits it (key.rejected) in the tenant's log.
+        security_log.warning(
+            "BYOK token rejected: %s (tenant %s, run %s, provider %s)",
+            exc,
+            tenant_id,
+            run_id,
+            provider,
+        )
+        raise
     return ProviderSecret(plaintext, key_id_hex=token_key_id(token).hex())
 
 

@@ -73,6 +73,25 @@ def token_key_id(token: bytes) -> bytes:
     return bytes(token[1 : 1 + KEY_ID_BYTES])
 
 
+def _seal_bytes(keyring: Keyring, plaintext: bytes, ad: bytes) -> bytes:
+    entry = keyring.current
+    nonce = os.urandom(NONCE_BYTES)
+    return bytes([VERSION]) + entry.key_id + nonce + entry.aead.encrypt(nonce, plaintext, ad)
+
+
+def _open_bytes(keyring: Keyring, token: bytes, ad: bytes) -> bytes:
+    entry = keyring.by_id(token_key_id(token))
+    if len(token) < MIN_TOKEN_BYTES:
+        raise TokenAuthenticationFailed(f"token truncated ({len(token)} bytes)")
+    nonce = bytes(token[1 + KEY_ID_BYTES : HEADER_BYTES])
+    try:
+        return entry.aead.decrypt(nonce, bytes(token[HEADER_BYTES:]), ad)
+    except InvalidTag:
+        raise TokenAuthenticationFailed(
+            "tag mismatch (tampered with, or bound to another tenant, run or provider)"
+        ) from None
+
+
 @sensitive_variables("plaintext")
 def seal(
     keyring: Keyring,
@@ -84,11 +103,7 @@ def seal(
 ) -> bytes:
     """Encrypt `plaintext` under the keyring's current key into a token bound to its run."""
     ad = associated_data(tenant_id=tenant_id, run_id=run_id, provider=provider)
-    entry = keyring.current
-    nonce = os.urandom(NONCE_BYTES)
-    return (
-        bytes([VERSION]) + entry.key_id + nonce + entry.aead.encrypt(nonce, plaintext.encode(), ad)
-    )
+    return _seal_bytes(keyring, plaintext.encode(), ad)
 
 
 @sensitive_variables("plaintext")
@@ -107,16 +122,7 @@ def open_token(
     Exactly one key is tried: the key id says which.
     """
     ad = associated_data(tenant_id=tenant_id, run_id=run_id, provider=provider)
-    entry = keyring.by_id(token_key_id(token))
-    if len(token) < MIN_TOKEN_BYTES:
-        raise TokenAuthenticationFailed(f"token truncated ({len(token)} bytes)")
-    nonce = bytes(token[1 + KEY_ID_BYTES : HEADER_BYTES])
-    try:
-        plaintext = entry.aead.decrypt(nonce, bytes(token[HEADER_BYTES:]), ad)
-    except InvalidTag:
-        raise TokenAuthenticationFailed(
-            "tag mismatch (tampered with, or bound to another tenant, run or provider)"
-        ) from None
+    plaintext = _open_bytes(keyring, token, ad)
     try:
         return plaintext.decode("utf-8")
     except UnicodeDecodeError:
@@ -136,6 +142,8 @@ def rewrap(
 
     The token is opened with whichever key its id names, so the same errors as open_token apply.
     A token already under the current key is resealed too; callers skip those if they wish.
+    The plaintext stays bytes and the associated data is built once: this runs per live token.
     """
-    plaintext = open_token(keyring, token, tenant_id=tenant_id, run_id=run_id, provider=provider)
-    return seal(keyring, tenant_id=tenant_id, run_id=run_id, provider=provider, plaintext=plaintext)
+    ad = associated_data(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    plaintext = _open_bytes(keyring, token, ad)
+    return _seal_bytes(keyring, plaintext, ad)

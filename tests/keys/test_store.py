@@ -488,3 +488,24 @@ def test_an_error_report_of_a_failed_deposit_hides_the_key(new_run, settings):
     assert {f["function"] for f in frames} >= {"deposit"}
     for frame in frames:
         assert canary not in repr(frame["vars"])
+
+
+def test_a_rejected_token_is_logged_as_a_security_event(caplog):
+    from swrly.keys.store import get_client, redis_key
+
+    tenant_id, run_id = str(uuid.uuid4()), str(uuid.uuid4())
+    swrly.keys.deposit(
+        tenant_id=tenant_id, run_id=run_id, provider="openai", key="sk-proj-" + "q" * 30
+    )
+    name = redis_key(tenant_id=tenant_id, run_id=run_id, provider="openai")
+    token = bytearray(get_client().get(name))
+    token[-1] ^= 0x01
+    get_client().set(name, bytes(token))
+    with (
+        caplog.at_level(logging.WARNING, logger="swrly.security"),
+        pytest.raises(swrly.keys.TokenAuthenticationFailed),
+    ):
+        swrly.keys.consume(tenant_id=tenant_id, run_id=run_id, provider="openai")
+    (record,) = [r for r in caplog.records if r.name == "swrly.security"]
+    assert run_id in record.getMessage()
+    assert "q" * 30 not in caplog.text
