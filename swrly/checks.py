@@ -52,6 +52,22 @@ def check_keyring(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
     return []
 
 
+@checks.register(STARTUP_TAG)
+def check_provider_base_urls(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.E003: a PROVIDER_BASE_URLS entry breaks the egress rules."""
+    from runs.providers.egress import base_url_problem
+
+    return [
+        checks.Error(
+            f"PROVIDER_BASE_URLS[{provider}] {problem}",
+            hint="Use https://, or http:// on a loopback address with DEBUG on (for the sandbox).",
+            id="swrly.E003",
+        )
+        for provider, url in settings.PROVIDER_BASE_URLS.items()
+        if (problem := base_url_problem(provider, url, debug=settings.DEBUG))
+    ]
+
+
 KEY_STORE_TAG = "swrly_key_store"
 
 

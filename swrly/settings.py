@@ -133,6 +133,23 @@ BYOK_TOKEN_TTL = env.int("BYOK_TOKEN_TTL", default=900)
 DEFAULT_EXCEPTION_REPORTER_FILTER = "swrly.keys.redaction.RedactingExceptionReporterFilter"
 DEFAULT_EXCEPTION_REPORTER = "swrly.keys.redaction.RedactingExceptionReporter"
 
+# --- Model providers: the egress allow-list -------------------------------------------------
+# The only places a customer's key is ever sent. Operators may add `sandbox` or point a provider
+# at their own gateway; plain http:// is accepted only for loopback and only with DEBUG
+# (swrly.E003). Nothing in a workflow or a request can name another address.
+PROVIDER_BASE_URLS = {
+    "anthropic": "https://api.anthropic.com",
+    "openai": "https://api.openai.com",
+    **env.dict("PROVIDER_BASE_URLS", default={}),
+}
+PROVIDER_CONNECT_TIMEOUT = env.float("PROVIDER_CONNECT_TIMEOUT", default=5.0)
+PROVIDER_READ_TIMEOUT = env.float("PROVIDER_READ_TIMEOUT", default=120.0)
+PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=2)
+
+# A running run whose worker has not reported for this long is marked failed (interrupted).
+# It must exceed the longest step: read timeout x (retries + 1) plus back-off.
+RUN_INTERRUPTED_AFTER = env.int("RUN_INTERRUPTED_AFTER", default=900)
+
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -140,6 +157,9 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "reap-runs": {"task": "runs.tasks.reap_runs", "schedule": 60.0},
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -228,6 +248,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.models.RunStatus",
+        "StepStatusEnum": "runs.models.StepStatus",
+        "RoleEnum": "tenants.models.Role",
+    },
 }
 
 LOGGING = {

@@ -6,6 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from runs.models import Run, Workflow
+from runs.services import workflow_create
 from tenants.audit import Actor
 from tenants.models import ApiToken, Membership, Role, Tenant
 from tenants.services import api_token_create, tenant_create
@@ -27,6 +29,27 @@ class TenantWorld:
 
     def token(self, role: str) -> ApiToken:
         return ApiToken.objects.get(tenant=self.tenant, name=f"{role}-token")
+
+    def workflow(self) -> Workflow:
+        """The tenant's one-step sandbox workflow (created on first use)."""
+        existing = Workflow.objects.filter(tenant=self.tenant, name="hello").first()
+        return existing or workflow_create(
+            tenant=self.tenant,
+            name="hello",
+            steps=[{"name": "greet", "provider": "sandbox", "model": "sandbox-1", "prompt": "Hi"}],
+            actor=Actor.system("tests"),
+        )
+
+    def run(self) -> Run:
+        """A queued run row of the tenant's workflow, made without depositing any key."""
+        workflow = self.workflow()
+        return Run.objects.create(
+            tenant=self.tenant,
+            workflow=workflow,
+            workflow_name=workflow.name,
+            steps=workflow.steps,
+            triggered_by="system:tests",
+        )
 
 
 def _world(slug: str) -> TenantWorld:

@@ -10,6 +10,7 @@ import uuid
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from runs.models import Run, Workflow
 from tenants.models import ApiToken, AuditEvent, Membership, Role
 
 # Routes that belong to no tenant.
@@ -51,12 +52,29 @@ PAGE_CASES = {
     "tenants:apitoken-list": ("get", None, None),
     "tenants:apitoken-revoke": ("post", _acme_token, {}),
 }
+
+
 # name -> kwargs for an acme object (None: the route has no object id; the token picks the tenant)
+def _acme_workflow(world):
+    return {"pk": world.workflow().pk}
+
+
+def _acme_run(world):
+    return {"pk": world.run().pk}
+
+
 API_CASES = {
     "api:me": None,
     "api:token-list": None,
     "api:token-detail": lambda world: {"pk": world.token(Role.DEVELOPER).pk},
+    "api:workflow-list": None,
+    "api:workflow-detail": _acme_workflow,
+    "api:run-list": None,
+    "api:run-detail": _acme_run,
+    "api:run-cancel": _acme_run,
 }
+# Routes whose cross-tenant request is a write: method and body.
+API_WRITES = {"api:run-cancel": ("post", {})}
 
 
 def test_every_route_has_a_cross_tenant_case():
@@ -114,6 +132,39 @@ def test_api_me_answers_for_the_tokens_own_tenant(acme, globex):
     assert globex.api(Role.AUDITOR).get(reverse("api:me")).json()["tenant"] == "globex"
 
 
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_api_another_tenants_workflow_cannot_be_changed(method, acme, globex):
+    workflow = acme.workflow()
+    url = reverse("api:workflow-detail", kwargs={"pk": workflow.pk})
+    response = getattr(globex.api(Role.OWNER), method)(url, {"name": "x"}, "application/json")
+    assert response.status_code == 404
+    workflow.refresh_from_db()
+    assert workflow.name != "x"
+
+
+@pytest.mark.parametrize("name", ["api:workflow-list", "api:run-list"])
+def test_api_lists_show_only_the_tokens_tenant(name, acme, globex):
+    acme.run(), globex.run()
+    body = globex.api(Role.AUDITOR).get(reverse(name)).json()
+    assert len(body["results"]) == 1
+    model = Workflow if name == "api:workflow-list" else Run
+    assert body["results"][0]["id"] == str(model.objects.get(tenant=globex.tenant).pk)
+
+
+def test_api_a_run_cannot_use_another_tenants_workflow(acme, globex):
+    response = globex.api(Role.OWNER).post(
+        reverse("api:run-list"),
+        {
+            "workflow": str(acme.workflow().pk),
+            "input": {},
+            "provider_keys": {"sandbox": "sk-test-1234567890"},
+        },
+        "application/json",
+    )
+    assert response.status_code == 404
+    assert not Run.objects.exists()
+
+
 def test_api_token_list_shows_only_the_tokens_tenant(acme, globex):
     body = globex.api(Role.OWNER).get(reverse("api:token-list")).json()
     ids = {row["id"] for row in body["results"]}
@@ -125,9 +176,11 @@ def test_api_token_list_shows_only_the_tokens_tenant(acme, globex):
 @pytest.mark.parametrize("name", sorted(n for n, make in API_CASES.items() if make))
 def test_api_another_tenants_object_id_gets_404_like_an_unknown_id(name, acme, globex):
     api = globex.api(Role.OWNER)
-    foreign = api.get(reverse(name, kwargs=API_CASES[name](acme)))
-    unknown_kwargs = {key: uuid.uuid4() for key in API_CASES[name](acme)}
-    unknown = api.get(reverse(name, kwargs=unknown_kwargs))
+    method, body = API_WRITES.get(name, ("get", None))
+    foreign_kwargs = API_CASES[name](acme)
+    foreign = getattr(api, method)(reverse(name, kwargs=foreign_kwargs), body, "application/json")
+    unknown_kwargs = {key: uuid.uuid4() for key in foreign_kwargs}
+    unknown = getattr(api, method)(reverse(name, kwargs=unknown_kwargs), body, "application/json")
     assert foreign.status_code == 404
     assert (foreign.status_code, foreign.json()) == (unknown.status_code, unknown.json())
     assert AuditEvent.objects.filter(tenant=globex.tenant, action="access.denied").count() == 2

@@ -1,0 +1,186 @@
+"""Serializers for workflows and runs: keys are write-only; auditors see no prompts or outputs."""
+
+from typing import Any
+
+from rest_framework import serializers
+
+from runs.models import Run, RunStatus, StepRun, Workflow
+from runs.workflow_spec import SpecError, validate_steps
+from swrly.keys.secret import ProviderSecret
+from tenants.models import Role
+
+PROMPT_FIELDS = ("system", "prompt")
+
+
+def _is_auditor(context: dict) -> bool:
+    request = context.get("request")
+    return bool(request) and getattr(request.user, "role", None) == Role.AUDITOR
+
+
+class StrictSerializerMixin:
+    """Unknown fields in a write are an error, not silently ignored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - {n for n, f in self.fields.items() if not f.read_only})
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class StepSerializer(serializers.Serializer):
+    """One workflow step (documented for the schema; validated by runs.workflow_spec)."""
+
+    name = serializers.CharField()
+    provider = serializers.ChoiceField(choices=["anthropic", "openai", "sandbox"])
+    model = serializers.CharField()
+    system = serializers.CharField(required=False, allow_blank=True)
+    prompt = serializers.CharField()
+    max_tokens = serializers.IntegerField(required=False)
+    temperature = serializers.FloatField(required=False, allow_null=True)
+
+
+class StepsField(serializers.JSONField):
+    def to_internal_value(self, data: Any) -> list[dict]:
+        try:
+            return validate_steps(data)
+        except SpecError as exc:
+            raise serializers.ValidationError(
+                [f"{field}: {' '.join(messages)}" for field, messages in exc.errors.items()]
+            ) from None
+
+
+class WorkflowSerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    steps = StepsField()
+    providers = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Workflow
+        fields = [
+            "id",
+            "name",
+            "description",
+            "steps",
+            "providers",
+            "created_by",
+            "updated_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "id",
+            "providers",
+            "created_by",
+            "updated_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    def to_representation(self, instance: Workflow) -> dict:
+        data = super().to_representation(instance)
+        if _is_auditor(self.context):
+            data["steps"] = [
+                {k: v for k, v in step.items() if k not in PROMPT_FIELDS} for step in data["steps"]
+            ]
+        return data
+
+
+class ProviderKeysField(serializers.DictField):
+    """`{"anthropic": "sk-ant-…"}` → `{"anthropic": ProviderSecret}`: held for redaction at once."""
+
+    child = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+    def to_internal_value(self, data: Any) -> dict[str, ProviderSecret]:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("an object of provider name to key")
+        if not all(isinstance(v, str) and v for v in data.values()):
+            raise serializers.ValidationError("every key is a non-empty string")
+        return {str(name): ProviderSecret(value) for name, value in data.items()}
+
+
+class StepRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepRun
+        fields = [
+            "position",
+            "name",
+            "provider",
+            "model",
+            "status",
+            "provider_request_id",
+            "input_tokens",
+            "output_tokens",
+            "latency_ms",
+            "http_status",
+            "attempts",
+            "output_text",
+            "error",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    workflow = serializers.UUIDField(source="workflow_id", allow_null=False)
+    input = serializers.JSONField(required=False, default=dict)
+    provider_keys = ProviderKeysField(write_only=True)
+    steps = StepRunSerializer(source="step_runs", many=True, read_only=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "workflow",
+            "workflow_name",
+            "input",
+            "provider_keys",
+            "status",
+            "error_code",
+            "error_message",
+            "triggered_by",
+            "key_fingerprints",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "steps",
+        ]
+        read_only_fields = [
+            "id",
+            "workflow_name",
+            "status",
+            "error_code",
+            "error_message",
+            "triggered_by",
+            "key_fingerprints",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "steps",
+        ]
+
+    def to_representation(self, instance: Run) -> dict:
+        data = super().to_representation(instance)
+        data["key_fingerprints"] = {
+            provider: {"fingerprint": v["fingerprint"], "hint": v["hint"]}
+            for provider, v in instance.key_fingerprints.items()
+        }
+        if _is_auditor(self.context):
+            data.pop("input", None)
+            for step in data.get("steps", []):
+                step.pop("output_text", None)
+        return data
+
+
+class RunListSerializer(RunSerializer):
+    """A run in a list: without its steps."""
+
+    class Meta(RunSerializer.Meta):
+        fields = [f for f in RunSerializer.Meta.fields if f != "steps"]
+
+
+class RunFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    workflow = serializers.UUIDField(required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)

@@ -1,0 +1,284 @@
+"""Running a run: claim it, take its keys once, call the providers step by step, let go.
+
+The claim is a conditional update (`queued` → `running`, `keys_consumed_at` set) committed
+before any token is taken: a duplicate delivery of the task, or a token a Redis failover brought
+back, can never run the run a second time. Every key is released when the run ends, however it
+ends.
+"""
+
+import logging
+import socket
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
+from runs.providers import ModelCall, ProviderError, call_provider
+from runs.workflow_spec import render
+from swrly import keys
+from swrly.keys.fingerprint import fingerprint
+from swrly.keys.redaction import redact
+from swrly.keys.secret import ProviderSecret
+from tenants.audit import Actor, audit_record
+
+log = logging.getLogger(__name__)
+
+
+class RunAborted(Exception):
+    """The run ends early with `code`; `message` is safe to store and show."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def worker_name() -> str:
+    return socket.gethostname()
+
+
+def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
+    """Execute a queued run. Returns None when the run was not queued (already claimed)."""
+    worker = worker or worker_name()
+    actor = Actor.system(f"worker {worker}")
+    run = _claim(run_id, worker, actor)
+    if run is None:
+        log.info("run %s was not queued; nothing to do", run_id)
+        return None
+    secrets: dict[str, ProviderSecret] = {}
+    try:
+        secrets = _take_keys(run, actor)
+        _run_steps(run, secrets, actor)
+    except RunAborted as aborted:
+        _finish(run, actor, RunStatus.FAILED, aborted.code, aborted.message, secrets)
+    except _Cancelled:
+        _finish(run, actor, RunStatus.CANCELLED, "", "cancelled while running", secrets)
+    except Exception:
+        log.exception("run %s failed unexpectedly", run_id)
+        _finish(run, actor, RunStatus.FAILED, RunError.PROVIDER_ERROR, "internal error", secrets)
+        raise
+    else:
+        _finish(run, actor, RunStatus.SUCCEEDED, "", "", secrets)
+    finally:
+        for secret in secrets.values():
+            secret.discard()
+    return run
+
+
+def _claim(run_id: str, worker: str, actor: Actor) -> Run | None:
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Run.objects.filter(
+            pk=run_id, status=RunStatus.QUEUED, keys_consumed_at=None
+        ).update(
+            status=RunStatus.RUNNING,
+            keys_consumed_at=now,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
+        )
+        if not claimed:
+            return None
+        run = Run.objects.select_related("tenant").get(pk=run_id)
+        audit_record(
+            tenant=run.tenant,
+            action="run.started",
+            actor=actor,
+            target=f"run:{run.pk}",
+            metadata={"worker": worker},
+        )
+    return run
+
+
+def _take_keys(run: Run, actor: Actor) -> dict[str, ProviderSecret]:
+    """GETDEL every key the run needs. Any failure aborts the run; the rest are discarded."""
+    secrets: dict[str, ProviderSecret] = {}
+    providers = run.providers
+    try:
+        for provider in providers:
+            secrets[provider] = _take_key(run, provider, actor)
+    except RunAborted:
+        for provider in providers:
+            if provider not in secrets:
+                _discard_quietly(run, provider)
+        for secret in secrets.values():
+            secret.discard()
+        raise
+    return secrets
+
+
+def _take_key(run: Run, provider: str, actor: Actor) -> ProviderSecret:
+    expected = run.key_fingerprints.get(provider, {}).get("fingerprint")
+    common = {"provider": provider, "fingerprint": expected, "worker": run.worker}
+    try:
+        secret = keys.consume(tenant_id=run.tenant_id, run_id=run.pk, provider=provider)
+    except keys.TokenMissing:
+        expired = run.keys_expire_at is not None and timezone.now() >= run.keys_expire_at
+        action, code = (
+            ("key.expired", RunError.KEY_EXPIRED)
+            if expired
+            else (
+                "key.missing",
+                RunError.KEY_MISSING,
+            )
+        )
+        _audit(run, action, actor, common)
+        raise RunAborted(code, f"the {provider} key was not in the key store ({code})") from None
+    except (keys.TokenAuthenticationFailed, keys.UnknownKeyId) as exc:
+        _audit(run, "key.rejected", actor, {**common, "reason": type(exc).__name__})
+        raise RunAborted(RunError.KEY_REJECTED, f"the stored {provider} key was rejected") from None
+    except keys.KeyStoreUnavailable:
+        raise RunAborted(
+            RunError.KEY_STORE_UNAVAILABLE, "the key store did not answer when the run started"
+        ) from None
+    if fingerprint(provider=provider, key=secret.reveal()).value != expected:
+        secret.discard()
+        _audit(run, "key.rejected", actor, {**common, "reason": "fingerprint mismatch"})
+        raise RunAborted(RunError.KEY_REJECTED, f"the stored {provider} key was not the one given")
+    _audit(run, "key.consumed", actor, {**common, "encryption_key_id": secret.key_id_hex})
+    return secret
+
+
+def _discard_quietly(run: Run, provider: str) -> None:
+    try:
+        keys.discard(tenant_id=run.tenant_id, run_id=run.pk, provider=provider)
+    except keys.KeyStoreUnavailable:
+        log.warning("could not discard the %s token of run %s; it expires", provider, run.pk)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _run_steps(run: Run, secrets: dict[str, ProviderSecret], actor: Actor) -> None:
+    outputs: dict[str, str] = {}
+    step_runs = list(StepRun.objects.filter(run=run).order_by("position"))
+    for step, step_run in zip(run.steps, step_runs, strict=True):
+        fresh = Run.objects.filter(pk=run.pk).values("cancel_requested_at").get()
+        if fresh["cancel_requested_at"] is not None:
+            raise _Cancelled
+        Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+        try:
+            call = ModelCall(
+                model=step["model"],
+                prompt=render(step["prompt"], run_input=run.input, outputs=outputs),
+                system=render(step["system"], run_input=run.input, outputs=outputs),
+                max_tokens=step["max_tokens"],
+                temperature=step["temperature"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise RunAborted(
+                RunError.TEMPLATE_ERROR, f"step {step['name']}: could not render {exc}"
+            ) from None
+        step_run.status, step_run.started_at = StepStatus.RUNNING, timezone.now()
+        step_run.save(update_fields=["status", "started_at"])
+        try:
+            result = call_provider(step["provider"], secret=secrets[step["provider"]], call=call)
+        except ProviderError as exc:
+            step_run.status = StepStatus.FAILED
+            step_run.http_status = exc.http_status
+            step_run.provider_request_id = exc.request_id
+            step_run.latency_ms = exc.latency_ms
+            step_run.attempts = exc.attempts
+            step_run.error = redact(exc.message)
+            step_run.finished_at = timezone.now()
+            step_run.save()
+            raise RunAborted(exc.code, f"step {step['name']}: {redact(exc.message)}") from None
+        step_run.status = StepStatus.SUCCEEDED
+        step_run.output_text = redact(result.text)
+        step_run.input_tokens = result.input_tokens
+        step_run.output_tokens = result.output_tokens
+        step_run.provider_request_id = result.request_id
+        step_run.http_status = result.http_status
+        step_run.latency_ms = result.latency_ms
+        step_run.attempts = result.attempts
+        step_run.finished_at = timezone.now()
+        step_run.save()
+        outputs[step["name"]] = result.text
+
+
+def _finish(
+    run: Run,
+    actor: Actor,
+    status: str,
+    code: str,
+    message: str,
+    secrets: dict[str, ProviderSecret],
+) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        StepRun.objects.filter(run=run, status__in=[StepStatus.PENDING, StepStatus.RUNNING]).update(
+            status=StepStatus.SKIPPED
+        )
+        Run.objects.filter(pk=run.pk).update(
+            status=status, error_code=code, error_message=message, finished_at=now
+        )
+        action = {
+            RunStatus.SUCCEEDED: "run.succeeded",
+            RunStatus.FAILED: "run.failed",
+            RunStatus.CANCELLED: "run.cancelled",
+        }[status]
+        metadata = {"keys_released": sorted(secrets)}
+        if code:
+            metadata["error_code"] = code
+        _audit(run, action, actor, metadata)
+    run.refresh_from_db()
+
+
+def _audit(run: Run, action: str, actor: Actor, metadata: dict) -> None:
+    audit_record(
+        tenant=run.tenant, action=action, actor=actor, target=f"run:{run.pk}", metadata=metadata
+    )
+
+
+def runs_reap(*, now: datetime | None = None) -> dict[str, int]:
+    """Fail runs whose worker was lost, and queued runs whose keys expired unclaimed."""
+    now = now or timezone.now()
+    actor = Actor.system("run reaper")
+    counts = {"interrupted": 0, "expired": 0}
+    stale = now - timedelta(seconds=settings.RUN_INTERRUPTED_AFTER)
+    for run in Run.objects.select_related("tenant").filter(
+        status=RunStatus.RUNNING, heartbeat_at__lt=stale
+    ):
+        with transaction.atomic():
+            if Run.objects.filter(
+                pk=run.pk, status=RunStatus.RUNNING, heartbeat_at__lt=stale
+            ).update(
+                status=RunStatus.FAILED,
+                error_code=RunError.INTERRUPTED,
+                error_message="the worker stopped answering during the run",
+                finished_at=now,
+            ):
+                StepRun.objects.filter(
+                    run=run, status__in=[StepStatus.PENDING, StepStatus.RUNNING]
+                ).update(status=StepStatus.SKIPPED)
+                _audit(run, "run.failed", actor, {"error_code": RunError.INTERRUPTED})
+                counts["interrupted"] += 1
+    for run in Run.objects.select_related("tenant").filter(
+        status=RunStatus.QUEUED, keys_expire_at__lt=now
+    ):
+        with transaction.atomic():
+            if Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+                status=RunStatus.FAILED,
+                error_code=RunError.KEY_EXPIRED,
+                error_message="no worker started the run before its keys expired",
+                finished_at=now,
+            ):
+                StepRun.objects.filter(run=run).update(status=StepStatus.SKIPPED)
+                for provider in run.providers:
+                    _audit(
+                        run,
+                        "key.expired",
+                        actor,
+                        {
+                            "provider": provider,
+                            "fingerprint": run.key_fingerprints.get(provider, {}).get(
+                                "fingerprint"
+                            ),
+                        },
+                    )
+                _audit(run, "run.failed", actor, {"error_code": RunError.KEY_EXPIRED})
+                counts["expired"] += 1
+    return counts

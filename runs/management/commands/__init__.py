@@ -1,0 +1,1 @@
+"""`sandbox-provider`: the deterministic local model provider."""

@@ -1,0 +1,150 @@
+"""Workflows, runs and the steps of a run."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from tenants.models import Tenant
+
+
+class Workflow(models.Model):
+    """An ordered list of model-call steps (see runs/workflow_spec.py for their shape)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="workflows")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    steps = models.JSONField(default=list)
+    created_by = models.CharField(max_length=300)
+    updated_by = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="workflow_tenant_time")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def providers(self) -> list[str]:
+        return sorted({step["provider"] for step in self.steps})
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class RunError(models.TextChoices):
+    KEY_EXPIRED = "key_expired", "The provider key expired before the run started"
+    KEY_MISSING = "key_missing", "The provider key was not in the key store"
+    KEY_REJECTED = (
+        "key_rejected",
+        "The stored key failed authentication or its encryption key is gone",
+    )
+    KEY_STORE_UNAVAILABLE = "key_store_unavailable", "The key store did not answer"
+    PROVIDER_AUTH_FAILED = "provider_auth_failed", "The provider refused the key"
+    PROVIDER_ERROR = "provider_error", "The provider answered with an error"
+    TIMEOUT = "timeout", "The provider did not answer in time"
+    EGRESS_REFUSED = "egress_refused", "No allowed address is configured for the provider"
+    TEMPLATE_ERROR = "template_error", "A prompt template could not be rendered"
+    INTERRUPTED = "interrupted", "The worker stopped during the run"
+
+
+class Run(models.Model):
+    """One execution of a workflow, with the customer's keys for the providers it uses."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="runs")
+    workflow = models.ForeignKey(
+        Workflow, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    workflow_name = models.CharField(max_length=200)
+    steps = models.JSONField(default=list)  # the workflow's steps, frozen when the run was made
+    input = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    error_code = models.CharField(max_length=32, choices=RunError.choices, blank=True)
+    error_message = models.TextField(blank=True)
+    triggered_by = models.CharField(max_length=300)
+    triggered_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # {provider: {"fingerprint": hex, "hint": "sk-…abcd"}}: which key ran the run, never the key.
+    key_fingerprints = models.JSONField(default=dict, blank=True)
+    keys_expire_at = models.DateTimeField(null=True, blank=True)
+    # Set once, by the conditional update that claims the run: its tokens can be taken only once.
+    keys_consumed_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="run_tenant_time"),
+            models.Index(fields=["tenant", "status", "-created_at"], name="run_tenant_status_time"),
+            models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_name} {self.status}"
+
+    @property
+    def providers(self) -> list[str]:
+        return sorted({step["provider"] for step in self.steps})
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class StepRun(models.Model):
+    """One step of a run: the model call, its usage, and the provider's request id."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_runs")
+    position = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=100)
+    provider = models.CharField(max_length=32)
+    model = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
+    provider_request_id = models.CharField(max_length=200, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    output_text = models.TextField(blank=True)
+    error = models.TextField(blank=True)  # redacted before it is stored
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="steprun_unique_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.position} {self.name}"

@@ -1,0 +1,70 @@
+"""The Anthropic Messages API on the wire: POST /v1/messages with x-api-key.
+
+https://docs.anthropic.com/en/api/messages — the request carries the key in `x-api-key` and the
+API version in `anthropic-version`; the answer's text is the concatenation of its text blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runs.providers.base import (
+    ModelCall,
+    ParsedAnswer,
+    UnexpectedAnswer,
+    WireProtocol,
+    require_int,
+)
+
+API_VERSION = "2023-06-01"
+
+
+def auth_headers(key: str) -> dict[str, str]:
+    """The headers that carry the key (and the API version Anthropic requires with it)."""
+    return {"x-api-key": key, "anthropic-version": API_VERSION}
+
+
+def build_body(call: ModelCall) -> dict[str, Any]:
+    """The Messages request body; optional fields only when set."""
+    body: dict[str, Any] = {
+        "model": call.model,
+        "max_tokens": call.max_tokens,
+        "messages": [{"role": "user", "content": call.prompt}],
+    }
+    if call.system:
+        body["system"] = call.system
+    if call.temperature is not None:
+        body["temperature"] = call.temperature
+    return body
+
+
+def parse_answer(payload: Any) -> ParsedAnswer:
+    """Text and usage from a Messages answer; UnexpectedAnswer when it has another shape."""
+    if not isinstance(payload, dict):
+        raise UnexpectedAnswer("the answer is not a JSON object")
+    content, usage = payload.get("content"), payload.get("usage")
+    if not isinstance(content, list) or not isinstance(usage, dict):
+        raise UnexpectedAnswer("the answer has no content list or no usage")
+    texts = []
+    for block in content:
+        if not isinstance(block, dict):
+            raise UnexpectedAnswer("a content block is not an object")
+        if block.get("type") == "text":
+            if not isinstance(block.get("text"), str):
+                raise UnexpectedAnswer("a text block has no text")
+            texts.append(block["text"])
+    return ParsedAnswer(
+        text="".join(texts),
+        input_tokens=require_int(usage.get("input_tokens"), "usage.input_tokens"),
+        output_tokens=require_int(usage.get("output_tokens"), "usage.output_tokens"),
+    )
+
+
+ANTHROPIC = WireProtocol(
+    name="Anthropic Messages",
+    path="/v1/messages",
+    request_id_header="request-id",
+    auth_headers=auth_headers,
+    build_body=build_body,
+    parse_answer=parse_answer,
+)

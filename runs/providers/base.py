@@ -1,0 +1,144 @@
+"""What a model call asks for, what it returns, how it fails, and how a provider's wire looks.
+
+`ModelCall`, `ModelResult` and `ProviderError` are the whole interface the executor sees; a
+`WireProtocol` describes one provider API (path, auth headers, body, answer parsing) for the
+single sending wrapper in `runs.providers.client`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from swrly.keys.redaction import redact
+
+# Codes a failed step carries; the executor stores them as the run's error code.
+PROVIDER_AUTH_FAILED = "provider_auth_failed"
+PROVIDER_ERROR = "provider_error"
+TIMEOUT = "timeout"
+EGRESS_REFUSED = "egress_refused"
+ERROR_CODES = (PROVIDER_AUTH_FAILED, PROVIDER_ERROR, TIMEOUT, EGRESS_REFUSED)
+
+# How much of a provider's error body survives into a message (after redaction).
+MESSAGE_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One step's request to a model."""
+
+    model: str
+    prompt: str
+    system: str = ""
+    max_tokens: int = 1024
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One step's answer, with what the run records about the call."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    request_id: str  # the provider's request id ('' if it sent none)
+    http_status: int
+    latency_ms: int  # total wall time, retries and back-off included
+    attempts: int
+
+
+class ProviderError(Exception):
+    """A step's model call failed; `code` is machine-readable, `message` is redacted text.
+
+    The message is passed through redact() here as well, so no caller can put a live key in it.
+    Arguments are (code, message) positionally so the exception pickles (Celery may).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        request_id: str = "",
+        attempts: int = 0,
+        latency_ms: int = 0,
+    ) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown provider error code {code!r}")
+        message = redact(message)
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.request_id = request_id
+        self.attempts = attempts
+        self.latency_ms = latency_ms
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderError(code={self.code!r}, http_status={self.http_status!r}, "
+            f"request_id={self.request_id!r}, attempts={self.attempts}, "
+            f"message={self.message!r})"
+        )
+
+
+class UnexpectedAnswer(ValueError):
+    """A 2xx body that is not the provider's documented answer shape."""
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """The parts of a successful answer the run keeps."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class WireProtocol:
+    """One provider API: where to POST, how the key travels, the body, and the answer."""
+
+    name: str
+    path: str
+    request_id_header: str
+    auth_headers: Callable[[str], dict[str, str]]  # the plaintext key → headers carrying it
+    build_body: Callable[[ModelCall], dict[str, Any]]
+    parse_answer: Callable[[Any], ParsedAnswer]  # raises UnexpectedAnswer
+
+
+def require_int(value: Any, what: str) -> int:
+    """`value` as a non-negative int; UnexpectedAnswer otherwise (bool is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UnexpectedAnswer(f"{what} is not a non-negative integer")
+    return value
+
+
+def error_summary(body: str) -> str:
+    """A short, redacted description of an error body, in either provider's error shape.
+
+    Both APIs answer `{"error": {"type": ..., "message": ...}}` (Anthropic adds a top-level
+    "type": "error"); anything else is shown as raw text. Redaction runs on the raw body and
+    again on what was decoded from it (a JSON escape can hide a key from the first pass), and
+    always before the cut, so truncation never leaves part of a key that redaction would miss.
+    """
+    text = redact(body)
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        error = payload["error"]
+        parts = [str(error[name]) for name in ("type", "code", "message") if error.get(name)]
+        if parts:
+            text = redact(": ".join(dict.fromkeys(parts)))
+    text = text.strip()
+    if len(text) > MESSAGE_LIMIT:
+        text = text[:MESSAGE_LIMIT] + "…"
+    return text or "(empty body)"

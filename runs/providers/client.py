@@ -1,0 +1,297 @@
+"""The one way a customer's key leaves the process: `send()`, and `call_provider()` on top of it.
+
+`send()` takes the address only from the egress allow-list, never follows a redirect, applies
+the connect and read timeouts, and retries only where a retry cannot double-bill: on 429, 5xx
+and 529 answers and on connections that never opened. A read timeout is not retried (the
+provider may have done the work); 401/403 are not retried (the key will not get better).
+Every message that leaves this module is redacted, and the key is read from the
+ProviderSecret only while a request is being built. Request headers are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import functools
+import logging
+import math
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+from runs.providers.anthropic import ANTHROPIC
+from runs.providers.base import (
+    EGRESS_REFUSED,
+    PROVIDER_AUTH_FAILED,
+    PROVIDER_ERROR,
+    TIMEOUT,
+    ModelCall,
+    ModelResult,
+    ProviderError,
+    WireProtocol,
+    error_summary,
+)
+from runs.providers.egress import EgressRefused, provider_base_url
+from runs.providers.openai import OPENAI
+from swrly.keys.redaction import redact
+from swrly.keys.secret import ProviderSecret
+
+logger = logging.getLogger(__name__)
+
+# Which wire protocol each provider name speaks; the sandbox imitates OpenAI.
+PROTOCOLS: dict[str, WireProtocol] = {"anthropic": ANTHROPIC, "openai": OPENAI, "sandbox": OPENAI}
+
+BACKOFF_BASE = 0.5  # seconds; the ceiling of the first retry's random delay
+BACKOFF_CAP = 8.0  # the largest random delay
+RETRY_AFTER_CAP = 30.0  # a provider's retry-after is honoured up to this many seconds
+OVERLOADED = 529  # Anthropic's "overloaded_error"
+USER_AGENT = "swrly"
+REQUEST_ID_LIMIT = 200
+
+# Replaced by tests so that back-off is recorded instead of waited for.
+_sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A 2xx answer and what it took to get it."""
+
+    response: httpx.Response
+    attempts: int
+    latency_ms: int
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verified TLS context for every call: building one (loading CA roots) takes ~20 ms."""
+    return httpx.create_ssl_context()
+
+
+def is_retryable(status: int) -> bool:
+    """Rate limits, server errors and overload: the request was not (fully) served."""
+    return status == 429 or 500 <= status <= 599 or status == OVERLOADED
+
+
+def backoff_delay(retry: int) -> float:
+    """Full-jitter exponential back-off before retry number `retry` (1-based)."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (retry - 1))
+    return random.uniform(0.0, ceiling)  # noqa: S311  (jitter spreads load; it guards nothing)
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """The delay a provider asked for (`retry-after-ms`, or `retry-after` in seconds or as an
+    HTTP date), capped at RETRY_AFTER_CAP; None when absent or unreadable."""
+    seconds: float | None = None
+    if "retry-after-ms" in headers:  # OpenAI's finer-grained variant
+        try:
+            seconds = float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            seconds = None
+    if seconds is None and "retry-after" in headers:
+        value = headers["retry-after"].strip()
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+def _request_id(response: httpx.Response | None, protocol: WireProtocol) -> str:
+    if response is None:
+        return ""
+    return redact(response.headers.get(protocol.request_id_header, ""))[:REQUEST_ID_LIMIT]
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+@dataclass(frozen=True)
+class _TransportFailure:
+    """No answer: `code` ends the call, None means the request never left (retry)."""
+
+    code: str | None
+    reason: str
+
+
+def _post(
+    client: httpx.Client,
+    provider: str,
+    url: str,
+    protocol: WireProtocol,
+    secret: ProviderSecret,
+    body: dict[str, Any],
+    timeout: httpx.Timeout,
+) -> httpx.Response | _TransportFailure:
+    """One POST. Transport errors come back as values, so that the ProviderError raised for
+    them does not chain httpx's exception, whose request carries the key in its headers."""
+    try:
+        return client.post(
+            url,
+            json=body,
+            headers={
+                "accept": "application/json",
+                "user-agent": USER_AGENT,
+                **protocol.auth_headers(secret.reveal()),
+            },
+            timeout=timeout,
+            follow_redirects=False,
+            auth=None,  # a caller's client cannot add credentials of its own
+        )
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        # The request never left, so a retry cannot make the provider work twice.
+        return _TransportFailure(
+            None, f"could not connect to {provider} ({type(exc).__name__}: {exc})"
+        )
+    except httpx.TimeoutException as exc:
+        return _TransportFailure(
+            TIMEOUT,
+            f"{provider} did not answer in time ({type(exc).__name__}; read timeout "
+            f"{timeout.read} s); not retried: the provider may have done and billed the work",
+        )
+    except httpx.HTTPError as exc:
+        return _TransportFailure(
+            PROVIDER_ERROR, f"the connection to {provider} failed ({type(exc).__name__}: {exc})"
+        )
+
+
+def send(
+    provider: str,
+    *,
+    protocol: WireProtocol,
+    secret: ProviderSecret,
+    body: dict[str, Any],
+    client: httpx.Client | None = None,
+) -> Delivery:
+    """POST `body` to `provider`'s allowed base URL + `protocol.path`, with bounded retries.
+
+    Returns the first 2xx answer; raises ProviderError for everything else. A caller's `client`
+    may be passed to reuse connections: redirects, timeouts and auth are still set per request,
+    so its defaults cannot change where or how the key travels.
+    """
+    started = time.monotonic()
+    try:
+        url = provider_base_url(provider) + protocol.path
+    except EgressRefused as exc:
+        raise ProviderError(
+            EGRESS_REFUSED, f"egress refused: {exc}", latency_ms=_elapsed_ms(started)
+        ) from None
+    timeout = httpx.Timeout(
+        connect=settings.PROVIDER_CONNECT_TIMEOUT,
+        read=settings.PROVIDER_READ_TIMEOUT,
+        write=settings.PROVIDER_READ_TIMEOUT,
+        pool=settings.PROVIDER_CONNECT_TIMEOUT,
+    )
+    max_retries = max(0, int(settings.PROVIDER_MAX_RETRIES))
+    attempts = 0
+    last_response: httpx.Response | None = None
+
+    def failed(code: str, message: str) -> ProviderError:
+        return ProviderError(
+            code,
+            message,
+            http_status=last_response.status_code if last_response is not None else None,
+            request_id=_request_id(last_response, protocol),
+            attempts=attempts,
+            latency_ms=_elapsed_ms(started),
+        )
+
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(
+                httpx.Client(follow_redirects=False, timeout=timeout, verify=_tls_context())
+            )
+        while True:
+            attempts += 1
+            outcome = _post(client, provider, url, protocol, secret, body, timeout)
+            if isinstance(outcome, _TransportFailure):
+                if outcome.code is not None:
+                    raise failed(outcome.code, outcome.reason)
+                reason, delay = outcome.reason, None
+            else:
+                response = last_response = outcome
+                status = response.status_code
+                if 200 <= status <= 299:
+                    return Delivery(response, attempts, _elapsed_ms(started))
+                if status in (401, 403):
+                    raise failed(
+                        PROVIDER_AUTH_FAILED,
+                        f"{provider} refused the key (HTTP {status}): "
+                        f"{error_summary(response.text)}",
+                    )
+                if 300 <= status <= 399:
+                    raise failed(
+                        PROVIDER_ERROR,
+                        f"{provider} answered with a redirect (HTTP {status}), which is not "
+                        "followed: a key goes only to the configured base URL",
+                    )
+                reason = f"{provider} answered HTTP {status}: {error_summary(response.text)}"
+                if not is_retryable(status):
+                    raise failed(PROVIDER_ERROR, reason)
+                delay = retry_after_seconds(response.headers)
+            if attempts > max_retries:
+                raise failed(PROVIDER_ERROR, f"{reason} (gave up after {attempts} attempts)")
+            if delay is None:
+                delay = backoff_delay(attempts)
+            logger.warning(
+                "%s call attempt %d of %d failed (%s); retrying in %.2f s",
+                provider,
+                attempts,
+                max_retries + 1,
+                reason[:200],
+                delay,
+            )
+            _sleep(delay)
+
+
+def call_provider(
+    provider: str,
+    *,
+    secret: ProviderSecret,
+    call: ModelCall,
+    client: httpx.Client | None = None,
+) -> ModelResult:
+    """Run one model call with the customer's key; ProviderError (redacted) when it fails."""
+    protocol = PROTOCOLS.get(provider)
+    if protocol is None:
+        raise ProviderError(EGRESS_REFUSED, f"egress refused: unknown provider {provider!r}")
+    delivery = send(
+        provider, protocol=protocol, secret=secret, body=protocol.build_body(call), client=client
+    )
+    response = delivery.response
+    try:
+        answer = protocol.parse_answer(response.json())
+    except (ValueError, RecursionError) as exc:  # UnexpectedAnswer and JSON errors
+        raise ProviderError(
+            PROVIDER_ERROR,
+            f"{provider} answered HTTP {response.status_code} with a body that is not a "
+            f"{protocol.name} answer ({exc}): {error_summary(response.text)}",
+            http_status=response.status_code,
+            request_id=_request_id(response, protocol),
+            attempts=delivery.attempts,
+            latency_ms=delivery.latency_ms,
+        ) from None
+    return ModelResult(
+        text=answer.text,
+        input_tokens=answer.input_tokens,
+        output_tokens=answer.output_tokens,
+        request_id=_request_id(response, protocol),
+        http_status=response.status_code,
+        latency_ms=delivery.latency_ms,
+        attempts=delivery.attempts,
+    )

@@ -1,0 +1,58 @@
+"""The egress allow-list: where a provider call may go, from PROVIDER_BASE_URLS only.
+
+A customer key can only travel to a base URL the operator configured for that provider. A
+workflow or a request names a provider, never an address.
+"""
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+PROVIDERS = ("anthropic", "openai", "sandbox")
+
+
+class EgressRefused(Exception):
+    """The provider has no allowed base URL (or its URL breaks the rules)."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url_problem(provider: str, url: str, *, debug: bool) -> str | None:
+    """Why `url` may not be `provider`'s base URL, or None when it may."""
+    if provider not in PROVIDERS:
+        return f"unknown provider {provider!r} (known: {', '.join(PROVIDERS)})"
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        return "must not carry credentials"
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment"
+    if not parts.hostname:
+        return "has no host"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http":
+        if not _is_loopback(parts.hostname):
+            return "plain http:// is allowed only for a loopback address"
+        if not debug:
+            return "plain http:// (even on loopback) is allowed only with DEBUG"
+        return None
+    return f"scheme {parts.scheme!r} is not https"
+
+
+def provider_base_url(provider: str) -> str:
+    """The allowed base URL for `provider` (no trailing slash); EgressRefused otherwise."""
+    url = settings.PROVIDER_BASE_URLS.get(provider)
+    if not url:
+        raise EgressRefused(f"no base URL is configured for provider {provider!r}")
+    problem = base_url_problem(provider, url, debug=settings.DEBUG)
+    if problem:
+        raise EgressRefused(f"PROVIDER_BASE_URLS[{provider}] {problem}")
+    return url.rstrip("/")

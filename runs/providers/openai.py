@@ -1,0 +1,67 @@
+"""The OpenAI Chat Completions API on the wire: POST /v1/chat/completions with a Bearer key.
+
+https://platform.openai.com/docs/api-reference/chat — the sandbox provider speaks this protocol
+too, so `sandbox` steps use this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runs.providers.base import (
+    ModelCall,
+    ParsedAnswer,
+    UnexpectedAnswer,
+    WireProtocol,
+    require_int,
+)
+
+
+def auth_headers(key: str) -> dict[str, str]:
+    """The header that carries the key."""
+    return {"authorization": f"Bearer {key}"}
+
+
+def build_body(call: ModelCall) -> dict[str, Any]:
+    """The Chat Completions request body: a system message when set, then the prompt."""
+    messages = [{"role": "system", "content": call.system}] if call.system else []
+    messages.append({"role": "user", "content": call.prompt})
+    body: dict[str, Any] = {
+        "model": call.model,
+        "messages": messages,
+        "max_tokens": call.max_tokens,
+    }
+    if call.temperature is not None:
+        body["temperature"] = call.temperature
+    return body
+
+
+def parse_answer(payload: Any) -> ParsedAnswer:
+    """Text and usage from a Chat Completions answer; UnexpectedAnswer for another shape."""
+    if not isinstance(payload, dict):
+        raise UnexpectedAnswer("the answer is not a JSON object")
+    choices, usage = payload.get("choices"), payload.get("usage")
+    if not isinstance(choices, list) or not choices or not isinstance(usage, dict):
+        raise UnexpectedAnswer("the answer has no choices or no usage")
+    first = choices[0]
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(message, dict):
+        raise UnexpectedAnswer("choices[0] has no message")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise UnexpectedAnswer("choices[0].message.content is not text")
+    return ParsedAnswer(
+        text=content or "",  # null when the model answered only with a refusal or tool call
+        input_tokens=require_int(usage.get("prompt_tokens"), "usage.prompt_tokens"),
+        output_tokens=require_int(usage.get("completion_tokens"), "usage.completion_tokens"),
+    )
+
+
+OPENAI = WireProtocol(
+    name="OpenAI Chat Completions",
+    path="/v1/chat/completions",
+    request_id_header="x-request-id",
+    auth_headers=auth_headers,
+    build_body=build_body,
+    parse_answer=parse_answer,
+)

@@ -1,0 +1,563 @@
+"""The sandbox provider: a deterministic model on loopback speaking the OpenAI and Anthropic APIs.
+
+For tests, benchmarks and `make run` (`python manage.py sandbox-provider`). It serves
+`POST /v1/chat/completions` (OpenAI Chat Completions, `Authorization: Bearer <key>`) and
+`POST /v1/messages` (Anthropic Messages, `x-api-key` and `anthropic-version`), checks the key it
+receives, and answers `sandbox:<12 hex of sha256(model, system, prompt)> <first prompt words>`
+with whitespace word counts as usage and a request id header on every answer.
+
+Directives anywhere in the request body make it misbehave on purpose:
+  [sandbox:status=S]            answer HTTP S (200-599; 3xx redirects to /v1/redirected)
+  [sandbox:sleep=SECONDS]       wait before answering (at most 30 s)
+  [sandbox:fail=N status=S]     the first N identical requests answer S, later ones succeed
+  [sandbox:retry-after=VALUE]   add `retry-after: VALUE` to error answers
+  [sandbox:echo-key]            error answers quote the key presented (to prove redaction)
+  [sandbox:malformed]           answer 200 with a body that is not the API's answer
+
+Only the standard library is used, and only loopback addresses are accepted: the sandbox is
+never reachable from another machine. `requests` keeps what it received, keys included, for
+test assertions; it lives in memory only and is never logged.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import hmac
+import http.server
+import ipaddress
+import json
+import logging
+import re
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+OPENAI_PATH = "/v1/chat/completions"
+ANTHROPIC_PATH = "/v1/messages"
+REDIRECT_TARGET = "/v1/redirected"
+MAX_SLEEP = 30.0
+MAX_BODY = 1024 * 1024
+ECHO_WORDS = 6
+REQUEST_LOG_LIMIT = 10_000  # a long-running sandbox keeps only the latest requests
+
+DIRECTIVE = re.compile(r"\[sandbox:([^\]]*)\]")
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]{1,100}")
+
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_OPENAI_ERROR_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
+_REASONS = {529: "Overloaded"}
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One request as the sandbox saw it: header names lower-cased, body as parsed JSON."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # None when the body was absent or not JSON
+
+
+@dataclass(frozen=True)
+class Directives:
+    """What a request's `[sandbox:...]` directives ask for."""
+
+    status: int | None = None
+    sleep: float = 0.0
+    fail_first: int = 0
+    fail_status: int = 500
+    retry_after: str | None = None
+    echo_key: bool = False
+    malformed: bool = False
+
+
+class DirectiveError(ValueError):
+    """A `[sandbox:...]` directive the sandbox does not understand."""
+
+
+class _BadRequest(ValueError):
+    """The request body is not what the API expects."""
+
+
+def _status(value: str) -> int:
+    try:
+        status = int(value)
+    except ValueError:
+        raise DirectiveError(f"status {value!r} is not a number") from None
+    if not 200 <= status <= 599:
+        raise DirectiveError(f"status {status} is outside 200-599")
+    return status
+
+
+def parse_directives(text: str) -> Directives:
+    """The directives in `text`; DirectiveError for one the sandbox does not know."""
+    found: dict[str, Any] = {}
+    for match in DIRECTIVE.finditer(text):
+        inner = match.group(1).strip()
+        if inner in ("echo-key", "malformed"):
+            found[inner.replace("-", "_")] = True
+            continue
+        name, has_value, value = inner.partition("=")
+        value = value.strip()
+        if not has_value:
+            raise DirectiveError(f"unknown sandbox directive [sandbox:{inner}]")
+        if name == "status":
+            found["status"] = _status(value)
+        elif name == "sleep":
+            try:
+                seconds = float(value)
+            except ValueError:
+                raise DirectiveError(f"sleep {value!r} is not a number") from None
+            if not 0 <= seconds < float("inf"):
+                raise DirectiveError(f"sleep {value!r} is not a duration")
+            found["sleep"] = min(seconds, MAX_SLEEP)
+        elif name == "fail":
+            count, _, rest = value.partition(" ")
+            status_name, _, status_value = rest.strip().partition("=")
+            if not count.isdigit() or (rest.strip() and status_name != "status"):
+                raise DirectiveError("expected [sandbox:fail=N status=S]")
+            found["fail_first"] = int(count)
+            if status_value:
+                found["fail_status"] = _status(status_value)
+        elif name == "retry-after":
+            if not _HEADER_SAFE.fullmatch(value):
+                raise DirectiveError("retry-after must be printable ASCII, at most 100 chars")
+            found["retry_after"] = value
+        else:
+            raise DirectiveError(f"unknown sandbox directive [sandbox:{name}]")
+    return Directives(**found)
+
+
+def answer_text(model: str, system: str, prompt: str) -> str:
+    """The sandbox's deterministic answer: a digest of the whole input, then its first words."""
+    digest = hashlib.sha256(f"{model}\n{system}\n{prompt}".encode()).hexdigest()[:12]
+    echo = DIRECTIVE.sub(" ", prompt).split()[:ECHO_WORDS]
+    return " ".join([f"sandbox:{digest}", *echo])
+
+
+def word_count(*texts: str) -> int:
+    """The sandbox's token count: whitespace-separated words."""
+    return sum(len(text.split()) for text in texts)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _text_of(content: Any, where: str) -> str:
+    """Text from a string or a list of text blocks (both APIs accept either)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for block in content:
+            if not (
+                isinstance(block, dict)
+                and block.get("type") == "text"
+                and isinstance(block.get("text"), str)
+            ):
+                raise _BadRequest(f"{where}: only text content is supported")
+            texts.append(block["text"])
+        return "\n".join(texts)
+    raise _BadRequest(f"{where}: content must be a string or a list of text blocks")
+
+
+def _max_tokens(value: Any, *, required: bool) -> int | None:
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _BadRequest("max_tokens: must be a positive integer")
+    return value
+
+
+def _read_request(api: str, payload: Any) -> tuple[str, str, str, int | None]:
+    """(model, system, prompt, max_tokens) from a request body; _BadRequest when malformed."""
+    if not isinstance(payload, dict):
+        raise _BadRequest("the body must be a JSON object")
+    model, messages = payload.get("model"), payload.get("messages")
+    if not isinstance(model, str) or not model:
+        raise _BadRequest("model: field required")
+    if not isinstance(messages, list) or not messages:
+        raise _BadRequest("messages: must be a non-empty list")
+    system_parts, prompt_parts = [], []
+    if api == "anthropic":
+        if "system" in payload:
+            system_parts.append(_text_of(payload["system"], "system"))
+        max_tokens = _max_tokens(payload.get("max_tokens"), required=True)
+    else:
+        max_tokens = _max_tokens(
+            payload.get("max_completion_tokens", payload.get("max_tokens")), required=False
+        )
+    roles = {"user", "assistant"} if api == "anthropic" else {"user", "assistant", "system"}
+    for index, message in enumerate(messages):
+        where = f"messages.{index}"
+        if not isinstance(message, dict) or message.get("role") not in roles:
+            raise _BadRequest(f"{where}: role must be one of {', '.join(sorted(roles))}")
+        text = _text_of(message.get("content"), where)
+        (system_parts if message["role"] == "system" else prompt_parts).append(text)
+    return model, "\n".join(system_parts), "\n".join(prompt_parts), max_tokens
+
+
+def _error_payload(api: str, status: int, message: str) -> dict[str, Any]:
+    """An error body in the API's own shape."""
+    if api == "anthropic":
+        kind = _ANTHROPIC_ERROR_TYPES.get(
+            status, "api_error" if status >= 500 else "invalid_request_error"
+        )
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    code = _OPENAI_ERROR_CODES.get(status)
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _answer_payload(
+    api: str, number: int, model: str, system: str, prompt: str, max_tokens: int | None
+) -> dict[str, Any]:
+    """A successful answer in the API's own shape, cut to `max_tokens` words."""
+    words = answer_text(model, system, prompt).split()
+    truncated = max_tokens is not None and len(words) > max_tokens
+    text = " ".join(words[:max_tokens] if truncated else words)
+    input_tokens, output_tokens = word_count(system, prompt), word_count(text)
+    if api == "anthropic":
+        return {
+            "id": f"msg_sandbox_{number}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "max_tokens" if truncated else "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        }
+    return {
+        "id": f"chatcmpl-sandbox-{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "length" if truncated else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real providers allow
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    server_version = "SwrlySandbox/1"
+    sys_version = ""
+    timeout = 30  # an idle keep-alive connection is closed after this many seconds
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The request line and status only; headers (and keys) never reach a log.
+        logger.debug("%s - " + format, self.address_string(), *args)
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None
+    ) -> None:
+        try:
+            self.send_response(status, _REASONS.get(status))
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (a read timeout, say)
+
+    def do_GET(self) -> None:
+        sandbox = self.server.sandbox
+        sandbox._record(self, None)
+        if urlsplit(self.path).path == "/":
+            endpoints = [f"POST {OPENAI_PATH}", f"POST {ANTHROPIC_PATH}"]
+            self._send_json(200, {"sandbox": True, "endpoints": endpoints})
+        else:
+            self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
+
+    def do_POST(self) -> None:
+        sandbox = self.server.sandbox
+        request_number = sandbox._next_number()
+        request_id = f"req_sandbox_{request_number}"
+        path = urlsplit(self.path).path
+        api = {OPENAI_PATH: "openai", ANTHROPIC_PATH: "anthropic"}.get(path, "openai")
+        id_header = "request-id" if api == "anthropic" else "x-request-id"
+
+        def error(status: int, message: str, extra: dict[str, str] | None = None) -> None:
+            payload = _error_payload(api, status, message)
+            self._send_json(status, payload, {id_header: request_id, **(extra or {})})
+
+        try:
+            length = int(self.headers.get("content-length", ""))
+        except ValueError:
+            self.close_connection = True
+            error(411, "a content-length header is required")
+            return
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True  # the body is left unread
+            error(413, f"the body is larger than {MAX_BODY} bytes")
+            return
+        raw = self.rfile.read(length).decode("utf-8", errors="replace")
+        try:
+            payload = json.loads(raw)
+        except (ValueError, RecursionError):
+            payload = None
+        sandbox._record(self, payload)
+
+        if path not in (OPENAI_PATH, ANTHROPIC_PATH):
+            error(404, f"no endpoint {path}")
+            return
+        try:
+            directives: Directives | None = parse_directives(raw)
+            directive_problem = ""
+        except DirectiveError as exc:
+            directives, directive_problem = None, str(exc)
+        echo_key = directives is not None and directives.echo_key
+
+        if api == "anthropic":
+            key = self.headers.get("x-api-key", "")
+        else:
+            scheme, _, key = self.headers.get("authorization", "").partition(" ")
+            key = key.strip() if scheme.lower() == "bearer" else ""
+        if not key:
+            name = "x-api-key" if api == "anthropic" else "Authorization: Bearer"
+            error(401, f"no API key: send it in the {name} header")
+            return
+        if not sandbox._key_allowed(key):
+            error(401, f"Incorrect API key provided: {key}" if echo_key else "invalid API key")
+            return
+        if api == "anthropic" and not self.headers.get("anthropic-version"):
+            error(400, "anthropic-version: header is required")
+            return
+        try:
+            model, system, prompt, max_tokens = _read_request(api, payload)
+        except _BadRequest as exc:
+            error(400, str(exc))
+            return
+        if directives is None:
+            error(400, directive_problem)
+            return
+
+        if directives.sleep:
+            sandbox._stopping.wait(directives.sleep)  # stop() wakes sleepers at once
+        status = directives.status
+        if directives.fail_first and sandbox._count(path, raw) <= directives.fail_first:
+            status = directives.fail_status
+        if status is not None and status != 200:
+            message = f"sandbox: HTTP {status} as the request asked"
+            if echo_key:
+                message += f" (key presented: {key})"
+            extra = {}
+            if directives.retry_after is not None:
+                extra["retry-after"] = directives.retry_after
+            if 300 <= status <= 399:
+                extra["location"] = sandbox.url + REDIRECT_TARGET
+            error(status, message, extra)
+            return
+
+        if directives.malformed:
+            body = b"<html>not a model answer</html>"
+            self._send(200, body, "text/html", {id_header: request_id})
+            return
+        answer = _answer_payload(api, request_number, model, system, prompt, max_tokens)
+        self._send_json(200, answer, {id_header: request_id})
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() must not wait for a client's idle keep-alive connection
+
+    def __init__(self, address: tuple[str, int], sandbox: SandboxServer, family: int) -> None:
+        self.address_family = family
+        self.sandbox = sandbox
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name, which can stall on a broken resolver.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self.connections_lock:
+                self.connections.discard(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            logger.debug("a sandbox client at %s went away", client_address)
+        else:
+            logger.exception("the sandbox failed to answer %s", client_address)
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            connections = list(self.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by the client
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class SandboxServer:
+    """The sandbox provider on a loopback address, served from a daemon thread.
+
+    `expected_keys`: when given, only these keys are accepted (401 otherwise); when None, any
+    non-empty key is. `port=0` picks a free port; `url` says which.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        expected_keys: Iterable[str] | None = None,
+    ) -> None:
+        if not _is_loopback(host):
+            raise ValueError(f"the sandbox binds only to a loopback address, not {host!r}")
+        self.host = host
+        self._port = port
+        self.expected_keys = None if expected_keys is None else frozenset(expected_keys)
+        if self.expected_keys is not None and not all(
+            isinstance(key, str) and key for key in self.expected_keys
+        ):
+            raise ValueError("expected_keys must be non-empty strings")
+        self._lock = threading.Lock()
+        self._requests: collections.deque[ReceivedRequest] = collections.deque(
+            maxlen=REQUEST_LOG_LIMIT
+        )
+        self._number = 0
+        self._failures: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the chosen one when started with port 0)."""
+        if self._httpd is None:
+            return self._port
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The base URL to put in PROVIDER_BASE_URLS."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        """What the sandbox received so far, oldest first (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        """Forget the requests received so far."""
+        with self._lock:
+            self._requests.clear()
+
+    def start(self) -> SandboxServer:
+        """Bind and serve from a daemon thread; returns self."""
+        if self._httpd is not None:
+            raise RuntimeError("the sandbox is already started")
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._stopping.clear()
+        self._httpd = _HTTPServer((self.host, self._port), self, family)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sandbox-provider:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake sleeping answers and close open connections. Idempotent."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._port = httpd.server_address[1]
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.server_close()
+        httpd.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _next_number(self) -> int:
+        with self._lock:
+            self._number += 1
+            return self._number
+
+    def _record(self, handler: _Handler, body: Any) -> None:
+        headers = {name.lower(): value for name, value in handler.headers.items()}
+        request = ReceivedRequest(handler.command, handler.path, headers, body)
+        with self._lock:
+            self._requests.append(request)
+
+    def _count(self, path: str, raw: str) -> int:
+        """How many times this exact request has been seen, this one included."""
+        with self._lock:
+            self._failures[(path, raw)] += 1
+            return self._failures[(path, raw)]
+
+    def _key_allowed(self, key: str) -> bool:
+        if self.expected_keys is None:
+            return True
+        presented = key.encode()
+        allowed = False
+        for expected in self.expected_keys:  # every comparison runs: no early exit
+            allowed |= hmac.compare_digest(presented, expected.encode())
+        return allowed

@@ -1,0 +1,264 @@
+"""Writes to workflows and runs, each with its audit event in the same transaction."""
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from runs.models import Run, RunStatus, StepRun, Workflow
+from runs.workflow_spec import PROVIDERS, SpecError, validate_input, validate_steps
+from swrly import keys
+from swrly.keys.fingerprint import fingerprint
+from swrly.keys.secret import ProviderSecret
+from tenants.audit import Actor, audit_record
+from tenants.models import Tenant
+from tenants.services import provider_key_seen
+
+
+@transaction.atomic
+def workflow_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    description: str = "",
+    steps: Any,
+    actor: Actor,
+    request: HttpRequest | None = None,
+) -> Workflow:
+    """A new workflow; SpecError when a step is wrong (naming the step and the field)."""
+    workflow = Workflow.objects.create(
+        tenant=tenant,
+        name=name,
+        description=description,
+        steps=validate_steps(steps),
+        created_by=actor.label,
+        updated_by=actor.label,
+    )
+    audit_record(
+        tenant=tenant,
+        action="workflow.created",
+        actor=actor,
+        target=f"workflow:{workflow.pk}",
+        metadata={"name": name, "steps": len(workflow.steps), "providers": workflow.providers},
+        request=request,
+    )
+    return workflow
+
+
+@transaction.atomic
+def workflow_update(
+    *, workflow: Workflow, changes: dict, actor: Actor, request: HttpRequest | None = None
+) -> Workflow:
+    """Change a workflow's name, description or steps. Runs keep the steps they started with."""
+    if "steps" in changes:
+        changes = {**changes, "steps": validate_steps(changes["steps"])}
+    for field, value in changes.items():
+        setattr(workflow, field, value)
+    workflow.updated_by = actor.label
+    workflow.save()
+    audit_record(
+        tenant=workflow.tenant,
+        action="workflow.updated",
+        actor=actor,
+        target=f"workflow:{workflow.pk}",
+        metadata={"fields": sorted(changes)},
+        request=request,
+    )
+    return workflow
+
+
+@transaction.atomic
+def workflow_delete(
+    *, workflow: Workflow, actor: Actor, request: HttpRequest | None = None
+) -> None:
+    """Delete a workflow; its runs stay, with the steps they ran."""
+    audit_record(
+        tenant=workflow.tenant,
+        action="workflow.deleted",
+        actor=actor,
+        target=f"workflow:{workflow.pk}",
+        metadata={"name": workflow.name},
+        request=request,
+    )
+    workflow.delete()
+
+
+def _check_provider_keys(workflow: Workflow, provider_keys: dict[str, ProviderSecret]) -> None:
+    errors: dict[str, list[str]] = {}
+    needed = set(workflow.providers)
+    for provider in sorted(set(provider_keys) - needed):
+        errors[f"provider_keys.{provider}"] = [
+            f"unknown provider (known: {', '.join(PROVIDERS)})"
+            if provider not in PROVIDERS
+            else f"this workflow does not use {provider}; send only the keys it needs"
+        ]
+    for provider in sorted(needed - set(provider_keys)):
+        errors[f"provider_keys.{provider}"] = [
+            f"this workflow uses {provider}: its key is required"
+        ]
+    for provider, secret in sorted(provider_keys.items()):
+        if provider in needed:
+            try:
+                keys.store.validate_key(provider=provider, key=secret.reveal())
+            except keys.InvalidKey as exc:
+                errors[f"provider_keys.{provider}"] = [f"the key {exc.rule}"]
+    if errors:
+        raise SpecError(errors)
+
+
+def run_create(
+    *,
+    tenant: Tenant,
+    workflow: Workflow,
+    run_input: Any,
+    provider_keys: dict[str, ProviderSecret],
+    actor: Actor,
+    user: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+) -> Run:
+    """Create a queued run and deposit its keys; the worker is asked once the run is committed.
+
+    SpecError for a missing, unknown, unneeded or malformed key, or an input the templates can't
+    use; KeyStoreUnavailable when Redis fails, in which case no run and no token is left behind.
+    """
+    _check_provider_keys(workflow, provider_keys)
+    validate_input(workflow.steps, run_input)
+    deposited: list[str] = []
+    try:
+        with transaction.atomic():
+            run = _run_insert(tenant, workflow, run_input, actor, user)
+            audit_record(
+                tenant=tenant,
+                action="run.created",
+                actor=actor,
+                target=f"run:{run.pk}",
+                metadata={"workflow": str(workflow.pk), "providers": run.providers},
+                request=request,
+            )
+            for provider in run.providers:
+                plaintext = provider_keys[provider].reveal()
+                receipt = keys.deposit(
+                    tenant_id=tenant.pk, run_id=run.pk, provider=provider, key=plaintext
+                )
+                deposited.append(provider)
+                print_ = fingerprint(provider=provider, key=plaintext)
+                del plaintext
+                run.key_fingerprints[provider] = {"fingerprint": print_.value, "hint": print_.hint}
+                run.keys_expire_at = receipt.expires_at
+                provider_key_seen(
+                    tenant=tenant, provider=provider, fingerprint=print_.value, hint=print_.hint
+                )
+                audit_record(
+                    tenant=tenant,
+                    action="key.deposited",
+                    actor=actor,
+                    target=f"run:{run.pk}",
+                    metadata={
+                        "provider": provider,
+                        "fingerprint": print_.value,
+                        "hint": print_.hint,
+                        "ttl": receipt.ttl,
+                        "encryption_key_id": receipt.key_id_hex,
+                    },
+                    request=request,
+                )
+            run.save(update_fields=["key_fingerprints", "keys_expire_at"])
+            transaction.on_commit(lambda: _enqueue(run))
+    except BaseException:
+        for provider in deposited:  # the run does not exist: neither may its tokens
+            keys.discard(tenant_id=tenant.pk, run_id=run.pk, provider=provider)
+        raise
+    return run
+
+
+def _run_insert(
+    tenant: Tenant,
+    workflow: Workflow,
+    run_input: dict,
+    actor: Actor,
+    user: AbstractBaseUser | None,
+) -> Run:
+    run = Run.objects.create(
+        tenant=tenant,
+        workflow=workflow,
+        workflow_name=workflow.name,
+        steps=workflow.steps,
+        input=run_input,
+        triggered_by=actor.label,
+        triggered_by_user=user if user is not None and user.is_authenticated else None,
+    )
+    StepRun.objects.bulk_create(
+        StepRun(
+            tenant=tenant,
+            run=run,
+            position=index,
+            name=step["name"],
+            provider=step["provider"],
+            model=step["model"],
+        )
+        for index, step in enumerate(run.steps)
+    )
+    return run
+
+
+def _enqueue(run: Run) -> None:
+    from runs.tasks import execute_run
+
+    execute_run.delay(str(run.pk))
+
+
+class RunFinished(ValidationError):
+    """The run has already ended."""
+
+
+def run_cancel(*, run: Run, actor: Actor, request: HttpRequest | None = None) -> Run:
+    """Cancel a run: a queued one at once (its tokens are discarded), a running one before its
+    next step. RunFinished when it has already ended."""
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.CANCELLED, cancel_requested_at=now, finished_at=now
+        )
+        if claimed:
+            audit_record(
+                tenant=run.tenant,
+                action="run.cancelled",
+                actor=actor,
+                target=f"run:{run.pk}",
+                metadata={"while": "queued"},
+                request=request,
+            )
+            for provider in run.providers:
+                removed = keys.discard(tenant_id=run.tenant_id, run_id=run.pk, provider=provider)
+                audit_record(
+                    tenant=run.tenant,
+                    action="key.discarded",
+                    actor=actor,
+                    target=f"run:{run.pk}",
+                    metadata={
+                        "provider": provider,
+                        "fingerprint": run.key_fingerprints.get(provider, {}).get("fingerprint"),
+                        "token_found": removed,
+                    },
+                    request=request,
+                )
+        else:
+            requested = Run.objects.filter(
+                pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at=None
+            ).update(cancel_requested_at=now)
+            if requested:
+                audit_record(
+                    tenant=run.tenant,
+                    action="run.cancel_requested",
+                    actor=actor,
+                    target=f"run:{run.pk}",
+                    metadata={},
+                    request=request,
+                )
+    run.refresh_from_db()
+    if not claimed and not requested and run.is_finished:
+        raise RunFinished(f"the run has already {run.status}")
+    return run

@@ -1,0 +1,17 @@
+"""Celery tasks. They receive run ids only: a provider key never enters the broker."""
+
+from celery import shared_task
+
+from runs.executor import run_execute, runs_reap
+
+
+@shared_task(name="runs.tasks.execute_run", acks_late=True, ignore_result=True)
+def execute_run(run_id: str) -> None:
+    """Execute one run (a duplicate delivery finds it claimed and does nothing)."""
+    run_execute(run_id=run_id)
+
+
+@shared_task(name="runs.tasks.reap_runs", ignore_result=True)
+def reap_runs() -> dict[str, int]:
+    """Fail runs whose worker was lost and queued runs whose keys expired (every minute)."""
+    return runs_reap()

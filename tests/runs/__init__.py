@@ -1,0 +1,1 @@
+"""Tests of the runs app: provider clients, the sandbox provider."""

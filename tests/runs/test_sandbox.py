@@ -1,0 +1,324 @@
+"""The sandbox provider, spoken to over real HTTP, and its `sandbox-provider` command."""
+
+# The fixtures imported from provider_server are requested by name as arguments.
+# ruff: noqa: F811
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runs.providers import ModelCall, call_provider
+from runs.sandbox import (
+    MAX_SLEEP,
+    DirectiveError,
+    SandboxServer,
+    answer_text,
+    parse_directives,
+)
+from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
+    make_secret,
+    provider_expected_keys,
+    provider_server,
+    provider_server_factory,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "sk-sandbox-test-0123456789abcdef"
+
+
+def _openai(server, prompt="hello", key=KEY, **fields):
+    headers = {"authorization": f"Bearer {key}"} if key is not None else {}
+    body = {"model": "m", "messages": [{"role": "user", "content": prompt}], **fields}
+    return httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers)
+
+
+def _anthropic(server, prompt="hello", key=KEY, version="2023-06-01", **fields):
+    headers = {"x-api-key": key} if key is not None else {}
+    if version:
+        headers["anthropic-version"] = version
+    body = {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": prompt}]}
+    return httpx.post(f"{server.url}/v1/messages", json={**body, **fields}, headers=headers)
+
+
+def _sandbox_text(prompt, model="sandbox-1", system=""):
+    call = ModelCall(model=model, prompt=prompt, system=system)
+    return call_provider("sandbox", secret=make_secret(), call=call).text
+
+
+def test_answers_are_deterministic_and_depend_on_the_whole_input(provider_server):
+    first = _sandbox_text("Plan a trip to Lisbon in three steps")
+    assert _sandbox_text("Plan a trip to Lisbon in three steps") == first
+    assert first == answer_text("sandbox-1", "", "Plan a trip to Lisbon in three steps")
+    assert first.startswith("sandbox:")
+    assert first.endswith(" Plan a trip to Lisbon in")  # the first six words, echoed
+    others = {
+        _sandbox_text("Plan a trip to Porto in three steps"),
+        _sandbox_text("Plan a trip to Lisbon in three steps", model="sandbox-2"),
+        _sandbox_text("Plan a trip to Lisbon in three steps", system="Be brief."),
+    }
+    assert first not in others
+    assert len(others) == 3
+
+
+def test_both_apis_give_the_same_answer_and_word_count_usage(provider_server):
+    prompt = "one two three four five six seven"
+    openai = _openai(
+        provider_server,
+        prompt,
+        messages=[
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": prompt},
+        ],
+    ).json()
+    anthropic = _anthropic(provider_server, prompt, system="be nice").json()
+
+    text = answer_text("m", "be nice", prompt)
+    assert openai["choices"][0]["message"]["content"] == text
+    assert anthropic["content"] == [{"type": "text", "text": text}]
+    assert openai["usage"] == {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}
+    assert anthropic["usage"] == {"input_tokens": 9, "output_tokens": 7}
+    assert (openai["choices"][0]["finish_reason"], anthropic["stop_reason"]) == ("stop", "end_turn")
+
+
+def test_max_tokens_truncates_the_answer(provider_server):
+    openai = _openai(provider_server, "a b c d e f g", max_tokens=2).json()
+    anthropic = _anthropic(provider_server, "a b c d e f g", max_tokens=2).json()
+    assert openai["usage"]["completion_tokens"] == anthropic["usage"]["output_tokens"] == 2
+    assert (openai["choices"][0]["finish_reason"], anthropic["stop_reason"]) == (
+        "length",
+        "max_tokens",
+    )
+
+
+def test_every_answer_carries_its_own_request_id(provider_server):
+    assert _openai(provider_server).headers["x-request-id"] == "req_sandbox_1"
+    assert _anthropic(provider_server).headers["request-id"] == "req_sandbox_2"
+    error = _anthropic(provider_server, key=None)
+    assert error.headers["request-id"] == "req_sandbox_3"
+
+
+def test_a_missing_key_is_refused_in_each_apis_own_error_shape(provider_server):
+    openai = _openai(provider_server, key=None)
+    anthropic = _anthropic(provider_server, key=None)
+    not_bearer = httpx.post(
+        f"{provider_server.url}/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        headers={"authorization": f"Basic {KEY}"},
+    )
+
+    assert openai.status_code == anthropic.status_code == not_bearer.status_code == 401
+    assert openai.json()["error"]["code"] == "invalid_api_key"
+    assert anthropic.json()["type"] == "error"
+    assert anthropic.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("provider_expected_keys", [{KEY}])
+def test_only_expected_keys_are_accepted(provider_server):
+    assert _openai(provider_server).status_code == 200
+    assert _anthropic(provider_server).status_code == 200
+    assert _openai(provider_server, key=KEY + "x").status_code == 401
+    assert _anthropic(provider_server, key="sk-someone-elses-key-123456").status_code == 401
+    # a Bearer key is not an Anthropic key
+    wrong_header = httpx.post(
+        f"{provider_server.url}/v1/messages",
+        json={"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+        headers={"authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"},
+    )
+    assert wrong_header.status_code == 401
+
+
+def test_the_server_logs_what_it_received(provider_server):
+    _anthropic(provider_server, "logged")
+    [received] = provider_server.requests
+    assert received.headers["x-api-key"] == KEY
+    assert received.body["messages"][0]["content"] == "logged"
+    provider_server.clear_requests()
+    assert provider_server.requests == []
+
+
+def test_anthropic_requires_a_version_header_and_a_valid_body(provider_server):
+    assert _anthropic(provider_server, version="").status_code == 400
+    assert _anthropic(provider_server, max_tokens=None).status_code == 400
+    assert _anthropic(provider_server, messages=[]).status_code == 400
+    assert _openai(provider_server, model="").status_code == 400
+    bad_json = httpx.post(
+        f"{provider_server.url}/v1/chat/completions",
+        content=b"{not json",
+        headers={"authorization": f"Bearer {KEY}"},
+    )
+    assert bad_json.status_code == 400
+
+
+def test_unknown_paths_and_the_index(provider_server):
+    assert httpx.get(provider_server.url + "/").json()["sandbox"] is True
+    assert httpx.get(provider_server.url + "/v1/models").status_code == 404
+    missing = httpx.post(provider_server.url + "/v1/completions", json={}, headers={})
+    assert missing.status_code == 404
+
+
+def test_fail_directive_fails_the_first_n_identical_requests(provider_server):
+    prompt = "[sandbox:fail=2 status=503] [sandbox:retry-after=7] hi"
+    first, second, third = (_openai(provider_server, prompt) for _ in range(3))
+    assert [first.status_code, second.status_code, third.status_code] == [503, 503, 200]
+    assert first.headers["retry-after"] == "7"
+    assert "retry-after" not in third.headers
+    assert _openai(provider_server, prompt + "!").status_code == 503  # another prompt counts anew
+
+
+def test_status_directive_answers_in_the_api_shape(provider_server):
+    overloaded = _anthropic(provider_server, "[sandbox:status=529]")
+    assert overloaded.status_code == 529
+    assert overloaded.json()["error"]["type"] == "overloaded_error"
+    limited = _openai(provider_server, "[sandbox:status=429]")
+    assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+    redirect = _openai(provider_server, "[sandbox:status=307]")
+    assert redirect.status_code == 307
+    assert redirect.headers["location"] == provider_server.url + "/v1/redirected"
+
+
+def test_echo_key_quotes_the_presented_key_only_in_errors(provider_server):
+    assert KEY in _openai(provider_server, "[sandbox:status=400] [sandbox:echo-key]").text
+    assert KEY not in _openai(provider_server, "[sandbox:echo-key]").text
+
+
+def test_directives_are_parsed_strictly():
+    assert parse_directives("[sandbox:sleep=999]").sleep == MAX_SLEEP
+    directives = parse_directives("x [sandbox:fail=3 status=529] [sandbox:echo-key] y")
+    assert (directives.fail_first, directives.fail_status, directives.echo_key) == (3, 529, True)
+    assert parse_directives("[sandbox:fail=1]").fail_status == 500
+    for bad in (
+        "[sandbox:status=abc]",
+        "[sandbox:status=700]",
+        "[sandbox:sleep=-1]",
+        "[sandbox:fail=x status=500]",
+        "[sandbox:nonsense]",
+        "[sandbox:colour=red]",
+    ):
+        with pytest.raises(DirectiveError):
+            parse_directives(bad)
+
+
+def test_an_unknown_directive_is_a_400(provider_server):
+    answer = _openai(provider_server, "[sandbox:explode]")
+    assert answer.status_code == 400
+    assert "unknown sandbox directive" in answer.json()["error"]["message"]
+
+
+def test_stop_wakes_a_sleeping_answer(provider_server_factory):
+    server = provider_server_factory()
+    outcome = []
+
+    def slow_request():
+        try:
+            outcome.append(_openai(server, "[sandbox:sleep=25]").status_code)
+        except httpx.HTTPError as exc:  # the connection may close before the answer is sent
+            outcome.append(type(exc).__name__)
+
+    thread = threading.Thread(target=slow_request)
+    started = time.monotonic()
+    thread.start()
+    while not server.requests:
+        time.sleep(0.01)
+    server.stop()
+    thread.join(timeout=5)
+    assert outcome  # answered or cut off, but not left waiting for 25 s
+    assert time.monotonic() - started < 5
+
+
+def test_concurrent_requests_are_all_logged_with_distinct_ids(provider_server):
+    ids = []
+    with httpx.Client() as client:
+
+        def one(n):
+            answer = client.post(
+                f"{provider_server.url}/v1/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": f"n{n}"}]},
+                headers={"authorization": f"Bearer {KEY}"},
+            )
+            ids.append(answer.headers["x-request-id"])
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(set(ids)) == 20
+    assert len(provider_server.requests) == 20
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.1", "example.com", ""])  # noqa: S104
+def test_only_loopback_addresses_are_accepted(host):
+    with pytest.raises(ValueError, match="loopback"):
+        SandboxServer(host=host)
+
+
+def test_context_manager_starts_and_stops():
+    with SandboxServer() as server:
+        assert _openai(server).status_code == 200
+        url = server.url
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/")
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_management_command_serves_until_ctrl_c():
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "sandbox-provider", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = []
+        while not any("PROVIDER_BASE_URLS=" in line for line in lines):
+            line = process.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        url = f"http://127.0.0.1:{port}"
+        assert f"PROVIDER_BASE_URLS=sandbox={url}\n" in lines[-1]
+        answer = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {KEY}"},
+        )
+        assert answer.status_code == 200
+        assert answer.json()["choices"][0]["message"]["content"] == answer_text("m", "", "hi")
+
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does
+        assert process.wait(timeout=10) == 0
+        assert "stopped" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_the_management_command_refuses_a_non_loopback_host():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "sandbox-provider", "--host", "0.0.0.0"],  # noqa: S104
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "loopback" in result.stderr
