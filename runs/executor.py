@@ -9,13 +9,14 @@ ends.
 import logging
 import socket
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
-from runs.providers import ModelCall, ProviderError, call_provider
+from runs.providers import ModelCall, ProviderError, call_provider, provider_client
 from runs.workflow_spec import render
 from swrly import keys
 from swrly.keys.fingerprint import fingerprint
@@ -153,6 +154,11 @@ class _Cancelled(Exception):
 
 
 def _run_steps(run: Run, secrets: dict[str, ProviderSecret], actor: Actor) -> None:
+    with provider_client() as client:  # the run's steps share connections
+        _run_steps_with(run, secrets, client)
+
+
+def _run_steps_with(run: Run, secrets: dict[str, ProviderSecret], client: Any) -> None:
     outputs: dict[str, str] = {}
     step_runs = list(StepRun.objects.filter(run=run).order_by("position"))
     for step, step_run in zip(run.steps, step_runs, strict=True):
@@ -175,7 +181,9 @@ def _run_steps(run: Run, secrets: dict[str, ProviderSecret], actor: Actor) -> No
         step_run.status, step_run.started_at = StepStatus.RUNNING, timezone.now()
         step_run.save(update_fields=["status", "started_at"])
         try:
-            result = call_provider(step["provider"], secret=secrets[step["provider"]], call=call)
+            result = call_provider(
+                step["provider"], secret=secrets[step["provider"]], call=call, client=client
+            )
         except ProviderError as exc:
             step_run.status = StepStatus.FAILED
             step_run.http_status = exc.http_status

@@ -11,8 +11,10 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -72,8 +74,34 @@ def start_embedded_valkey() -> Any:
     return server
 
 
-def _manage(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, check=True)  # noqa: S603
+def _manage(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        env=env,
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )
+    return result.stdout or ""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def demo_curl(*, base_url: str, token: str, workflow_id: str) -> str:
+    """A copy-paste command that triggers the demo workflow with a sandbox key."""
+    body = (
+        f'{{"workflow": "{workflow_id}", "input": {{"topic": "BYOK"}}, '
+        '"provider_keys": {"sandbox": "sk-sandbox-demo-key-0001"}}'
+    )
+    return (
+        f"curl -s -X POST {base_url}/api/v1/runs/ \\\n"
+        f'  -H "Authorization: Bearer {token}" -H "Content-Type: application/json" \\\n'
+        f"  -d '{body}'"
+    )
 
 
 def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -125,6 +153,21 @@ def main() -> int:
             valkey = start_embedded_valkey()
             env["REDIS_URL"] = valkey.connection_url + "/0"
             print(f"Embedded Valkey on {valkey.connection_url} (in memory only).")  # noqa: T201
+        if not (env.get("PROVIDER_BASE_URLS") or read_env_file(env_path).get("PROVIDER_BASE_URLS")):
+            sandbox_port = _free_port()
+            env["PROVIDER_BASE_URLS"] = f"sandbox=http://127.0.0.1:{sandbox_port}"
+            processes.append(
+                subprocess.Popen(  # noqa: S603
+                    [
+                        sys.executable,
+                        str(BASE_DIR / "manage.py"),
+                        "sandbox-provider",
+                        "--port",
+                        str(sandbox_port),
+                    ],
+                    env=env,
+                )
+            )
         _manage("migrate", "--noinput", env=env)
         _manage(
             "create-tenant",
@@ -136,8 +179,9 @@ def main() -> int:
             "--exist-ok",
             env=env,
         )
+        *_, workflow_id, token = _manage("seed-demo", DEMO_TENANT, env=env, capture=True).split()
         processes.append(
-            subprocess.Popen(
+            subprocess.Popen(  # noqa: S603
                 [
                     sys.executable,
                     "-m",
@@ -145,6 +189,8 @@ def main() -> int:
                     "-A",
                     "swrly",
                     "worker",
+                    "--beat",  # the run reaper runs every minute (runs.tasks.reap_runs)
+                    f"--schedule={Path(tempfile.gettempdir()) / 'swrly-celerybeat-schedule'}",
                     "--pool=threads",
                     "--concurrency=4",
                     "--loglevel=INFO",
@@ -167,7 +213,10 @@ def main() -> int:
         _wait_for_http(f"http://{host}:{port}/accounts/login/", web)
         print(  # noqa: T201
             f"\nSwrly is running: http://{host}:{port}/  (sign in as {DEMO_OWNER}; "
-            "Ctrl-C stops everything)\n"
+            "Ctrl-C stops everything)\n\n"
+            "Trigger the demo workflow (a new demo API token is made at every start):\n\n"
+            + demo_curl(base_url=f"http://{host}:{port}", token=token, workflow_id=workflow_id)
+            + "\n"
         )
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)

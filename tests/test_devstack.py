@@ -1,12 +1,15 @@
 """`make run`'s launcher: the first-run .env, and the whole stack started and stopped."""
 
 import base64
+import json
 import os
+import re
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -85,6 +88,8 @@ def _start_stack(tmp_path, port):
 
 
 def _read_until(process, marker, timeout=120):
+    """The output up to `marker`; the rest is drained in the background so that no process of
+    the stack ever blocks writing to a full pipe."""
     lines, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stdout.readline()
@@ -92,15 +97,40 @@ def _read_until(process, marker, timeout=120):
             break
         lines.append(line)
         if marker in line:
+            threading.Thread(target=process.stdout.read, daemon=True).start()
             return "".join(lines)
     raise AssertionError(f"{marker!r} not seen:\n{''.join(lines)}")
+
+
+def _trigger_printed_curl(output, port):
+    """Do what the printed curl does (same URL, token and body), then follow the run."""
+    token = re.search(r"Bearer (swr_[A-Za-z0-9_-]+)", output).group(1)
+    body = re.search(r"-d '(\{.*\})'", output).group(1)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/runs/", data=body.encode(), headers=headers
+    )
+    with urllib.request.urlopen(request) as response:  # noqa: S310 (loopback http)
+        assert response.status == 202
+        run_id = json.loads(response.read())["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/runs/{run_id}/", headers=headers
+        )
+        with urllib.request.urlopen(request) as response:  # noqa: S310 (loopback http)
+            run = json.loads(response.read())
+        if run["status"] not in ("queued", "running"):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not finish")
 
 
 def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
     port = _free_port()
     process = _start_stack(tmp_path, port)
     try:
-        output = _read_until(process, "Swrly is running")
+        output = _read_until(process, "-d '{")
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in children)
         assert "valkey-server" in names
@@ -111,6 +141,13 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
             assert b"Sign in" in response.read()
         assert "owner@acme.example" in output
         assert "one-time password" in output
+        assert "sandbox-provider" in names
+
+        # the printed curl triggers a run that the stack's worker completes
+        run = _trigger_printed_curl(output, port)
+        assert run["status"] == "succeeded", run
+        assert [step["status"] for step in run["steps"]] == ["succeeded"] * 3
+        assert all(step["provider_request_id"] for step in run["steps"])
 
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does
         process.wait(timeout=60)
@@ -124,7 +161,7 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
     env_before = (tmp_path / ".env").read_text()
     process = _start_stack(tmp_path, port)
     try:
-        output = _read_until(process, "Swrly is running")
+        output = _read_until(process, "-d '{")
         assert "Tenant acme exists; nothing changed." in output
         assert "one-time password" not in output
         assert (tmp_path / ".env").read_text() == env_before

@@ -51,7 +51,6 @@ PROTOCOLS: dict[str, WireProtocol] = {"anthropic": ANTHROPIC, "openai": OPENAI, 
 BACKOFF_BASE = 0.5  # seconds; the ceiling of the first retry's random delay
 BACKOFF_CAP = 8.0  # the largest random delay
 RETRY_AFTER_CAP = 30.0  # a provider's retry-after is honoured up to this many seconds
-OVERLOADED = 529  # Anthropic's "overloaded_error"
 USER_AGENT = "swrly"
 REQUEST_ID_LIMIT = 200
 
@@ -74,9 +73,18 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def provider_client() -> httpx.Client:
+    """An httpx client for provider calls; one per run lets its steps reuse connections.
+
+    It ignores proxy settings from the environment (trust_env=False): a key goes only to the
+    allow-listed address, never through a proxy an environment variable names.
+    """
+    return httpx.Client(follow_redirects=False, verify=_tls_context(), trust_env=False)
+
+
 def is_retryable(status: int) -> bool:
-    """Rate limits, server errors and overload: the request was not (fully) served."""
-    return status == 429 or 500 <= status <= 599 or status == OVERLOADED
+    """Rate limits, server errors and overload (Anthropic's 529): the request was not served."""
+    return status == 429 or 500 <= status <= 599
 
 
 def backoff_delay(retry: int) -> float:
@@ -213,9 +221,7 @@ def send(
 
     with contextlib.ExitStack() as stack:
         if client is None:
-            client = stack.enter_context(
-                httpx.Client(follow_redirects=False, timeout=timeout, verify=_tls_context())
-            )
+            client = stack.enter_context(provider_client())
         while True:
             attempts += 1
             outcome = _post(client, provider, url, protocol, secret, body, timeout)

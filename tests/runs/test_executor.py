@@ -5,13 +5,14 @@ the Celery task calls it, except where a test needs the worker itself (cancellin
 """
 
 import logging
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from runs.executor import run_execute, runs_reap
-from runs.models import Run, RunError, RunStatus, StepStatus
+from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
 from swrly.keys.secret import live_secrets
 from swrly.keys.store import KEY_PATTERN, redis_key
 from tenants.models import AuditEvent, Role
@@ -188,7 +189,7 @@ def test_cancelling_a_running_run_stops_it_before_the_next_step(
     acme, provider_server, celery_worker
 ):
     run = _queued_run(acme, _steps("[sandbox:sleep=1] first", "second"))
-    wait_for_run(run.pk, until={RunStatus.RUNNING})
+    _wait_for_step(run, 0, StepStatus.RUNNING)  # the first call is in flight
     response = acme.api(Role.DEVELOPER).post(f"/api/v1/runs/{run.pk}/cancel/")
     assert response.status_code == 202
 
@@ -201,6 +202,15 @@ def test_cancelling_a_running_run_stops_it_before_the_next_step(
     ]
     assert len(provider_server.requests) == 1
     assert {"run.cancel_requested", "run.cancelled"} <= set(_audited(run))
+
+
+def _wait_for_step(run, position, status, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if StepRun.objects.filter(run=run, position=position, status=status).exists():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"step {position} of run {run.pk} never became {status}")
 
 
 def test_the_reaper_fails_lost_runs_and_runs_whose_keys_expired_unclaimed(acme, settings):
