@@ -162,10 +162,6 @@ def _run_steps_with(run: Run, secrets: dict[str, ProviderSecret], client: Any) -
     outputs: dict[str, str] = {}
     step_runs = list(StepRun.objects.filter(run=run).order_by("position"))
     for step, step_run in zip(run.steps, step_runs, strict=True):
-        fresh = Run.objects.filter(pk=run.pk).values("cancel_requested_at").get()
-        if fresh["cancel_requested_at"] is not None:
-            raise _Cancelled
-        Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
         try:
             call = ModelCall(
                 model=step["model"],
@@ -178,8 +174,14 @@ def _run_steps_with(run: Run, secrets: dict[str, ProviderSecret], client: Any) -
             raise RunAborted(
                 RunError.TEMPLATE_ERROR, f"step {step['name']}: could not render {exc}"
             ) from None
-        step_run.status, step_run.started_at = StepStatus.RUNNING, timezone.now()
-        step_run.save(update_fields=["status", "started_at"])
+        now = timezone.now()
+        with transaction.atomic():
+            # One statement checks for a cancellation and records that the worker is alive.
+            alive = Run.objects.filter(pk=run.pk, cancel_requested_at=None).update(heartbeat_at=now)
+            if not alive:
+                raise _Cancelled
+            step_run.status, step_run.started_at = StepStatus.RUNNING, now
+            step_run.save(update_fields=["status", "started_at"])
         try:
             result = call_provider(
                 step["provider"], secret=secrets[step["provider"]], call=call, client=client

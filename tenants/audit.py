@@ -121,7 +121,6 @@ def _normalized(value: Any) -> Any:
     return value
 
 
-@transaction.atomic
 def audit_record(
     *,
     tenant: Tenant | None,
@@ -131,10 +130,28 @@ def audit_record(
     metadata: dict | None = None,
     request: HttpRequest | None = None,
 ) -> AuditEvent:
-    """Append one event to the tenant's chain, inside the caller's transaction."""
+    """Append one event to the tenant's chain, inside the caller's transaction.
+
+    No savepoint of its own: when the audit write fails, the caller's whole transaction must
+    fail with it (fail closed).
+    """
+    with transaction.atomic(savepoint=False):
+        return _append(tenant, action, actor, target, metadata, request)
+
+
+def _append(
+    tenant: Tenant | None,
+    action: str,
+    actor: Actor,
+    target: str,
+    metadata: dict | None,
+    request: HttpRequest | None,
+) -> AuditEvent:
     chain = chain_for(tenant)
-    AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_hash": GENESIS_HASH})
-    head = AuditChainHead.objects.select_for_update().get(chain=chain)
+    head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
+    if head is None:  # the chain's first event (get_or_create copes with a concurrent first)
+        AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_hash": GENESIS_HASH})
+        head = AuditChainHead.objects.select_for_update().get(chain=chain)
     # Round-trip through JSON so the hash covers exactly what the database will return.
     metadata = json.loads(json.dumps(_normalized(metadata or {}), sort_keys=True))
     ip = client_ip(request) if request is not None else None
