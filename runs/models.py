@@ -58,6 +58,7 @@ class RunError(models.TextChoices):
     EGRESS_REFUSED = "egress_refused", "No allowed address is configured for the provider"
     TEMPLATE_ERROR = "template_error", "A prompt template could not be rendered"
     INTERRUPTED = "interrupted", "The worker stopped during the run"
+    QUEUE_UNAVAILABLE = "queue_unavailable", "The run could not be handed to a worker"
 
 
 class Run(models.Model):

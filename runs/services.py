@@ -1,5 +1,6 @@
 """Writes to workflows and runs, each with its audit event in the same transaction."""
 
+import logging
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -8,7 +9,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from runs.models import Run, RunStatus, StepRun, Workflow
+from runs.models import Run, RunError, RunStatus, StepRun, StepStatus, Workflow
 from runs.workflow_spec import PROVIDERS, SpecError, validate_input, validate_steps
 from swrly import keys
 from swrly.keys.fingerprint import fingerprint
@@ -16,6 +17,8 @@ from swrly.keys.secret import ProviderSecret
 from tenants.audit import Actor, audit_record
 from tenants.models import Tenant
 from tenants.services import provider_key_seen
+
+log = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -205,9 +208,47 @@ def _run_insert(
 
 
 def _enqueue(run: Run) -> None:
+    """Hand the committed run to a worker; if the broker refuses, end the run at once."""
     from runs.tasks import execute_run
 
-    execute_run.delay(str(run.pk))
+    try:
+        execute_run.delay(str(run.pk))
+    except Exception:
+        log.exception("could not queue run %s; failing it and discarding its keys", run.pk)
+        run_fail_unqueued(run=run)
+
+
+def run_fail_unqueued(*, run: Run) -> None:
+    """Fail a queued run no worker will ever see, and discard its tokens."""
+    actor = Actor.system("run queue")
+    with transaction.atomic():
+        if not Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.FAILED,
+            error_code=RunError.QUEUE_UNAVAILABLE,
+            error_message="the run could not be handed to a worker; trigger it again",
+            finished_at=timezone.now(),
+        ):
+            return
+        StepRun.objects.filter(run=run).update(status=StepStatus.SKIPPED)
+        for provider in run.providers:
+            try:
+                removed = keys.discard(tenant_id=run.tenant_id, run_id=run.pk, provider=provider)
+            except keys.KeyStoreUnavailable:
+                removed = None  # it expires at its TTL
+            audit_record(
+                tenant=run.tenant,
+                action="key.discarded",
+                actor=actor,
+                target=f"run:{run.pk}",
+                metadata={"provider": provider, "token_found": removed},
+            )
+        audit_record(
+            tenant=run.tenant,
+            action="run.failed",
+            actor=actor,
+            target=f"run:{run.pk}",
+            metadata={"error_code": RunError.QUEUE_UNAVAILABLE},
+        )
 
 
 class RunFinished(ValidationError):

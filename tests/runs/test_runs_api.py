@@ -294,3 +294,32 @@ def test_run_list_filters_and_paginates_with_a_cursor(acme):
     future = api.get("/api/v1/runs/?created_after=2999-01-01T00:00:00Z").json()["results"]
     assert future == []
     assert StepRun.objects.count() == 0
+
+
+def test_a_run_the_broker_refuses_fails_at_once_and_discards_its_keys(
+    acme, transactional_db, key_store, settings
+):
+    from swrly.celery import app
+
+    workflow = _workflow(acme, steps=[THREE_STEPS[0]])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    broker, options = app.conf.broker_url, app.conf.broker_transport_options
+
+    def use_broker(url, transport_options):
+        # Celery caches its connection and producer pools: drop both so the URL takes effect.
+        app.conf.broker_url, app.conf.broker_transport_options = url, transport_options
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    use_broker(f"redis://127.0.0.1:{port}/0", {"max_retries": 0})  # a broker that is down
+    try:
+        response = _trigger(acme, workflow["id"], {"anthropic": "sk-ant-aaaaaaaaaaaa"})
+    finally:
+        use_broker(broker, options)
+    assert response.status_code == 202
+    run = Run.objects.get(pk=response.json()["id"])
+    assert (run.status, run.error_code) == (RunStatus.FAILED, "queue_unavailable")
+    assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
+    assert "key.discarded" in _actions(run.pk)
