@@ -51,14 +51,14 @@ def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
     secrets: dict[str, ProviderSecret] = {}
     try:
         secrets = _take_keys(run, actor)
-        _run_steps(run, secrets, actor)
+        _run_steps(run, secrets)
     except RunAborted as aborted:
         _finish(run, actor, RunStatus.FAILED, aborted.code, aborted.message, secrets)
     except _Cancelled:
         _finish(run, actor, RunStatus.CANCELLED, "", "cancelled while running", secrets)
     except Exception:
         log.exception("run %s failed unexpectedly", run_id)
-        _finish(run, actor, RunStatus.FAILED, RunError.PROVIDER_ERROR, "internal error", secrets)
+        _finish(run, actor, RunStatus.FAILED, RunError.INTERNAL_ERROR, "internal error", secrets)
         raise
     else:
         _finish(run, actor, RunStatus.SUCCEEDED, "", "", secrets)
@@ -116,15 +116,10 @@ def _take_key(run: Run, provider: str, actor: Actor) -> ProviderSecret:
     try:
         secret = keys.consume(tenant_id=run.tenant_id, run_id=run.pk, provider=provider)
     except keys.TokenMissing:
-        expired = run.keys_expire_at is not None and timezone.now() >= run.keys_expire_at
-        action, code = (
-            ("key.expired", RunError.KEY_EXPIRED)
-            if expired
-            else (
-                "key.missing",
-                RunError.KEY_MISSING,
-            )
-        )
+        if run.keys_expire_at is not None and timezone.now() >= run.keys_expire_at:
+            action, code = "key.expired", RunError.KEY_EXPIRED
+        else:  # gone before its TTL: discarded, evicted, or taken by someone else
+            action, code = "key.missing", RunError.KEY_MISSING
         _audit(run, action, actor, common)
         raise RunAborted(code, f"the {provider} key was not in the key store ({code})") from None
     except (keys.TokenAuthenticationFailed, keys.UnknownKeyId) as exc:
@@ -153,14 +148,16 @@ class _Cancelled(Exception):
     pass
 
 
-def _run_steps(run: Run, secrets: dict[str, ProviderSecret], actor: Actor) -> None:
-    with provider_client() as client:  # the run's steps share connections
-        _run_steps_with(run, secrets, client)
-
-
-def _run_steps_with(run: Run, secrets: dict[str, ProviderSecret], client: Any) -> None:
-    outputs: dict[str, str] = {}
+def _run_steps(run: Run, secrets: dict[str, ProviderSecret]) -> None:
     step_runs = list(StepRun.objects.filter(run=run).order_by("position"))
+    with provider_client() as client:  # the run's steps share connections
+        _run_steps_with(run, step_runs, secrets, client)
+
+
+def _run_steps_with(
+    run: Run, step_runs: list[StepRun], secrets: dict[str, ProviderSecret], client: Any
+) -> None:
+    outputs: dict[str, str] = {}
     for step, step_run in zip(run.steps, step_runs, strict=True):
         try:
             call = ModelCall(

@@ -59,6 +59,7 @@ class RunError(models.TextChoices):
     TEMPLATE_ERROR = "template_error", "A prompt template could not be rendered"
     INTERRUPTED = "interrupted", "The worker stopped during the run"
     QUEUE_UNAVAILABLE = "queue_unavailable", "The run could not be handed to a worker"
+    INTERNAL_ERROR = "internal_error", "Swrly failed during the run"
 
 
 class Run(models.Model):
