@@ -54,7 +54,7 @@ def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
         _run_steps(run, secrets)
     except RunAborted as aborted:
         _finish(run, actor, RunStatus.FAILED, aborted.code, aborted.message, secrets)
-    except _Cancelled:
+    except _Stopped:
         _finish(run, actor, RunStatus.CANCELLED, "", "cancelled while running", secrets)
     except Exception:
         log.exception("run %s failed unexpectedly", run_id)
@@ -144,8 +144,8 @@ def _discard_quietly(run: Run, provider: str) -> None:
         log.warning("could not discard the %s token of run %s; it expires", provider, run.pk)
 
 
-class _Cancelled(Exception):
-    pass
+class _Stopped(Exception):
+    """The run may not go on: a cancellation was requested, or the reaper already ended it."""
 
 
 def _run_steps(run: Run, secrets: dict[str, ProviderSecret]) -> None:
@@ -173,10 +173,12 @@ def _run_steps_with(
             ) from None
         now = timezone.now()
         with transaction.atomic():
-            # One statement checks for a cancellation and records that the worker is alive.
-            alive = Run.objects.filter(pk=run.pk, cancel_requested_at=None).update(heartbeat_at=now)
+            # One statement checks that the run may go on and records that the worker is alive.
+            alive = Run.objects.filter(
+                pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at=None
+            ).update(heartbeat_at=now)
             if not alive:
-                raise _Cancelled
+                raise _Stopped
             step_run.status, step_run.started_at = StepStatus.RUNNING, now
             step_run.save(update_fields=["status", "started_at"])
         try:
@@ -216,11 +218,14 @@ def _finish(
 ) -> None:
     now = timezone.now()
     with transaction.atomic():
+        # Only a run still running ends here: one the reaper failed keeps its recorded end.
+        if not Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+            status=status, error_code=code, error_message=message, finished_at=now
+        ):
+            run.refresh_from_db()
+            return
         StepRun.objects.filter(run=run, status__in=[StepStatus.PENDING, StepStatus.RUNNING]).update(
             status=StepStatus.SKIPPED
-        )
-        Run.objects.filter(pk=run.pk).update(
-            status=status, error_code=code, error_message=message, finished_at=now
         )
         action = {
             RunStatus.SUCCEEDED: "run.succeeded",

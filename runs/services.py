@@ -1,6 +1,7 @@
 """Writes to workflows and runs, each with its audit event in the same transaction."""
 
 import logging
+import uuid
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -10,6 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus, Workflow
+from runs.providers.egress import EgressRefused, provider_base_url
 from runs.workflow_spec import PROVIDERS, SpecError, validate_input, validate_steps
 from swrly import keys
 from swrly.keys.fingerprint import fingerprint
@@ -92,6 +94,15 @@ def workflow_delete(
 def _check_provider_keys(workflow: Workflow, provider_keys: dict[str, ProviderSecret]) -> None:
     errors: dict[str, list[str]] = {}
     needed = set(workflow.providers)
+    for provider in sorted(needed):
+        try:
+            provider_base_url(provider)
+        except EgressRefused:
+            errors[f"provider_keys.{provider}"] = [
+                f"{provider} is not enabled on this platform (PROVIDER_BASE_URLS)"
+            ]
+    if errors:  # no key is taken for a run that could not reach its provider
+        raise SpecError(errors)
     for provider in sorted(set(provider_keys) - needed):
         errors[f"provider_keys.{provider}"] = [
             f"unknown provider (known: {', '.join(PROVIDERS)})"
@@ -129,10 +140,10 @@ def run_create(
     """
     _check_provider_keys(workflow, provider_keys)
     validate_input(workflow.steps, run_input)
-    deposited: list[str] = []
+    run_id = uuid.uuid4()  # known before anything is written, so a cleanup can name its tokens
     try:
         with transaction.atomic():
-            run = _run_insert(tenant, workflow, run_input, actor, user)
+            run = _run_insert(run_id, tenant, workflow, run_input, actor, user)
             audit_record(
                 tenant=tenant,
                 action="run.created",
@@ -146,7 +157,6 @@ def run_create(
                 receipt = keys.deposit(
                     tenant_id=tenant.pk, run_id=run.pk, provider=provider, key=plaintext
                 )
-                deposited.append(provider)
                 print_ = fingerprint(provider=provider, key=plaintext)
                 del plaintext
                 run.key_fingerprints[provider] = {"fingerprint": print_.value, "hint": print_.hint}
@@ -171,13 +181,25 @@ def run_create(
             run.save(update_fields=["key_fingerprints", "keys_expire_at"])
             transaction.on_commit(lambda: _enqueue(run))
     except BaseException:
-        for provider in deposited:  # the run does not exist: neither may its tokens
-            keys.discard(tenant_id=tenant.pk, run_id=run.pk, provider=provider)
+        # The run does not exist: neither may its tokens. Every provider, not only those that
+        # answered: a deposit that timed out may have been stored all the same.
+        for provider in workflow.providers:
+            _discard_best_effort(tenant.pk, run_id, provider)
         raise
     return run
 
 
+def _discard_best_effort(tenant_id: Any, run_id: Any, provider: str) -> bool | None:
+    """DEL a token; None when the key store is down (the token then expires at its TTL)."""
+    try:
+        return keys.discard(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    except keys.KeyStoreUnavailable:
+        log.warning("could not discard the %s token of run %s; it expires", provider, run_id)
+        return None
+
+
 def _run_insert(
+    run_id: uuid.UUID,
     tenant: Tenant,
     workflow: Workflow,
     run_input: dict,
@@ -185,6 +207,7 @@ def _run_insert(
     user: AbstractBaseUser | None,
 ) -> Run:
     run = Run.objects.create(
+        id=run_id,
         tenant=tenant,
         workflow=workflow,
         workflow_name=workflow.name,
@@ -231,16 +254,8 @@ def run_fail_unqueued(*, run: Run) -> None:
             return
         StepRun.objects.filter(run=run).update(status=StepStatus.SKIPPED)
         for provider in run.providers:
-            try:
-                removed = keys.discard(tenant_id=run.tenant_id, run_id=run.pk, provider=provider)
-            except keys.KeyStoreUnavailable:
-                removed = None  # it expires at its TTL
-            audit_record(
-                tenant=run.tenant,
-                action="key.discarded",
-                actor=actor,
-                target=f"run:{run.pk}",
-                metadata={"provider": provider, "token_found": removed},
+            _audit_discard(
+                run, provider, actor, _discard_best_effort(run.tenant_id, run.pk, provider)
             )
         audit_record(
             tenant=run.tenant,
@@ -255,15 +270,35 @@ class RunFinished(ValidationError):
     """The run has already ended."""
 
 
+def _audit_discard(
+    run: Run, provider: str, actor: Actor, found: bool | None, request: HttpRequest | None = None
+) -> None:
+    audit_record(
+        tenant=run.tenant,
+        action="key.discarded",
+        actor=actor,
+        target=f"run:{run.pk}",
+        metadata={
+            "provider": provider,
+            "fingerprint": run.key_fingerprints.get(provider, {}).get("fingerprint"),
+            # None: the key store did not answer; the token expires at its TTL, unused (the
+            # run can no longer be claimed).
+            "token_found": found,
+        },
+        request=request,
+    )
+
+
 def run_cancel(*, run: Run, actor: Actor, request: HttpRequest | None = None) -> Run:
     """Cancel a run: a queued one at once (its tokens are discarded), a running one before its
     next step. RunFinished when it has already ended."""
     now = timezone.now()
     with transaction.atomic():
-        claimed = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        cancelled = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
             status=RunStatus.CANCELLED, cancel_requested_at=now, finished_at=now
         )
-        if claimed:
+        if cancelled:
+            StepRun.objects.filter(run=run).update(status=StepStatus.SKIPPED)
             audit_record(
                 tenant=run.tenant,
                 action="run.cancelled",
@@ -272,20 +307,7 @@ def run_cancel(*, run: Run, actor: Actor, request: HttpRequest | None = None) ->
                 metadata={"while": "queued"},
                 request=request,
             )
-            for provider in run.providers:
-                removed = keys.discard(tenant_id=run.tenant_id, run_id=run.pk, provider=provider)
-                audit_record(
-                    tenant=run.tenant,
-                    action="key.discarded",
-                    actor=actor,
-                    target=f"run:{run.pk}",
-                    metadata={
-                        "provider": provider,
-                        "fingerprint": run.key_fingerprints.get(provider, {}).get("fingerprint"),
-                        "token_found": removed,
-                    },
-                    request=request,
-                )
+            requested = 0
         else:
             requested = Run.objects.filter(
                 pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at=None
@@ -299,7 +321,17 @@ def run_cancel(*, run: Run, actor: Actor, request: HttpRequest | None = None) ->
                     metadata={},
                     request=request,
                 )
+    if cancelled:  # committed: no worker can claim the run, so its tokens can only be deleted
+        for provider in run.providers:
+            with transaction.atomic():
+                _audit_discard(
+                    run,
+                    provider,
+                    actor,
+                    _discard_best_effort(run.tenant_id, run.pk, provider),
+                    request,
+                )
     run.refresh_from_db()
-    if not claimed and not requested and run.is_finished:
-        raise RunFinished(f"the run has already {run.status}")
+    if not cancelled and not requested and run.is_finished:
+        raise RunFinished(f"the run has already ended ({run.status})")
     return run

@@ -137,17 +137,22 @@ DEFAULT_EXCEPTION_REPORTER = "swrly.keys.redaction.RedactingExceptionReporter"
 # The only places a customer's key is ever sent. Operators may add `sandbox` or point a provider
 # at their own gateway; plain http:// is accepted only for loopback and only with DEBUG
 # (swrly.E003). Nothing in a workflow or a request can name another address.
+# An entry with an empty value (`openai=`) disables that provider.
 PROVIDER_BASE_URLS = {
-    "anthropic": "https://api.anthropic.com",
-    "openai": "https://api.openai.com",
-    **env.dict("PROVIDER_BASE_URLS", default={}),
+    name: url
+    for name, url in {
+        "anthropic": "https://api.anthropic.com",
+        "openai": "https://api.openai.com",
+        **env.dict("PROVIDER_BASE_URLS", default={}),
+    }.items()
+    if url
 }
 PROVIDER_CONNECT_TIMEOUT = env.float("PROVIDER_CONNECT_TIMEOUT", default=5.0)
 PROVIDER_READ_TIMEOUT = env.float("PROVIDER_READ_TIMEOUT", default=120.0)
 PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=2)
 
 # A running run whose worker has not reported for this long is marked failed (interrupted).
-# It must exceed the longest step: read timeout x (retries + 1) plus back-off.
+# It must exceed the longest step: (connect + read timeout) x (retries + 1) plus back-off.
 RUN_INTERRUPTED_AFTER = env.int("RUN_INTERRUPTED_AFTER", default=900)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)

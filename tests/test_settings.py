@@ -99,6 +99,33 @@ def test_secrets_can_come_from_files(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "from-a-file-"
 
 
+def test_an_empty_provider_url_disables_that_provider():
+    result = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(sorted(settings.PROVIDER_BASE_URLS))",
+        **_production(PROVIDER_BASE_URLS="openai=,sandbox=https://sandbox.example"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['anthropic', 'sandbox']"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("sandbox=http://127.0.0.1:9", "allowed only with DEBUG"),
+        ("openai=http://10.0.0.5", "only for a loopback address"),
+        ("gemini=https://x.example", "unknown provider"),
+        ("anthropic=https://user:pw@x.example", "credentials"),
+    ],
+)
+def test_provider_urls_that_break_the_egress_rules_stop_the_start(value, problem):
+    result = _manage("check", **_production(PROVIDER_BASE_URLS=value))
+    assert result.returncode != 0
+    assert "swrly.E003" in result.stderr
+    assert problem in result.stderr
+
+
 def test_no_setting_names_a_platform_provider_key():
     provider_words = ("ANTHROPIC", "OPENAI", "PROVIDER_API_KEY", "PROVIDER_KEY")
     names = [name for name in dir(settings) if name.isupper()]

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from runs.models import Run, RunStatus, StepRun, Workflow
@@ -29,7 +30,7 @@ class StrictSerializerMixin:
 
 
 class StepSerializer(serializers.Serializer):
-    """One workflow step (documented for the schema; validated by runs.workflow_spec)."""
+    """One workflow step, as the OpenAPI schema shows it (runs.workflow_spec validates it)."""
 
     name = serializers.CharField()
     provider = serializers.ChoiceField(choices=["anthropic", "openai", "sandbox"])
@@ -40,13 +41,14 @@ class StepSerializer(serializers.Serializer):
     temperature = serializers.FloatField(required=False, allow_null=True)
 
 
+@extend_schema_field(StepSerializer(many=True))
 class StepsField(serializers.JSONField):
     def to_internal_value(self, data: Any) -> list[dict]:
         try:
             return validate_steps(data)
         except SpecError as exc:
             raise serializers.ValidationError(
-                [f"{field}: {' '.join(messages)}" for field, messages in exc.errors.items()]
+                [f"{field}: {'; '.join(messages)}" for field, messages in exc.errors.items()]
             ) from None
 
 
@@ -140,12 +142,14 @@ class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "error_message",
             "triggered_by",
             "key_fingerprints",
+            "cancel_requested_at",
             "created_at",
             "started_at",
             "finished_at",
             "steps",
         ]
         read_only_fields = [
+            "cancel_requested_at",
             "id",
             "workflow_name",
             "status",

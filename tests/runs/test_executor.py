@@ -178,6 +178,8 @@ def test_cancelling_a_queued_run_discards_its_tokens_at_once(acme, key_store, pr
     assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
     discarded = AuditEvent.objects.get(target=f"run:{run.pk}", action="key.discarded")
     assert discarded.metadata["token_found"] is True
+    assert discarded.metadata["fingerprint"] == run.key_fingerprints["anthropic"]["fingerprint"]
+    assert set(run.step_runs.values_list("status", flat=True)) == {StepStatus.SKIPPED}
     assert run_execute(run_id=str(run.pk)) is None
     assert provider_server.requests == []
     again = acme.api(Role.DEVELOPER).post(f"/api/v1/runs/{run.pk}/cancel/")
@@ -192,6 +194,7 @@ def test_cancelling_a_running_run_stops_it_before_the_next_step(
     _wait_for_step(run, 0, StepStatus.RUNNING)  # the first call is in flight
     response = acme.api(Role.DEVELOPER).post(f"/api/v1/runs/{run.pk}/cancel/")
     assert response.status_code == 202
+    assert response.json()["cancel_requested_at"] is not None
 
     run = wait_for_run(run.pk)
 
@@ -202,6 +205,27 @@ def test_cancelling_a_running_run_stops_it_before_the_next_step(
     ]
     assert len(provider_server.requests) == 1
     assert {"run.cancel_requested", "run.cancelled"} <= set(_audited(run))
+
+
+def test_a_run_the_reaper_ended_is_not_continued_or_overwritten(
+    acme, provider_server, celery_worker, settings
+):
+    run = _queued_run(acme, _steps("[sandbox:sleep=1] first", "second"))
+    _wait_for_step(run, 0, StepStatus.RUNNING)
+    # the reaper, believing the worker lost, ends the run while its first call is in flight
+    later = timezone.now() + timedelta(seconds=settings.RUN_INTERRUPTED_AFTER + 1)
+    assert runs_reap(now=later) == {"interrupted": 1, "expired": 0}
+
+    _wait_for_step(run, 0, StepStatus.SUCCEEDED)
+    time.sleep(0.5)  # give the worker the chance it must not take
+    run.refresh_from_db()
+
+    assert (run.status, run.error_code) == (RunStatus.FAILED, RunError.INTERRUPTED)
+    assert len(provider_server.requests) == 1
+    actions = _audited(run)
+    assert actions.count("run.failed") == 1
+    assert "run.succeeded" not in actions
+    assert "run.cancelled" not in actions
 
 
 def _wait_for_step(run, position, status, timeout=30.0):

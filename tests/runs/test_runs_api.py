@@ -191,6 +191,20 @@ def test_bad_keys_are_refused_naming_the_provider(acme, key_store, keys, field, 
     assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
 
 
+def test_a_provider_the_platform_does_not_enable_is_refused_before_any_key_is_taken(
+    acme, key_store, settings
+):
+    settings.PROVIDER_BASE_URLS = {"openai": "https://api.openai.com"}
+    workflow = _workflow(acme)
+    response = _trigger(
+        acme, workflow["id"], {"anthropic": "sk-ant-aaaaaaaaaaaa", "openai": "sk-proj-bbbbbbbbbbb"}
+    )
+    assert response.status_code == 400
+    assert "not enabled" in " ".join(response.json()["error"]["fields"]["provider_keys.anthropic"])
+    assert not Run.objects.exists()
+    assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
+
+
 def test_an_input_missing_a_referenced_field_is_refused(acme, key_store):
     workflow = _workflow(acme)
     response = _trigger(
