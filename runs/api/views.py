@@ -156,8 +156,4 @@ class RunViewSet(
             run = run_cancel(run=self.get_object(), actor=self.actor, request=request)
         except RunFinished as exc:
             raise RunConflict(exc.messages[0]) from None
-        except keys.KeyStoreUnavailable:
-            raise KeyStoreUnavailableError(
-                "The key store is unavailable; the run was not cancelled. Retry."
-            ) from None
         return Response(RunSerializer(run, context=self.get_serializer_context()).data, status=202)
