@@ -150,3 +150,28 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.position} {self.name}"
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key for POST /api/v1/runs/: a retry gets the first run back.
+
+    `request_hash` covers the workflow, the input and the fingerprints of the keys, so the same
+    key with a different request is refused rather than answered with the wrong run.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key"], name="idempotencykey_unique"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotencykey_created")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.run_id}"

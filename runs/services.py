@@ -1,7 +1,11 @@
 """Writes to workflows and runs, each with its audit event in the same transaction."""
 
+import hashlib
+import hmac
+import json
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -10,7 +14,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from runs.models import Run, RunError, RunStatus, StepRun, StepStatus, Workflow
+from runs.models import IdempotencyKey, Run, RunError, RunStatus, StepRun, StepStatus, Workflow
 from runs.providers.egress import EgressRefused, provider_base_url
 from runs.workflow_spec import PROVIDERS, SpecError, validate_input, validate_steps
 from swrly import keys
@@ -123,6 +127,46 @@ def _check_provider_keys(workflow: Workflow, provider_keys: dict[str, ProviderSe
         raise SpecError(errors)
 
 
+class IdempotencyConflict(ValidationError):
+    """An Idempotency-Key already used for a different request."""
+
+
+def run_request_hash(
+    *, workflow: Workflow, run_input: Any, provider_keys: dict[str, ProviderSecret]
+) -> str:
+    """What makes two run requests the same: workflow, input, and the keys' fingerprints."""
+    prints = {
+        provider: fingerprint(provider=provider, key=secret.reveal()).value
+        for provider, secret in provider_keys.items()
+    }
+    body = json.dumps(
+        {"workflow": str(workflow.pk), "input": run_input, "keys": prints},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def run_for_idempotency_key(*, tenant: Tenant, key: str, request_hash: str) -> Run | None:
+    """The run an earlier request with this Idempotency-Key made, or None.
+
+    IdempotencyConflict when the key was used for a different request.
+    """
+    found = (
+        IdempotencyKey.objects.select_related("run")
+        .filter(tenant=tenant, key=key, created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW)
+        .first()
+    )
+    if found is None:
+        return None
+    if not hmac.compare_digest(found.request_hash, request_hash):
+        raise IdempotencyConflict("this Idempotency-Key was used for a different request")
+    return found.run
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
 def run_create(
     *,
     tenant: Tenant,
@@ -132,11 +176,14 @@ def run_create(
     actor: Actor,
     user: AbstractBaseUser | None = None,
     request: HttpRequest | None = None,
+    idempotency: tuple[str, str] | None = None,
 ) -> Run:
     """Create a queued run and deposit its keys; the worker is asked once the run is committed.
 
     SpecError for a missing, unknown, unneeded or malformed key, or an input the templates can't
     use; KeyStoreUnavailable when Redis fails, in which case no run and no token is left behind.
+    `idempotency` is (Idempotency-Key, request hash): recorded before any key is deposited, so a
+    concurrent duplicate fails with IntegrityError before it deposits anything.
     """
     _check_provider_keys(workflow, provider_keys)
     validate_input(workflow.steps, run_input)
@@ -144,6 +191,15 @@ def run_create(
     try:
         with transaction.atomic():
             run = _run_insert(run_id, tenant, workflow, run_input, actor, user)
+            if idempotency is not None:
+                IdempotencyKey.objects.filter(
+                    tenant=tenant,
+                    key=idempotency[0],
+                    created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW,
+                ).delete()
+                IdempotencyKey.objects.create(
+                    tenant=tenant, key=idempotency[0], request_hash=idempotency[1], run=run
+                )
             audit_record(
                 tenant=tenant,
                 action="run.created",

@@ -14,7 +14,7 @@ from runs.models import Run, Workflow
 from tenants.models import ApiToken, AuditEvent, Membership, Role
 
 # Routes that belong to no tenant.
-UNSCOPED = {"home", "login", "logout", "password-change", "api:schema"}
+UNSCOPED = {"home", "login", "logout", "password-change", "api:schema", "api:docs"}
 
 
 def _route_names(patterns=None, namespace=""):
@@ -72,6 +72,10 @@ API_CASES = {
     "api:run-list": None,
     "api:run-detail": _acme_run,
     "api:run-cancel": _acme_run,
+    "api:member-list": None,
+    "api:member-detail": lambda world: {"pk": _acme_member(world)["membership_id"]},
+    "api:provider-key-list": None,
+    "api:key-rotation-list": None,
 }
 # Routes whose cross-tenant request is a write: method and body.
 API_WRITES = {"api:run-cancel": ("post", {})}
@@ -163,6 +167,48 @@ def test_api_a_run_cannot_use_another_tenants_workflow(acme, globex):
     )
     assert response.status_code == 404
     assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["patch", "delete"])
+def test_api_another_tenants_member_cannot_be_changed(method, acme, globex):
+    member = Membership.objects.get(user=acme.users[Role.DEVELOPER])
+    url = reverse("api:member-detail", kwargs={"pk": member.pk})
+    response = getattr(globex.api(Role.OWNER), method)(url, {"role": "owner"}, "application/json")
+    assert response.status_code == 404
+    member.refresh_from_db()
+    assert member.role == Role.DEVELOPER
+
+
+def test_api_another_tenants_token_cannot_be_revoked(acme, globex):
+    token = acme.token(Role.DEVELOPER)
+    response = globex.api(Role.OWNER).delete(reverse("api:token-detail", kwargs={"pk": token.pk}))
+    assert response.status_code == 404
+    token.refresh_from_db()
+    assert token.revoked_at is None
+
+
+def test_api_provider_keys_and_rotation_counts_are_the_tokens_tenants(acme, globex):
+    from django.utils import timezone
+
+    from tenants.models import KeyRotation, KeyRotationTenant, ProviderKey
+
+    now = timezone.now()
+    ProviderKey.objects.create(
+        tenant=acme.tenant,
+        provider="openai",
+        fingerprint="a" * 64,
+        hint="sk-…aaaa",
+        first_seen_at=now,
+        last_seen_at=now,
+        use_count=1,
+    )
+    rotation = KeyRotation.objects.create(started_at=now, actor="system:t", to_key_id="k")
+    KeyRotationTenant.objects.create(rotation=rotation, tenant=acme.tenant, rewrapped=7)
+    assert globex.api(Role.AUDITOR).get(reverse("api:provider-key-list")).json() == []
+    (row,) = globex.api(Role.AUDITOR).get(reverse("api:key-rotation-list")).json()
+    assert row["rewrapped_in_tenant"] == 0
+    (row,) = acme.api(Role.AUDITOR).get(reverse("api:key-rotation-list")).json()
+    assert row["rewrapped_in_tenant"] == 7
 
 
 def test_api_token_list_shows_only_the_tokens_tenant(acme, globex):

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from runs.models import Run, RunStatus, StepRun, Workflow
 from runs.workflow_spec import SpecError, validate_steps
 from swrly.keys.secret import ProviderSecret
+from tenants.api.base import StrictSerializerMixin
 from tenants.models import Role
 
 PROMPT_FIELDS = ("system", "prompt")
@@ -16,17 +17,6 @@ PROMPT_FIELDS = ("system", "prompt")
 def _is_auditor(context: dict) -> bool:
     request = context.get("request")
     return bool(request) and getattr(request.user, "role", None) == Role.AUDITOR
-
-
-class StrictSerializerMixin:
-    """Unknown fields in a write are an error, not silently ignored."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - {n for n, f in self.fields.items() if not f.read_only})
-            if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().to_internal_value(data)
 
 
 class StepSerializer(serializers.Serializer):

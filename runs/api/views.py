@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
@@ -17,9 +18,12 @@ from runs.api.serializers import (
 )
 from runs.models import Run, Workflow
 from runs.services import (
+    IdempotencyConflict,
     RunFinished,
     run_cancel,
     run_create,
+    run_for_idempotency_key,
+    run_request_hash,
     workflow_create,
     workflow_delete,
     workflow_update,
@@ -35,6 +39,22 @@ class KeyStoreUnavailableError(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_code = "key_store_unavailable"
     default_detail = "The key store is unavailable; no run was created. Retry later."
+
+
+class IdempotencyConflictError(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "idempotency_conflict"
+
+
+def _idempotency_key(request: Request) -> str | None:
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255 or not all(0x21 <= ord(c) <= 0x7E for c in value):
+        raise ValidationError(
+            {"Idempotency-Key": ["1 to 255 printable ASCII characters without spaces"]}
+        )
+    return value
 
 
 class RunConflict(APIException):
@@ -119,11 +139,25 @@ class RunViewSet(
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(responses={202: RunSerializer})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Retrying with the same key returns the first run (for 24 h) and "
+                "deposits nothing again; the same key with a different request is a 409.",
+            )
+        ],
+        responses={202: RunSerializer},
+    )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        idempotency_key = _idempotency_key(request)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         provider_keys = serializer.validated_data["provider_keys"]
+        run_input = serializer.validated_data.get("input", {})
+        replayed = False
         try:
             workflow = get_for_tenant(
                 Workflow,
@@ -132,22 +166,50 @@ class RunViewSet(
                 actor=self.actor,
                 request=request,
             )
-            run = run_create(
-                tenant=self.tenant,
-                workflow=workflow,
-                run_input=serializer.validated_data.get("input", {}),
-                provider_keys=provider_keys,
-                actor=self.actor,
-                request=request,
-            )
+            idempotency = None
+            if idempotency_key is not None:
+                request_hash = run_request_hash(
+                    workflow=workflow, run_input=run_input, provider_keys=provider_keys
+                )
+                idempotency = (idempotency_key, request_hash)
+                run = run_for_idempotency_key(
+                    tenant=self.tenant, key=idempotency_key, request_hash=request_hash
+                )
+                replayed = run is not None
+            if not replayed:
+                try:
+                    run = run_create(
+                        tenant=self.tenant,
+                        workflow=workflow,
+                        run_input=run_input,
+                        provider_keys=provider_keys,
+                        actor=self.actor,
+                        request=request,
+                        idempotency=idempotency,
+                    )
+                except IntegrityError:
+                    if idempotency is None:
+                        raise
+                    # A concurrent request with the same key won; answer with its run.
+                    run = run_for_idempotency_key(
+                        tenant=self.tenant, key=idempotency[0], request_hash=idempotency[1]
+                    )
+                    replayed = True
         except SpecError as exc:
             raise _spec_error(exc) from None
+        except IdempotencyConflict as exc:
+            raise IdempotencyConflictError(exc.messages[0]) from None
         except keys.KeyStoreUnavailable:
             raise KeyStoreUnavailableError from None
         finally:
             for secret in provider_keys.values():
                 secret.discard()
-        return Response(RunSerializer(run, context=self.get_serializer_context()).data, status=202)
+        response = Response(
+            RunSerializer(run, context=self.get_serializer_context()).data, status=202
+        )
+        if replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
 
     @extend_schema(request=None, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])

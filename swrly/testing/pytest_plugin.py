@@ -33,6 +33,9 @@ def _prepare_environment() -> None:
     os.environ.setdefault("SECURE_SSL_REDIRECT", "False")
     os.environ.setdefault("STATIC_MANIFEST", "False")
     os.environ.setdefault("AXES_FAILURE_LIMIT", "5")
+    # Tests share one client address; the throttling tests set their own rates.
+    os.environ.setdefault("API_RATE_PER_IP", "")
+    os.environ.setdefault("API_RATE_PER_TOKEN", "")
     if not os.environ.get("REDIS_URL"):
         _valkey = start_embedded_valkey()
         os.environ["REDIS_URL"] = _valkey.connection_url + "/0"

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from tenants.models import ApiToken
+from tenants.api.base import StrictSerializerMixin
+from tenants.models import ApiToken, KeyRotation, Membership, ProviderKey, Role
 
 
 class MeSerializer(serializers.Serializer):
@@ -9,9 +10,10 @@ class MeSerializer(serializers.Serializer):
     role = serializers.CharField(source="token.role")
 
 
-class ApiTokenSerializer(serializers.ModelSerializer):
+class ApiTokenSerializer(StrictSerializerMixin, serializers.ModelSerializer):
     prefix = serializers.CharField(source="display_prefix", read_only=True)
     created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    role = serializers.ChoiceField(choices=Role.choices)
 
     class Meta:
         model = ApiToken
@@ -24,5 +26,92 @@ class ApiTokenSerializer(serializers.ModelSerializer):
             "created_at",
             "last_used_at",
             "revoked_at",
+        ]
+        read_only_fields = [
+            "id",
+            "prefix",
+            "created_by",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        ]
+
+
+class ApiTokenCreatedSerializer(ApiTokenSerializer):
+    """A token just created: the only answer that carries its secret."""
+
+    secret = serializers.CharField(read_only=True, help_text="Shown once; Swrly keeps no copy.")
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = [*ApiTokenSerializer.Meta.fields, "secret"]
+
+
+class MembershipSerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    email = serializers.EmailField(source="user.username")
+    role = serializers.ChoiceField(choices=Role.choices)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "email", "role", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+
+class MembershipRoleSerializer(StrictSerializerMixin, serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MembershipCreatedSerializer(MembershipSerializer):
+    one_time_password = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="Set only when the user was created: shown once.",
+    )
+
+    class Meta(MembershipSerializer.Meta):
+        fields = [*MembershipSerializer.Meta.fields, "one_time_password"]
+
+
+class KeyRotationSerializer(serializers.ModelSerializer):
+    rewrapped_in_tenant = serializers.IntegerField(
+        read_only=True, help_text="How many of this tenant's tokens the rotation rewrapped."
+    )
+
+    class Meta:
+        model = KeyRotation
+        fields = [
+            "id",
+            "started_at",
+            "finished_at",
+            "actor",
+            "from_key_ids",
+            "to_key_id",
+            "scanned",
+            "rewrapped",
+            "already_consumed",
+            "failed",
+            "outcome",
+            "rewrapped_in_tenant",
+        ]
+        read_only_fields = fields
+
+
+class ProviderKeySerializer(serializers.ModelSerializer):
+    replaced_by = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="The fingerprint of the next key first seen for the same provider, if any.",
+    )
+
+    class Meta:
+        model = ProviderKey
+        fields = [
+            "id",
+            "provider",
+            "fingerprint",
+            "hint",
+            "first_seen_at",
+            "last_seen_at",
+            "use_count",
+            "replaced_by",
         ]
         read_only_fields = fields

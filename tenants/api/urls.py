@@ -1,5 +1,5 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
 
@@ -10,6 +10,9 @@ app_name = "api"
 
 router = SimpleRouter()
 router.register("tokens", views.ApiTokenViewSet, basename="token")
+router.register("members", views.MembershipViewSet, basename="member")
+router.register("provider-keys", views.ProviderKeyViewSet, basename="provider-key")
+router.register("key-rotations", views.KeyRotationViewSet, basename="key-rotation")
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("runs", RunViewSet, basename="run")
 
@@ -19,6 +22,13 @@ urlpatterns = [
         "schema/",
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]),
         name="schema",
+    ),
+    path(
+        "docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api:schema", authentication_classes=[], permission_classes=[AllowAny]
+        ),
+        name="docs",
     ),
     *router.urls,
 ]

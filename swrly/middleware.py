@@ -1,0 +1,70 @@
+"""Limits applied before any view runs: request size and per-address API rate."""
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework.throttling import SimpleRateThrottle
+
+from swrly.http import client_ip
+
+
+def _api_error(status: int, code: str, message: str, **headers: str) -> JsonResponse:
+    response = JsonResponse(
+        {"error": {"code": code, "message": message, "fields": {}}}, status=status
+    )
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+class RequestLimitsMiddleware:
+    """413 for a body above DATA_UPLOAD_MAX_MEMORY_SIZE; 429 when one address exceeds
+    API_RATE_PER_IP on /api/ — before authentication, so guessing tokens is throttled too."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        is_api = request.path.startswith("/api/")
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is not None and length > limit:
+            message = f"The request body is larger than {limit} bytes."
+            if is_api:
+                return _api_error(413, "request_too_large", message)
+            return HttpResponse(message, status=413, content_type="text/plain")
+        if is_api:
+            wait = _address_throttle_wait(request)
+            if wait is not None:
+                return _api_error(
+                    429,
+                    "throttled",
+                    "Too many requests from this address.",
+                    **{"Retry-After": str(max(1, int(wait + 0.999)))},
+                )
+        return self.get_response(request)
+
+
+class _AddressThrottle(SimpleRateThrottle):
+    cache = cache
+    scope = "ip"
+
+    def get_rate(self) -> str | None:
+        return settings.API_RATE_PER_IP or None
+
+    def get_cache_key(self, request: HttpRequest, view: object) -> str | None:
+        address = client_ip(request)
+        return self.cache_format % {"scope": self.scope, "ident": address} if address else None
+
+
+def _address_throttle_wait(request: HttpRequest) -> float | None:
+    """Seconds to wait when the address is over its rate, else None (and the request counts)."""
+    throttle = _AddressThrottle()
+    if throttle.rate is None or throttle.allow_request(request, None):
+        return None
+    return throttle.wait() or 1.0
