@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email, validate_slug
 from django.db import transaction
 from django.db.models import F
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from tenants.audit import Actor, audit_record
@@ -107,6 +107,19 @@ def membership_add(
     return membership, password
 
 
+def _locked(membership: Membership) -> Membership:
+    """The membership as it is now, locked; 404 when it was removed meanwhile."""
+    current = (
+        Membership.objects.select_for_update()
+        .select_related("tenant", "user")
+        .filter(pk=membership.pk)
+        .first()
+    )
+    if current is None:
+        raise Http404
+    return current
+
+
 def _lock_owners(tenant: Tenant) -> list[Membership]:
     return list(
         Membership.objects.select_for_update().filter(tenant=tenant, role=Role.OWNER).order_by("pk")
@@ -124,7 +137,7 @@ def membership_change_role(
 ) -> Membership:
     role = Role(role)
     owners = _lock_owners(membership.tenant)
-    membership.refresh_from_db()
+    membership = _locked(membership)
     old = membership.role
     if old == role:
         return membership
@@ -153,7 +166,7 @@ def membership_remove(
     request: HttpRequest | None = None,
 ) -> None:
     owners = _lock_owners(membership.tenant)
-    membership.refresh_from_db()
+    membership = _locked(membership)
     _require_owner_for(acting_role, membership.role)
     if membership.role == Role.OWNER and len(owners) <= 1:
         raise LastOwnerError("the last owner cannot be removed")

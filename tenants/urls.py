@@ -6,6 +6,18 @@ app_name = "tenants"
 
 urlpatterns = [
     path("", views.TenantHomeView.as_view(), name="home"),
+    path("keys/", views.KeyHistoryView.as_view(), name="key-history"),
+    path("audit/", views.AuditListView.as_view(), name="audit-list"),
+    path(
+        "audit/export.csv",
+        views.AuditExportView.as_view(export_format="csv"),
+        name="audit-export-csv",
+    ),
+    path(
+        "audit/export.jsonl",
+        views.AuditExportView.as_view(export_format="jsonl"),
+        name="audit-export-jsonl",
+    ),
     path("members/", views.MemberListView.as_view(), name="member-list"),
     path("members/add/", views.MemberAddView.as_view(), name="member-add"),
     path("members/<uuid:membership_id>/role/", views.MemberRoleView.as_view(), name="member-role"),

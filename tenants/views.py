@@ -1,5 +1,6 @@
-"""Tenant pages under /t/<tenant-slug>/: home, members, API tokens."""
+"""Tenant pages under /t/<tenant-slug>/: dashboard, key history, audit log, members, tokens."""
 
+from datetime import UTC
 from typing import Any
 
 from django.contrib import messages
@@ -7,26 +8,55 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
+from runs.models import RunStatus
+from runs.selectors import (
+    provider_key_history,
+    runs_needing_attention,
+    runs_per_day,
+)
+from swrly.charts import last_days, stacked_bars
 from tenants.access import access_denied, get_for_tenant, membership_for_request, scoped
-from tenants.audit import Actor
-from tenants.forms import ApiTokenCreateForm, MemberAddForm, MemberRoleForm
+from tenants.audit import Actor, audit_record
+from tenants.audit_export import csv_lines, jsonl_lines
+from tenants.forms import (
+    ACTION_SUGGESTIONS,
+    ApiTokenCreateForm,
+    AuditFilterForm,
+    MemberAddForm,
+    MemberRoleForm,
+)
 from tenants.models import (
     AUDIT_READ_ROLES,
     MANAGE_ROLES,
     READ_ROLES,
     ApiToken,
-    AuditEvent,
     Membership,
     Role,
 )
-from tenants.selectors import memberships_for_user
+from tenants.selectors import (
+    audit_chain_status,
+    audit_event_page,
+    audit_events_filtered,
+    key_events_per_day,
+    key_rotations,
+    memberships_for_user,
+    recent_audit_events,
+    tenant_facts,
+)
 from tenants.services import (
     api_token_create,
     api_token_revoke,
@@ -69,6 +99,7 @@ class TenantPageView(LoginRequiredMixin, View):
             tenant=self.tenant,
             membership=self.membership,
             can_manage=self.membership.role in MANAGE_ROLES,
+            can_read_audit=self.membership.role in AUDIT_READ_ROLES,
         )
         return render(self.request, template, context)
 
@@ -76,16 +107,126 @@ class TenantPageView(LoginRequiredMixin, View):
         return reverse(name, kwargs={"tenant_slug": self.tenant.slug})
 
 
+DASHBOARD_DAYS = 14
+KEY_EVENT_SERIES = [
+    ("key.deposited", "deposited"),
+    ("key.consumed", "consumed"),
+    ("key.discarded", "discarded"),
+    ("key.expired", "expired"),
+    ("key.missing", "missing"),
+    ("key.rejected", "rejected"),
+    ("key.rewrapped", "rewrapped"),
+]
+
+
 class TenantHomeView(TenantPageView):
+    """The dashboard: runs and key events per day, recent rotations, failed runs."""
+
     def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
+        days = last_days(timezone.now().astimezone(UTC).date(), DASHBOARD_DAYS)
+        key_counts = key_events_per_day(tenant=self.tenant, since=days[0])
+        known = {action for action, _ in KEY_EVENT_SERIES}
+        extra = sorted({action for _, action in key_counts} - known)
         return self.page(
             "tenants/tenant_home.html",
-            member_count=scoped(Membership, self.tenant).count(),
-            active_token_count=scoped(ApiToken, self.tenant).filter(revoked_at=None).count(),
-            recent_events=scoped(AuditEvent, self.tenant).order_by("-seq")[:10]
+            **tenant_facts(tenant=self.tenant),
+            runs_chart=stacked_bars(
+                title="Runs per day by status",
+                days=days,
+                series=list(RunStatus.choices),
+                counts=runs_per_day(tenant=self.tenant, since=days[0]),
+                unit="runs",
+            ),
+            key_chart=stacked_bars(
+                title="Key events per day",
+                days=days,
+                series=KEY_EVENT_SERIES + [(action, action) for action in extra],
+                counts=key_counts,
+                unit="key events",
+            ),
+            rotations=key_rotations(tenant=self.tenant, limit=5),
+            failed_runs=runs_needing_attention(tenant=self.tenant, limit=10),
+            recent_events=recent_audit_events(tenant=self.tenant, limit=10)
             if self.membership.role in AUDIT_READ_ROLES
             else None,
         )
+
+
+class KeyHistoryView(TenantPageView):
+    """Encryption-key rotations and the tenant's provider keys by fingerprint."""
+
+    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
+        return self.page(
+            "tenants/key_history.html",
+            rotations=key_rotations(tenant=self.tenant),
+            provider_keys=provider_key_history(tenant=self.tenant),
+        )
+
+
+def _seq(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 19 else None
+
+
+class AuditListView(TenantPageView):
+    allowed_roles = AUDIT_READ_ROLES
+
+    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
+        form = AuditFilterForm(request.GET)
+        filters = form.filters()
+        before = _seq(request.GET.get("before"))
+        page = audit_event_page(tenant=self.tenant, filters=filters, before=before)
+        return self.page(
+            "tenants/audit_list.html",
+            form=form,
+            filters=filters,
+            events=page.events,
+            next_before=page.next_before,
+            paged=before is not None,
+            chain=audit_chain_status(tenant=self.tenant),
+            action_suggestions=ACTION_SUGGESTIONS,
+        )
+
+
+class AuditExportView(TenantPageView):
+    """The filtered audit events as a streamed download; the export is itself audited.
+
+    It holds the events recorded before its own `audit.exported` event, oldest first.
+    """
+
+    allowed_roles = AUDIT_READ_ROLES
+    formats = {
+        "csv": ("text/csv; charset=utf-8", csv_lines),
+        "jsonl": ("application/jsonl; charset=utf-8", jsonl_lines),
+    }
+    export_format = "csv"
+
+    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
+        form = AuditFilterForm(request.GET)
+        if not form.is_valid():
+            errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+            return HttpResponseBadRequest(f"Invalid filters, nothing exported. {errors}")
+        filters = form.filters()
+        content_type, lines = self.formats[self.export_format]
+        with transaction.atomic():
+            exported = audit_record(
+                tenant=self.tenant,
+                action="audit.exported",
+                actor=self.actor,
+                target=f"audit:{self.export_format}",
+                metadata={"format": self.export_format, "filters": filters.as_metadata()},
+                request=request,
+            )
+        events = (
+            audit_events_filtered(tenant=self.tenant, filters=filters)
+            .filter(seq__lt=exported.seq)
+            .order_by("seq")
+            .iterator(chunk_size=2000)
+        )
+        response = StreamingHttpResponse(lines(events), content_type=content_type)
+        stamp = exported.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        filename = f"swrly-audit-{self.tenant.slug}-{stamp}.{self.export_format}"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
 
 
 class MemberListView(TenantPageView):

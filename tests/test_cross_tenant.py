@@ -42,6 +42,10 @@ def _acme_token(world):
     return {"token_id": world.token(Role.DEVELOPER).pk}
 
 
+def _acme_run_page(world):
+    return {"run_id": world.run().pk}
+
+
 # name -> (method, kwargs for an acme object, form data)
 PAGE_CASES = {
     "tenants:home": ("get", None, None),
@@ -51,6 +55,12 @@ PAGE_CASES = {
     "tenants:member-remove": ("post", _acme_member, {}),
     "tenants:apitoken-list": ("get", None, None),
     "tenants:apitoken-revoke": ("post", _acme_token, {}),
+    "tenants:key-history": ("get", None, None),
+    "tenants:audit-list": ("get", None, None),
+    "tenants:audit-export-csv": ("get", None, None),
+    "tenants:audit-export-jsonl": ("get", None, None),
+    "runs:run-list": ("get", None, None),
+    "runs:run-detail": ("get", _acme_run_page, None),
 }
 
 

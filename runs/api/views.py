@@ -106,6 +106,7 @@ class RunViewSet(
     model = Run
     serializer_class = RunSerializer
     pagination_class = NewestFirstPagination
+    extra_error_codes = {"create": ["409", "503"], "cancel": ["409"]}
 
     def get_serializer_class(self) -> type:
         return RunListSerializer if self.action == "list" else RunSerializer

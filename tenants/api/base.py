@@ -18,6 +18,9 @@ from tenants.models import Tenant
 class TenantViewSet(viewsets.GenericViewSet):
     model: ClassVar[type[Model]]
     lookup_field = "pk"
+    # Any path segment reaches get_object(), so a malformed id gets the same audited JSON 404
+    # as an unknown one (the router's default pattern would leave it to Django's 404 page).
+    lookup_value_regex = "[^/]+"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

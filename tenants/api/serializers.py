@@ -12,7 +12,9 @@ class MeSerializer(serializers.Serializer):
 
 class ApiTokenSerializer(StrictSerializerMixin, serializers.ModelSerializer):
     prefix = serializers.CharField(source="display_prefix", read_only=True)
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(
+        source="created_by.username", default=None, read_only=True, allow_null=True
+    )
     role = serializers.ChoiceField(choices=Role.choices)
 
     class Meta:
@@ -85,10 +87,6 @@ class KeyRotationSerializer(serializers.ModelSerializer):
             "actor",
             "from_key_ids",
             "to_key_id",
-            "scanned",
-            "rewrapped",
-            "already_consumed",
-            "failed",
             "outcome",
             "rewrapped_in_tenant",
         ]

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants.access import scoped
 from tenants.api.base import TenantViewSet
 from tenants.api.pagination import NewestFirstPagination
 from tenants.api.serializers import (
@@ -172,7 +173,8 @@ class ProviderKeyViewSet(mixins.ListModelMixin, TenantViewSet):
 
 class KeyRotationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """The platform's encryption-key rotations, with how many of this tenant's tokens each
-    rewrapped. Rotations are platform-wide records: no tenant owns them."""
+    rewrapped. Rotations are platform-wide records: no tenant owns them, and the platform-wide
+    counts (which reveal other tenants' volume) are not shown."""
 
     serializer_class = KeyRotationSerializer
     pagination_class = None
@@ -180,9 +182,11 @@ class KeyRotationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self) -> Any:
         if getattr(self, "swagger_fake_view", False):
             return KeyRotation.objects.none()
-        in_tenant = KeyRotationTenant.objects.filter(
-            rotation=OuterRef("pk"), tenant=self.request.user.tenant
-        ).values("rewrapped")[:1]
+        in_tenant = (
+            scoped(KeyRotationTenant, self.request.user.tenant)
+            .filter(rotation=OuterRef("pk"))
+            .values("rewrapped")[:1]
+        )
         return KeyRotation.objects.annotate(
             rewrapped_in_tenant=Coalesce(Subquery(in_tenant, output_field=IntegerField()), Value(0))
         ).order_by("-started_at")

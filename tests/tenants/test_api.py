@@ -114,3 +114,16 @@ def test_openapi_schema_is_served(client, db):
     response = client.get("/api/v1/schema/", headers={"Accept": "application/json"})
     assert response.status_code == 200
     assert b"/api/v1/me/" in response.content
+
+
+def test_a_malformed_cursor_or_id_answers_json_not_html(acme):
+    api = acme.api(Role.OWNER)
+    bad_cursor = api.get("/api/v1/tokens/?cursor=%C3%AAM8")
+    assert bad_cursor.status_code == 400
+    assert "cursor" in bad_cursor.json()["error"]["fields"]
+    odd_id = api.get("/api/v1/tokens/0.5/")
+    assert odd_id.status_code == 404
+    assert odd_id.json()["error"]["code"] == "not_found"
+    nowhere = api.get("/api/v1/no-such-route/")
+    assert nowhere.status_code == 404
+    assert nowhere["Content-Type"] == "application/json"

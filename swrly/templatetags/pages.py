@@ -1,0 +1,96 @@
+"""Formatting shared by the server-rendered pages: UTC times, durations, fingerprints."""
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django import template
+from django.utils.html import format_html
+
+register = template.Library()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+@register.filter
+def utctime(value: datetime | None, empty: str = "—") -> str:
+    """`<time>` in UTC; static/swrly/localtime.js rewrites its text to the viewer's timezone.
+
+    The UTC value stays in `datetime` and in the `title` (shown on hover).
+    """
+    if value is None:
+        return empty
+    utc = _utc(value)
+    text = f"{utc:%Y-%m-%d %H:%M:%S} UTC"
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        utc.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        text,
+        text,
+    )
+
+
+def format_duration(delta: timedelta) -> str:
+    """A short human duration: "850 ms", "12.4 s", "3 min 05 s", "2 h 04 min"."""
+    seconds = delta.total_seconds()
+    if seconds < 1:
+        return f"{max(seconds, 0) * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@register.simple_tag
+def duration(start: datetime | None, end: datetime | None, running: str = "running") -> str:
+    """How long from start to end; `running` when it has started but not ended."""
+    if start is None:
+        return "—"
+    if end is None:
+        return running
+    return format_duration(end - start)
+
+
+@register.filter
+def seconds(value: int | None) -> str:
+    """A TTL or latency given in seconds, as a short duration."""
+    if value is None or value == "":
+        return "—"
+    return format_duration(timedelta(seconds=int(value)))
+
+
+@register.filter
+def short_fingerprint(value: str | None) -> str:
+    """The first 12 hex characters of a fingerprint, full value on hover."""
+    if not value:
+        return "—"
+    return format_html('<code title="{}">{}…</code>', value, value[:12])
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    """A JSON value indented for reading (escaped by the template as usual)."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+@register.filter
+def compact_json(value: Any) -> str:
+    """A JSON value on one line."""
+    return json.dumps(value, sort_keys=True, separators=(", ", ": "), ensure_ascii=False)
+
+
+@register.filter
+def run_target_id(target: str) -> uuid.UUID | None:
+    """The run id in an audit target "run:<uuid>", or None."""
+    if not target.startswith("run:"):
+        return None
+    try:
+        return uuid.UUID(target[4:])
+    except ValueError:
+        return None

@@ -1,0 +1,148 @@
+"""One run: its facts, its steps, and the key lifecycle timeline built from audit events."""
+
+import re
+import uuid
+from datetime import timedelta
+
+import time_machine
+from django.urls import reverse
+
+from runs.models import RunStatus, StepRun, StepStatus
+from tenants.audit import Actor, audit_record
+from tenants.models import AuditEvent, Role
+from tests.pages.conftest import KEY_A, T0, key_print, make_run
+
+
+def _without_csrf(body: bytes) -> bytes:
+    return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", body)
+
+
+def _detail(world, run, role=Role.AUDITOR) -> str:
+    response = world.client(role).get(reverse("runs:run-detail", args=["acme", run.pk]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def _timeline(html: str, provider: str) -> list[str]:
+    section = re.search(r'<section id="key-timeline".*?</section>', html, re.S).group(0)
+    items = re.search(rf'<ol class="timeline" data-provider="{provider}">(.*?)</ol>', section, re.S)
+    return re.findall(r'data-kind="([a-z]+)"', items.group(1))
+
+
+def test_the_timeline_shows_deposit_consumption_and_release(acme):
+    run = make_run(acme, events=True)
+    html = _detail(acme, run)
+    assert _timeline(html, "anthropic") == ["deposited", "consumed", "released"]
+    deposited = re.search(r'data-kind="deposited">(.*?)</li>', html, re.S).group(1)
+    assert "token:ci (swr_abc…)" in deposited  # by whom
+    assert "15 min 00 s" in deposited  # TTL
+    assert key_print(KEY_A).hint in deposited
+    assert "0a1b2c3d" in deposited  # the encryption key id
+    consumed = re.search(r'data-kind="consumed">(.*?)</li>', html, re.S).group(1)
+    assert "worker-7" in consumed
+    assert "<time datetime=" in consumed
+
+
+def test_a_key_that_expired_before_a_worker_took_it(acme):
+    with time_machine.travel(T0, tick=False):
+        run = make_run(acme, status=RunStatus.QUEUED, events=True)
+    worker = Actor.system("run reaper")
+    with time_machine.travel(T0 + timedelta(minutes=16), tick=False):
+        fingerprint = key_print(KEY_A).value
+        audit_record(
+            tenant=acme.tenant,
+            action="key.expired",
+            actor=worker,
+            target=f"run:{run.pk}",
+            metadata={"provider": "anthropic", "fingerprint": fingerprint},
+        )
+        audit_record(
+            tenant=acme.tenant,
+            action="run.failed",
+            actor=worker,
+            target=f"run:{run.pk}",
+            metadata={"error_code": "key_expired"},
+        )
+    html = _detail(acme, run)
+    assert _timeline(html, "anthropic") == ["deposited", "expired", "ended"]
+    assert "the key never reached a worker" in html
+
+
+def test_a_cancelled_queued_run_shows_its_key_discarded(acme):
+    run = make_run(acme, status=RunStatus.QUEUED, events=True)
+    owner = Actor(label="user:owner@acme.example")
+    audit_record(
+        tenant=acme.tenant,
+        action="run.cancelled",
+        actor=owner,
+        target=f"run:{run.pk}",
+        metadata={"while": "queued"},
+    )
+    audit_record(
+        tenant=acme.tenant,
+        action="key.discarded",
+        actor=owner,
+        target=f"run:{run.pk}",
+        metadata={"provider": "anthropic", "fingerprint": "x", "token_found": True},
+    )
+    html = _detail(acme, run)
+    assert _timeline(html, "anthropic") == ["deposited", "ended", "discarded"]
+    assert "the token was deleted from the key store" in html
+
+
+def test_a_rejected_key(acme):
+    run = make_run(acme, status=RunStatus.QUEUED, events=True)
+    audit_record(
+        tenant=acme.tenant,
+        action="key.rejected",
+        actor=Actor.system("worker w"),
+        target=f"run:{run.pk}",
+        metadata={"provider": "anthropic", "reason": "TokenAuthenticationFailed", "worker": "w"},
+    )
+    html = _detail(acme, run)
+    assert _timeline(html, "anthropic") == ["deposited", "rejected"]
+    assert "TokenAuthenticationFailed" in html
+
+
+def test_the_timeline_shows_only_this_runs_events(acme):
+    first = make_run(acme, events=True)
+    second = make_run(acme, events=True)
+    html = _detail(acme, first)
+    seqs = {int(s) for s in re.findall(r"audit #(\d+)", html)}
+    expected = set(
+        AuditEvent.objects.filter(target=f"run:{first.pk}").values_list("seq", flat=True)
+    )
+    assert seqs == expected
+    assert str(second.pk) not in html
+
+
+def test_steps_show_provider_request_id_tokens_latency_attempts_and_redacted_error(acme):
+    run = make_run(acme, status=RunStatus.FAILED, error_code="provider_error")
+    StepRun.objects.filter(run=run, position=1).update(
+        status=StepStatus.FAILED,
+        error="provider said: bad key [redacted]",
+        attempts=3,
+        http_status=500,
+        output_text="",
+    )
+    html = _detail(acme, run, Role.DEVELOPER)
+    steps = re.search(r'<table id="steps">(.*?)</table>', html, re.S).group(1)
+    assert f"req_0_{run.pk.hex[:8]}" in steps
+    assert "120 ms" in steps
+    assert "provider said: bad key [redacted]" in steps
+    assert "HTTP 500" in steps
+    failed = re.search(r'<tr data-step="1" data-status="failed">(.*?)</tr>', steps, re.S).group(1)
+    assert '<td class="num">3</td>' in failed
+    assert "provider_error" in html
+
+
+def test_another_tenants_run_is_404_like_an_unknown_one_and_audited(acme, globex):
+    foreign = make_run(globex)
+    client = acme.client(Role.OWNER)
+    response = client.get(reverse("runs:run-detail", args=["acme", foreign.pk]))
+    assert response.status_code == 404
+    denied = AuditEvent.objects.filter(tenant=acme.tenant, action="access.denied").last()
+    assert denied.target == f"runs.run:{foreign.pk}"
+    unknown = client.get(reverse("runs:run-detail", args=["acme", uuid.uuid4()]))
+    assert unknown.status_code == 404
+    assert _without_csrf(unknown.content) == _without_csrf(response.content)
