@@ -4,6 +4,7 @@
 fails the suite.
 """
 
+import json
 import re
 import uuid
 
@@ -86,6 +87,10 @@ API_CASES = {
     "api:member-detail": lambda world: {"pk": _acme_member(world)["membership_id"]},
     "api:provider-key-list": None,
     "api:key-rotation-list": None,
+    "api:audit-event-list": None,
+    "api:audit-event-verify": None,
+    "api:audit-event-export": None,
+    "api:run-timeline": _acme_run,
 }
 # Routes whose cross-tenant request is a write: method and body.
 API_WRITES = {"api:run-cancel": ("post", {})}
@@ -219,6 +224,22 @@ def test_api_provider_keys_and_rotation_counts_are_the_tokens_tenants(acme, glob
     assert row["rewrapped_in_tenant"] == 0
     (row,) = acme.api(Role.AUDITOR).get(reverse("api:key-rotation-list")).json()
     assert row["rewrapped_in_tenant"] == 7
+
+
+def test_api_audit_events_verify_and_export_are_the_tokens_tenants(acme, globex):
+    acme_seqs = set(AuditEvent.objects.filter(tenant=acme.tenant).values_list("hash", flat=True))
+    listed = globex.api(Role.AUDITOR).get(reverse("api:audit-event-list") + "?page_size=200")
+    hashes = {row["hash"] for row in listed.json()["results"]}
+    assert hashes
+    assert not hashes & acme_seqs
+    verify = globex.api(Role.AUDITOR).get(reverse("api:audit-event-verify")).json()
+    assert verify["checked"] == AuditEvent.objects.filter(tenant=globex.tenant).count()
+    export = globex.api(Role.AUDITOR).get(reverse("api:audit-event-export"))
+    exported = {
+        json.loads(line)["hash"] for line in b"".join(export.streaming_content).splitlines()
+    }
+    assert exported
+    assert not exported & acme_seqs
 
 
 def test_api_token_list_shows_only_the_tokens_tenant(acme, globex):

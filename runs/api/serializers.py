@@ -178,3 +178,31 @@ class RunFilterSerializer(serializers.Serializer):
     workflow = serializers.UUIDField(required=False)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
+
+
+class TimelineDetailSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    value = serializers.JSONField()
+
+
+class TimelineEntrySerializer(serializers.Serializer):
+    kind = serializers.CharField(
+        help_text="deposited, consumed, discarded, expired, missing, rejected, released, ended"
+    )
+    label = serializers.CharField()
+    at = serializers.DateTimeField()
+    actor = serializers.CharField()
+    seq = serializers.IntegerField(help_text="The audit event's sequence number.")
+    details = TimelineDetailSerializer(many=True)
+
+
+class KeyTimelineSerializer(serializers.Serializer):
+    provider = serializers.CharField()
+    hint = serializers.CharField(allow_blank=True)
+    fingerprint = serializers.CharField(allow_blank=True)
+    entries = TimelineEntrySerializer(many=True)
+
+
+class RunTimelineSerializer(serializers.Serializer):
+    keys = KeyTimelineSerializer(many=True)
+    run_events = TimelineEntrySerializer(many=True)

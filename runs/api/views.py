@@ -14,9 +14,11 @@ from runs.api.serializers import (
     RunFilterSerializer,
     RunListSerializer,
     RunSerializer,
+    RunTimelineSerializer,
     WorkflowSerializer,
 )
 from runs.models import Run, Workflow
+from runs.selectors import run_history
 from runs.services import (
     IdempotencyConflict,
     RunFinished,
@@ -211,6 +213,14 @@ class RunViewSet(
         if replayed:
             response["Idempotent-Replayed"] = "true"
         return response
+
+    @extend_schema(responses=RunTimelineSerializer)
+    @action(detail=True, methods=["get"])
+    def timeline(self, request: Request, pk: str | None = None) -> Response:
+        """The key lifecycle of the run: per provider key, deposited → consumed → released."""
+        run = self.get_object()
+        history = run_history(tenant=self.tenant, run=run, step_providers=run.providers)
+        return Response(RunTimelineSerializer(history).data)
 
     @extend_schema(request=None, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from tenants.api.base import StrictSerializerMixin
-from tenants.models import ApiToken, KeyRotation, Membership, ProviderKey, Role
+from tenants.models import ApiToken, AuditEvent, KeyRotation, Membership, ProviderKey, Role
 
 
 class MeSerializer(serializers.Serializer):
@@ -113,3 +113,29 @@ class ProviderKeySerializer(serializers.ModelSerializer):
             "replaced_by",
         ]
         read_only_fields = fields
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "seq",
+            "created_at",
+            "actor",
+            "action",
+            "target",
+            "metadata",
+            "ip",
+            "user_agent",
+            "prev_hash",
+            "hash",
+        ]
+        read_only_fields = fields
+
+
+class ChainStatusSerializer(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="True when every event of the chain verifies.")
+    checked = serializers.IntegerField(help_text="Events verified before the first break.")
+    broken_seq = serializers.IntegerField(allow_null=True)
+    broken_event_id = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)

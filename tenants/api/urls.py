@@ -13,6 +13,7 @@ router.register("tokens", views.ApiTokenViewSet, basename="token")
 router.register("members", views.MembershipViewSet, basename="member")
 router.register("provider-keys", views.ProviderKeyViewSet, basename="provider-key")
 router.register("key-rotations", views.KeyRotationViewSet, basename="key-rotation")
+router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("runs", RunViewSet, basename="run")
 

@@ -1,10 +1,15 @@
+import json
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.db.models import F, IntegerField, OuterRef, Subquery, Value, Window
 from django.db.models.functions import Coalesce, Lead
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, renderers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,6 +21,8 @@ from tenants.api.pagination import NewestFirstPagination
 from tenants.api.serializers import (
     ApiTokenCreatedSerializer,
     ApiTokenSerializer,
+    AuditEventSerializer,
+    ChainStatusSerializer,
     KeyRotationSerializer,
     MembershipCreatedSerializer,
     MembershipRoleSerializer,
@@ -23,14 +30,20 @@ from tenants.api.serializers import (
     MeSerializer,
     ProviderKeySerializer,
 )
+from tenants.audit import audit_record
+from tenants.audit_export import jsonl_lines
+from tenants.forms import AuditFilterForm
 from tenants.models import (
+    AUDIT_READ_ROLES,
     MANAGE_ROLES,
     ApiToken,
+    AuditEvent,
     KeyRotation,
     KeyRotationTenant,
     Membership,
     ProviderKey,
 )
+from tenants.selectors import AuditFilters, audit_chain_status, audit_events_filtered
 from tenants.services import (
     api_token_create,
     api_token_revoke,
@@ -38,6 +51,26 @@ from tenants.services import (
     membership_change_role,
     membership_remove,
 )
+
+AUDIT_FILTER_PARAMETERS = [
+    OpenApiParameter("action", str, description="Exact, or a group: key.*"),
+    OpenApiParameter("actor", str, description="Contains (case-insensitive)."),
+    OpenApiParameter("target", str, description="Contains (case-insensitive)."),
+    OpenApiParameter("from", OpenApiTypes.DATE, description="From this day (UTC), inclusive."),
+    OpenApiParameter("to", OpenApiTypes.DATE, description="To this day (UTC), inclusive."),
+]
+
+
+class JSONLinesRenderer(renderers.BaseRenderer):
+    media_type = "application/jsonl"
+    format = "jsonl"
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
+    ) -> bytes:
+        # The export streams its own body; this renders only an error, as one JSON line.
+        return (json.dumps(data) + "\n").encode()
 
 
 def _refused(exc: DjangoValidationError) -> ValidationError:
@@ -190,3 +223,76 @@ class KeyRotationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return KeyRotation.objects.annotate(
             rewrapped_in_tenant=Coalesce(Subquery(in_tenant, output_field=IntegerField()), Value(0))
         ).order_by("-started_at")
+
+
+class AuditEventViewSet(mixins.ListModelMixin, TenantViewSet):
+    """The tenant's audit log: the filters of the audit page, a chain check, a streamed export."""
+
+    model = AuditEvent
+    serializer_class = AuditEventSerializer
+    pagination_class = NewestFirstPagination
+    read_roles = AUDIT_READ_ROLES
+
+    def _filters(self) -> AuditFilters:
+        form = AuditFilterForm(self.request.query_params)
+        if not form.is_valid():
+            raise ValidationError(form.errors)
+        return form.filters()
+
+    def filter_tenant_queryset(self, queryset: Any) -> Any:
+        # audit_events_filtered starts from the same tenant-bound queryset (tenants.access).
+        return audit_events_filtered(tenant=self.tenant, filters=self._filters())
+
+    @extend_schema(parameters=AUDIT_FILTER_PARAMETERS)
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses=ChainStatusSerializer)
+    @action(detail=False, methods=["get"])
+    def verify(self, request: Request) -> Response:
+        report = audit_chain_status(tenant=self.tenant)
+        return Response(
+            ChainStatusSerializer(
+                {
+                    "ok": report.ok,
+                    "checked": report.checked,
+                    "broken_seq": report.broken_seq,
+                    "broken_event_id": report.broken_event_id,
+                    "reason": report.reason,
+                }
+            ).data
+        )
+
+    @extend_schema(
+        parameters=AUDIT_FILTER_PARAMETERS,
+        responses={(200, "application/jsonl"): OpenApiTypes.STR},
+        description="The filtered events as JSON Lines, oldest first, streamed; the export "
+        "itself is audited (audit.exported) and holds the events recorded before it.",
+    )
+    @action(
+        detail=False, methods=["get"], renderer_classes=[renderers.JSONRenderer, JSONLinesRenderer]
+    )
+    def export(self, request: Request) -> StreamingHttpResponse:
+        filters = self._filters()
+        with transaction.atomic():
+            exported = audit_record(
+                tenant=self.tenant,
+                action="audit.exported",
+                actor=self.actor,
+                target="audit:jsonl",
+                metadata={"format": "jsonl", "filters": filters.as_metadata(), "via": "api"},
+                request=request,
+            )
+        events = (
+            audit_events_filtered(tenant=self.tenant, filters=filters)
+            .filter(seq__lt=exported.seq)
+            .order_by("seq")
+            .iterator(chunk_size=2000)
+        )
+        response = StreamingHttpResponse(
+            jsonl_lines(events), content_type="application/jsonl; charset=utf-8"
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="swrly-audit-{self.tenant.slug}.jsonl"'
+        )
+        return response

@@ -168,6 +168,12 @@ def test_keys_are_released_when_the_run_ends(acme, key_store, provider_server):
     finished = AuditEvent.objects.get(target=f"run:{run.pk}", action="run.succeeded")
     assert finished.metadata == {"keys_released": ["anthropic"]}
     assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
+    # the same story over the API, for auditors too
+    timeline = acme.api(Role.AUDITOR).get(f"/api/v1/runs/{run.pk}/timeline/").json()
+    (key,) = timeline["keys"]
+    assert key["provider"] == "anthropic"
+    assert key["fingerprint"] == run.key_fingerprints["anthropic"]["fingerprint"]
+    assert [entry["kind"] for entry in key["entries"]] == ["deposited", "consumed", "released"]
 
 
 def test_cancelling_a_queued_run_discards_its_tokens_at_once(acme, key_store, provider_server):
