@@ -87,3 +87,14 @@ def pytest_configure(config):
 
     # Hashing passwords at full strength costs seconds per test run and proves nothing here.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def key_store():
+    """This test worker's key-store database, empty before and after the test."""
+    from swrly.keys.store import get_client
+
+    client = get_client()
+    client.flushdb()
+    yield client
+    client.flushdb()

@@ -2,7 +2,6 @@
 
 import json
 
-
 from tenants.audit import Actor, audit_record
 from tenants.models import AuditEvent, Role
 
