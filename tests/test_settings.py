@@ -18,7 +18,15 @@ def _manage(*args, **env_overrides):
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"SECRET_KEY", "BYOK_ENCRYPTION_KEY", "ALLOWED_HOSTS", "DEBUG"}
+        # DJANGO_ALLOW_ASYNC_UNSAFE: set by the browser tests' session; production never has it.
+        if key
+        not in {
+            "SECRET_KEY",
+            "BYOK_ENCRYPTION_KEY",
+            "ALLOWED_HOSTS",
+            "DEBUG",
+            "DJANGO_ALLOW_ASYNC_UNSAFE",
+        }
     }
     env.update({"SWRLY_ENV_FILE": os.devnull, **env_overrides})
     return subprocess.run(

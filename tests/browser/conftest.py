@@ -53,20 +53,63 @@ def chromium(_playwright):
     browser.close()
 
 
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(
-        viewport={"width": 1280, "height": 900}, timezone_id="Europe/Paris"
-    )
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-
-
 def sign_in(page, base_url: str, user, password: str) -> None:
     """Sign in through the real login form."""
     page.goto(f"{base_url}/accounts/login/")
     page.fill("#id_username", user.get_username())
     page.fill("#id_password", password)
     page.click("button[type=submit]")
+
+
+@pytest.fixture
+def page_factory(chromium):
+    """New pages in fresh contexts (own cookies), like `page` but with a viewport of your choice."""
+    contexts = []
+
+    def make(width: int = 1280, height: int = 900, storage_state=None):
+        context = chromium.new_context(
+            viewport={"width": width, "height": height},
+            timezone_id="Europe/Paris",
+            locale="en-US",
+            storage_state=storage_state,
+        )
+        contexts.append(context)
+        new = context.new_page()
+        new.set_default_timeout(15_000)
+        return new
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(page_factory):
+    """A page 1280 px wide in Europe/Paris (UTC+1 in winter), in a fresh context."""
+    return page_factory()
+
+
+def watch_csp(page) -> list[str]:
+    """Every console message of `page` that reports a Content-Security-Policy violation."""
+    violations: list[str] = []
+
+    def record(message) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            violations.append(f"{page.url}: {message.text}")
+
+    page.on("console", record)
+    return violations
+
+
+def screenshot(page, name: str) -> None:
+    """docs/screenshots/e2e-<name>.png of the whole page, only when SWRLY_SCREENSHOTS=1 (so CI
+    leaves the committed files alone).
+
+    The prefix keeps them apart from the screenshots docs/screenshots/capture.py takes of the
+    `make run` stack (dashboard.png, runs.png, …).
+    """
+    if os.environ.get("SWRLY_SCREENSHOTS") != "1":
+        return
+    page.wait_for_load_state("load")  # localtime.js (deferred) has rewritten the dates
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"e2e-{name}.png"), full_page=True)
