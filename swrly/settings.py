@@ -253,6 +253,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "tenants.api.schema.SwrlyAutoSchema",
     "EXCEPTION_HANDLER": "tenants.api.errors.exception_handler",
+    # No ?format= switch: content negotiation is by Accept only (an unknown format was a 404).
+    "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_THROTTLE_CLASSES": ["tenants.api.throttling.TokenRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
