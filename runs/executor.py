@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
 from runs.providers import ModelCall, ProviderError, call_provider, provider_client
+from runs.services import discard_token_best_effort
 from runs.workflow_spec import render
 from swrly import keys
 from swrly.keys.fingerprint import fingerprint
@@ -103,7 +104,7 @@ def _take_keys(run: Run, actor: Actor) -> dict[str, ProviderSecret]:
     except RunAborted:
         for provider in providers:
             if provider not in secrets:
-                _discard_quietly(run, provider)
+                discard_token_best_effort(run.tenant_id, run.pk, provider)
         for secret in secrets.values():
             secret.discard()
         raise
@@ -135,13 +136,6 @@ def _take_key(run: Run, provider: str, actor: Actor) -> ProviderSecret:
         raise RunAborted(RunError.KEY_REJECTED, f"the stored {provider} key was not the one given")
     _audit(run, "key.consumed", actor, {**common, "encryption_key_id": secret.key_id_hex})
     return secret
-
-
-def _discard_quietly(run: Run, provider: str) -> None:
-    try:
-        keys.discard(tenant_id=run.tenant_id, run_id=run.pk, provider=provider)
-    except keys.KeyStoreUnavailable:
-        log.warning("could not discard the %s token of run %s; it expires", provider, run.pk)
 
 
 class _Stopped(Exception):

@@ -240,12 +240,12 @@ def run_create(
         # The run does not exist: neither may its tokens. Every provider, not only those that
         # answered: a deposit that timed out may have been stored all the same.
         for provider in workflow.providers:
-            _discard_best_effort(tenant.pk, run_id, provider)
+            discard_token_best_effort(tenant.pk, run_id, provider)
         raise
     return run
 
 
-def _discard_best_effort(tenant_id: Any, run_id: Any, provider: str) -> bool | None:
+def discard_token_best_effort(tenant_id: Any, run_id: Any, provider: str) -> bool | None:
     """DEL a token; None when the key store is down (the token then expires at its TTL)."""
     try:
         return keys.discard(tenant_id=tenant_id, run_id=run_id, provider=provider)
@@ -311,7 +311,7 @@ def run_fail_unqueued(*, run: Run) -> None:
         StepRun.objects.filter(run=run).update(status=StepStatus.SKIPPED)
         for provider in run.providers:
             _audit_discard(
-                run, provider, actor, _discard_best_effort(run.tenant_id, run.pk, provider)
+                run, provider, actor, discard_token_best_effort(run.tenant_id, run.pk, provider)
             )
         audit_record(
             tenant=run.tenant,
@@ -384,7 +384,7 @@ def run_cancel(*, run: Run, actor: Actor, request: HttpRequest | None = None) ->
                     run,
                     provider,
                     actor,
-                    _discard_best_effort(run.tenant_id, run.pk, provider),
+                    discard_token_best_effort(run.tenant_id, run.pk, provider),
                     request,
                 )
     run.refresh_from_db()
