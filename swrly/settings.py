@@ -172,6 +172,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reap-runs": {"task": "runs.tasks.reap_runs", "schedule": 60.0},
+    "flush-audit-suppressed": {"task": "tenants.tasks.flush_audit_suppressed", "schedule": 60.0},
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -235,6 +236,13 @@ CONTENT_SECURITY_POLICY = {
         "base-uri": ["'none'"],
     },
 }
+
+# Audit events anyone can cause (failed sign-ins, lockouts, denied accesses) are bounded per
+# tenant chain, action and window: at most AUDIT_FLOOD_PER_SOURCE per actor and address and
+# AUDIT_FLOOD_PER_CHAIN in all; the rest are summed into one audit.suppressed event.
+AUDIT_FLOOD_WINDOW = env.int("AUDIT_FLOOD_WINDOW", default=300)
+AUDIT_FLOOD_PER_SOURCE = env.int("AUDIT_FLOOD_PER_SOURCE", default=5)
+AUDIT_FLOOD_PER_CHAIN = env.int("AUDIT_FLOOD_PER_CHAIN", default=30)
 
 # Login lockout (django-axes): AXES_FAILURE_LIMIT failures per username and IP pair.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)

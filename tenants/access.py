@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
-from tenants.audit import Actor, audit_record
+from tenants.audit import Actor, audit_record_bounded
 from tenants.models import Membership, Tenant
 
 M = TypeVar("M", bound=Model)
@@ -30,8 +30,8 @@ def access_denied(
     reason: str,
     request: HttpRequest | None,
 ) -> None:
-    """Audit a refused access (the caller then answers 404 or 403)."""
-    audit_record(
+    """Audit a refused access (the caller then answers 404 or 403), within the flood bound."""
+    audit_record_bounded(
         tenant=tenant,
         action="access.denied",
         actor=actor,

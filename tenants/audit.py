@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
 from swrly.http import client_ip, user_agent
-from tenants.models import PLATFORM_CHAIN, AuditChainHead, AuditEvent, Tenant
+from tenants.models import PLATFORM_CHAIN, AuditChainHead, AuditEvent, AuditSuppression, Tenant
 
 GENESIS_HASH = "0" * 64
 HASH_VERSION = 1
@@ -173,6 +175,140 @@ def _append(
     head.last_hash = event.hash
     head.save(update_fields=["seq", "last_hash"])
     return event
+
+
+# The chain-wide row of a window in AuditSuppression (sources are "actor|address" strings).
+_ALL_SOURCES = "*"
+_TOP_SOURCES = 5
+
+
+def audit_record_bounded(
+    *,
+    tenant: Tenant | None,
+    action: str,
+    actor: Actor,
+    target: str = "",
+    metadata: dict | None = None,
+    request: HttpRequest | None = None,
+) -> AuditEvent | None:
+    """Append an event that someone outside the tenant can cause, within a bound.
+
+    Failed sign-ins, lockouts and denied accesses can be triggered by anyone who can reach a
+    URL, so each one cannot be its own chain event forever. Per chain, action and window of
+    AUDIT_FLOOD_WINDOW seconds, each source (actor and client address) has at most
+    AUDIT_FLOOD_PER_SOURCE events recorded and the chain at most AUDIT_FLOOD_PER_CHAIN; the
+    rest are counted, and when the window has closed one `audit.suppressed` event records how
+    many were not written, from how many sources, and the busiest ones. Returns the event, or
+    None when it was only counted.
+    """
+    chain = chain_for(tenant)
+    window_seconds = settings.AUDIT_FLOOD_WINDOW
+    now = int(timezone.now().timestamp())
+    window = now - now % window_seconds
+    ip = client_ip(request) if request is not None else None
+    source = f"{actor.label}|{ip or '-'}"[:300]
+    with transaction.atomic():
+        if AuditSuppression.objects.filter(chain=chain, window_start__lt=window).exists():
+            _flush_suppressed(chain=chain, before=window)
+        total = _count_one(chain, action, _ALL_SOURCES, window)
+        per_source = _count_one(chain, action, source, window)
+        if total > settings.AUDIT_FLOOD_PER_CHAIN or per_source > settings.AUDIT_FLOOD_PER_SOURCE:
+            return None
+        event = audit_record(
+            tenant=tenant,
+            action=action,
+            actor=actor,
+            target=target,
+            metadata=metadata,
+            request=request,
+        )
+        AuditSuppression.objects.filter(
+            chain=chain, action=action, source=_ALL_SOURCES, window_start=window
+        ).update(recorded=F("recorded") + 1)
+        return event
+
+
+def _count_one(chain: str, action: str, source: str, window: int) -> int:
+    """Add one to a window's counter and return the new count, in one atomic statement."""
+    q = connection.ops.quote_name
+    table, count = q(AuditSuppression._meta.db_table), q("count")
+    key = ", ".join(q(name) for name in ("chain", "action", "source", "window_start"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({key}, {count}, {q('recorded')}) "  # noqa: S608
+            f"VALUES (%s, %s, %s, %s, 1, 0) ON CONFLICT ({key}) "
+            f"DO UPDATE SET {count} = {table}.{count} + 1 RETURNING {count}",
+            [chain, action, source, window],
+        )
+        return cursor.fetchone()[0]
+
+
+def audit_flush_suppressed(*, before: int | None = None) -> int:
+    """Record `audit.suppressed` for every closed window of every chain. Returns events written.
+
+    Run periodically (beat) so that a flood followed by silence is still recorded.
+    """
+    if before is None:
+        now = int(timezone.now().timestamp())
+        before = now - now % settings.AUDIT_FLOOD_WINDOW
+    chains = (
+        AuditSuppression.objects.filter(window_start__lt=before)
+        .values_list("chain", flat=True)
+        .distinct()
+    )
+    written = 0
+    for chain in sorted(set(chains)):
+        with transaction.atomic():
+            written += _flush_suppressed(chain=chain, before=before)
+    return written
+
+
+def _flush_suppressed(*, chain: str, before: int) -> int:
+    """Turn one chain's closed windows into `audit.suppressed` events; delete their counters."""
+    rows = list(
+        AuditSuppression.objects.select_for_update()
+        .filter(chain=chain, window_start__lt=before)
+        .order_by("window_start", "action", "-count", "source")
+    )
+    if not rows:
+        return 0
+    tenant = None
+    if chain != PLATFORM_CHAIN:
+        tenant = Tenant.objects.filter(pk=chain).first()
+    groups: dict[tuple[int, str], list[AuditSuppression]] = {}
+    for row in rows:
+        groups.setdefault((row.window_start, row.action), []).append(row)
+    written = 0
+    window_seconds = settings.AUDIT_FLOOD_WINDOW
+    for (window, action), group in groups.items():
+        total = next((r for r in group if r.source == _ALL_SOURCES), None)
+        sources = [r for r in group if r.source != _ALL_SOURCES]
+        if total is None or total.count <= total.recorded:
+            continue
+        if tenant is None and chain != PLATFORM_CHAIN:  # the tenant was deleted since
+            continue
+        start = datetime.fromtimestamp(window, tz=UTC)
+        audit_record(
+            tenant=tenant,
+            action="audit.suppressed",
+            actor=Actor.system("audit-flood-bound"),
+            target=f"action:{action}",
+            metadata={
+                "action": action,
+                "window_start": start.isoformat(),
+                "window_seconds": window_seconds,
+                "attempts": total.count,
+                "recorded": total.recorded,
+                "suppressed": total.count - total.recorded,
+                "sources": len(sources),
+                "top_sources": [
+                    {"source": r.source, "attempts": r.count} for r in sources[:_TOP_SOURCES]
+                ],
+            },
+        )
+        written += 1
+    AuditSuppression.objects.filter(pk__in=[r.pk for r in rows]).delete()
+    return written
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ ACTION_SUGGESTIONS = (
     "auth.locked_out",
     "access.denied",
     "audit.exported",
+    "audit.suppressed",
     "tenant.created",
 )
 

@@ -246,3 +246,33 @@ class KeyRotationTenant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rotation} in {self.tenant}: {self.rewrapped}"
+
+
+class AuditSuppression(models.Model):
+    """A counter of repeated audit events that an outsider can trigger, per window.
+
+    Not part of the chain: a staging count that `tenants.audit.audit_record_bounded` keeps so
+    that a flood of failed sign-ins or denied accesses cannot grow a tenant's chain without
+    bound. When the window closes, what was not recorded is appended to the chain as one
+    `audit.suppressed` event and these rows are deleted. `source` "*" is the chain-wide total
+    for the window (with how many events were recorded); other rows count one source each.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    chain = models.CharField(max_length=36)
+    action = models.CharField(max_length=64)
+    source = models.CharField(max_length=300)
+    window_start = models.BigIntegerField(help_text="Start of the window, in epoch seconds.")
+    count = models.PositiveIntegerField(default=0)
+    recorded = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain", "action", "source", "window_start"], name="auditsuppression_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["chain", "window_start"], name="auditsuppression_chain")]
+
+    def __str__(self) -> str:
+        return f"{self.chain} {self.action} {self.source}@{self.window_start}: {self.count}"

@@ -1,4 +1,8 @@
-"""Audit sign-ins, failed sign-ins and lockouts in every tenant the user belongs to."""
+"""Audit sign-ins, failed sign-ins and lockouts in every tenant the user belongs to.
+
+Failed sign-ins and lockouts can be caused by anyone who knows a member's e-mail address, so
+they are recorded within the flood bound (tenants.audit.audit_record_bounded).
+"""
 
 from typing import Any
 
@@ -10,7 +14,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
 
-from tenants.audit import Actor, audit_record
+from tenants.audit import Actor, audit_record, audit_record_bounded
 from tenants.models import Tenant
 
 
@@ -22,15 +26,23 @@ def audit_user_event(*, action: str, user: Any, request: HttpRequest | None) -> 
 
 
 def _audit_auth(
-    *, action: str, user: Any, username: str, request: HttpRequest | None, metadata: dict
+    *,
+    action: str,
+    user: Any,
+    username: str,
+    request: HttpRequest | None,
+    metadata: dict,
+    bounded: bool = False,
 ) -> None:
     tenants: list[Tenant | None] = []
     if user is not None:
         tenants = [m.tenant for m in user.memberships.select_related("tenant")]
-    actor = Actor.for_user(user) if user is not None else Actor.anonymous(username[:150])
+    # A failed sign-in is made by whoever typed the name, not by the member it names.
+    actor = Actor.for_user(user) if user is not None and not bounded else Actor.anonymous()
+    record = audit_record_bounded if bounded else audit_record
     with transaction.atomic():
         for tenant in tenants or [None]:
-            audit_record(
+            record(
                 tenant=tenant,
                 action=action,
                 actor=actor,
@@ -76,6 +88,7 @@ def audit_login_failed(
         username=_username_label(username, user),
         request=request,
         metadata={"known_user": user is not None},
+        bounded=True,
     )
 
 
@@ -91,4 +104,5 @@ def audit_locked_out(
         username=_username_label(username, user),
         request=request,
         metadata={},
+        bounded=True,
     )
