@@ -19,6 +19,7 @@ from runs.providers.egress import EgressRefused, provider_base_url
 from runs.workflow_spec import PROVIDERS, SpecError, validate_input, validate_steps
 from swrly import keys
 from swrly.keys.fingerprint import fingerprint
+from swrly.keys.rotation import idle_live_tokens
 from swrly.keys.secret import ProviderSecret
 from tenants.audit import Actor, audit_record
 from tenants.models import Tenant
@@ -181,13 +182,23 @@ def run_create(
     """Create a queued run and deposit its keys; the worker is asked once the run is committed.
 
     SpecError for a missing, unknown, unneeded or malformed key, or an input the templates can't
-    use; KeyStoreUnavailable when Redis fails, in which case no run and no token is left behind.
-    `idempotency` is (Idempotency-Key, request hash): recorded before any key is deposited, so a
-    concurrent duplicate fails with IntegrityError before it deposits anything.
+    use; KeyStoreUnavailable when Redis fails, in which case no run is left behind and its
+    tokens are discarded (or, if Redis does not answer the DEL either, deleted later by
+    `orphan_tokens_sweep`). `idempotency` is (Idempotency-Key, request hash): recorded before any
+    key is deposited, so a concurrent duplicate fails with IntegrityError before it deposits
+    anything. The key-store calls come before the first audit event, so a slow Redis never holds
+    the tenant's audit-chain lock; once the run is committed, nothing on this path discards its
+    tokens (they belong to the run, which a worker or the reaper ends).
     """
     _check_provider_keys(workflow, provider_keys)
     validate_input(workflow.steps, run_input)
     run_id = uuid.uuid4()  # known before anything is written, so a cleanup can name its tokens
+    committed = False
+
+    def mark_committed() -> None:
+        nonlocal committed
+        committed = True
+
     try:
         with transaction.atomic():
             run = _run_insert(run_id, tenant, workflow, run_input, actor, user)
@@ -200,6 +211,14 @@ def run_create(
                 IdempotencyKey.objects.create(
                     tenant=tenant, key=idempotency[0], request_hash=idempotency[1], run=run
                 )
+            deposited = []
+            for provider in run.providers:
+                plaintext = provider_keys[provider].reveal()
+                receipt = keys.deposit(
+                    tenant_id=tenant.pk, run_id=run.pk, provider=provider, key=plaintext
+                )
+                deposited.append((provider, receipt, fingerprint(provider=provider, key=plaintext)))
+                del plaintext
             audit_record(
                 tenant=tenant,
                 action="run.created",
@@ -208,13 +227,7 @@ def run_create(
                 metadata={"workflow": str(workflow.pk), "providers": run.providers},
                 request=request,
             )
-            for provider in run.providers:
-                plaintext = provider_keys[provider].reveal()
-                receipt = keys.deposit(
-                    tenant_id=tenant.pk, run_id=run.pk, provider=provider, key=plaintext
-                )
-                print_ = fingerprint(provider=provider, key=plaintext)
-                del plaintext
+            for provider, receipt, print_ in deposited:
                 run.key_fingerprints[provider] = {"fingerprint": print_.value, "hint": print_.hint}
                 run.keys_expire_at = receipt.expires_at
                 provider_key_seen(
@@ -235,12 +248,15 @@ def run_create(
                     request=request,
                 )
             run.save(update_fields=["key_fingerprints", "keys_expire_at"])
+            # In this order: the run counts as committed before the broker is asked.
+            transaction.on_commit(mark_committed)
             transaction.on_commit(lambda: _enqueue(run))
     except BaseException:
-        # The run does not exist: neither may its tokens. Every provider, not only those that
-        # answered: a deposit that timed out may have been stored all the same.
-        for provider in workflow.providers:
-            discard_token_best_effort(tenant.pk, run_id, provider)
+        if not committed:
+            # The run does not exist: neither may its tokens. Every provider, not only those
+            # that answered: a deposit that timed out may have been stored all the same.
+            for provider in workflow.providers:
+                discard_token_best_effort(tenant.pk, run_id, provider)
         raise
     return run
 
@@ -252,6 +268,58 @@ def discard_token_best_effort(tenant_id: Any, run_id: Any, provider: str) -> boo
     except keys.KeyStoreUnavailable:
         log.warning("could not discard the %s token of run %s; it expires", provider, run_id)
         return None
+
+
+ORPHAN_TOKEN_IDLE = 120  # seconds: far beyond any request's deadline (gunicorn's is 30 s)
+
+
+def orphan_tokens_sweep(*, min_idle: int = ORPHAN_TOKEN_IDLE) -> int:
+    """Delete tokens no worker will ever take, and audit each. Returns how many were deleted.
+
+    A token is an orphan when its run does not exist (a request that died, or whose cleanup
+    DEL timed out while Redis applied its SET later) or is no longer queued (a token a Redis
+    failover brought back after the worker took it). Tokens of queued runs are left for their
+    worker; tokens written or read in the last `min_idle` seconds are left alone, so a deposit
+    whose run is not committed yet is never touched. Runs every minute (beat).
+    """
+    candidates = list(idle_live_tokens(min_idle=min_idle))
+    if not candidates:
+        return 0
+    runs = Run.objects.select_related("tenant").in_bulk({run for _, run, _ in candidates})
+    tenants = Tenant.objects.in_bulk({tenant for tenant, _, _ in candidates})
+    actor = Actor.system("token sweeper")
+    deleted = 0
+    for tenant_id, run_id, provider in candidates:
+        run = runs.get(uuid.UUID(run_id))
+        if run is not None and str(run.tenant_id) == tenant_id:
+            if run.status == RunStatus.QUEUED and run.keys_consumed_at is None:
+                continue
+            reason = f"the run is {run.status}: the token came back after it was taken"
+        else:
+            reason = "no such run: the request that deposited it did not complete"
+        found = discard_token_best_effort(tenant_id, run_id, provider)
+        if not found:
+            continue
+        deleted += 1
+        tenant = tenants.get(uuid.UUID(tenant_id))
+        if tenant is None:
+            log.warning("deleted an orphan %s token of a tenant that no longer exists", provider)
+            continue
+        audit_record(
+            tenant=tenant,
+            action="key.discarded",
+            actor=actor,
+            target=f"run:{run_id}",
+            metadata={
+                "provider": provider,
+                "fingerprint": run.key_fingerprints.get(provider, {}).get("fingerprint")
+                if run is not None
+                else None,
+                "token_found": True,
+                "reason": reason,
+            },
+        )
+    return deleted
 
 
 def _run_insert(

@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from runs.executor import run_execute, runs_reap
+from runs.services import orphan_tokens_sweep
 
 
 @shared_task(name="runs.tasks.execute_run", acks_late=True, ignore_result=True)
@@ -15,3 +16,9 @@ def execute_run(run_id: str) -> None:
 def reap_runs() -> dict[str, int]:
     """Fail runs whose worker was lost and queued runs whose keys expired (every minute)."""
     return runs_reap()
+
+
+@shared_task(name="runs.tasks.sweep_orphan_tokens", ignore_result=True)
+def sweep_orphan_tokens() -> int:
+    """Delete tokens whose run does not exist or was already started (every minute)."""
+    return orphan_tokens_sweep()

@@ -173,6 +173,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reap-runs": {"task": "runs.tasks.reap_runs", "schedule": 60.0},
     "flush-audit-suppressed": {"task": "tenants.tasks.flush_audit_suppressed", "schedule": 60.0},
+    "sweep-orphan-tokens": {"task": "runs.tasks.sweep_orphan_tokens", "schedule": 60.0},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

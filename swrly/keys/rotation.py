@@ -1,4 +1,5 @@
-"""Rewrapping live tokens to the current encryption key (the engine of `rotate-keys`).
+"""Scanning live tokens: rewrapping them to the current encryption key (the engine of
+`rotate-keys`), counting them, and finding those left untouched (for the orphan sweep).
 
 Tokens are scanned in batches; each batch is read with one pipelined GET and written back with
 one pipelined compare-and-swap script. The script replaces a token only if it is still the exact
@@ -79,6 +80,32 @@ def count_live_tokens(batch_size: int = BATCH_SIZE) -> Counter:
     except redis.RedisError as exc:
         raise KeyStoreUnavailable("the key store could not be read") from exc
     return counts
+
+
+def idle_live_tokens(
+    *, min_idle: int, batch_size: int = BATCH_SIZE
+) -> Iterator[tuple[str, str, str]]:
+    """(tenant_id, run_id, provider) of every token untouched for at least `min_idle` seconds.
+
+    Redis' OBJECT IDLETIME tells how long ago a key was last written or read: a token deposited
+    moments ago by a request still in flight is never among them. Values that are not token
+    keys are skipped.
+    """
+    client = get_client()
+    try:
+        for keys in _batches(client, batch_size):
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.object("idletime", key)
+            for key, idle in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+                if not isinstance(idle, int) or idle < min_idle:
+                    continue  # gone meanwhile, or fresh
+                try:
+                    yield parse_redis_key(key)
+                except ValueError:
+                    continue
+    except redis.RedisError as exc:
+        raise KeyStoreUnavailable("the key store could not be read") from exc
 
 
 def rewrap_live_tokens(
