@@ -68,6 +68,26 @@ def check_provider_base_urls(app_configs: Iterable[Any] | None = None, **_: Any)
     ]
 
 
+@checks.register(STARTUP_TAG)
+def check_trusted_proxies(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.E004: a TRUSTED_PROXIES entry is not an address or network."""
+    import ipaddress
+
+    errors = []
+    for entry in settings.TRUSTED_PROXIES:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            errors.append(
+                checks.Error(
+                    f"TRUSTED_PROXIES entry {entry!r} is not an IP address or network",
+                    hint="Use CIDRs such as 10.0.0.0/8 or single addresses, comma-separated.",
+                    id="swrly.E004",
+                )
+            )
+    return errors
+
+
 KEY_STORE_TAG = "swrly_key_store"
 
 

@@ -3,11 +3,10 @@
 from collections.abc import Callable
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from rest_framework.throttling import SimpleRateThrottle
 
 from swrly.http import client_ip
+from swrly.ratelimit import over_limit
 
 
 def _api_error(status: int, code: str, message: str, **headers: str) -> JsonResponse:
@@ -50,21 +49,9 @@ class RequestLimitsMiddleware:
         return self.get_response(request)
 
 
-class _AddressThrottle(SimpleRateThrottle):
-    cache = cache
-    scope = "ip"
-
-    def get_rate(self) -> str | None:
-        return settings.API_RATE_PER_IP or None
-
-    def get_cache_key(self, request: HttpRequest, view: object) -> str | None:
-        address = client_ip(request)
-        return self.cache_format % {"scope": self.scope, "ident": address} if address else None
-
-
 def _address_throttle_wait(request: HttpRequest) -> float | None:
     """Seconds to wait when the address is over its rate, else None (and the request counts)."""
-    throttle = _AddressThrottle()
-    if throttle.rate is None or throttle.allow_request(request, None):
+    address = client_ip(request)
+    if address is None:
         return None
-    return throttle.wait() or 1.0
+    return over_limit(scope="ip", ident=address, rate=settings.API_RATE_PER_IP)

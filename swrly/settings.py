@@ -267,6 +267,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["tenants.api.throttling.TokenRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
+# Proxies (CIDRs) whose X-Forwarded-For is believed; the client address is the first hop from
+# the right that is not one of them. Empty: the peer address (REMOTE_ADDR) is the client.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
 # API rate limits ("N/s", "N/min", "N/hour"; empty disables): per token after authentication,
 # per client address before it (so guessing tokens is throttled too). 429 with Retry-After.
 API_RATE_PER_TOKEN = env.str("API_RATE_PER_TOKEN", default="600/min")
