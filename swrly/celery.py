@@ -5,11 +5,14 @@ import os
 from celery import Celery
 from celery.signals import worker_init
 
+from swrly.logs import connect_celery_signals
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swrly.settings")
 
 app = Celery("swrly")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+connect_celery_signals()  # the request id rides along with every task (swrly/logs.py)
 
 
 @worker_init.connect

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import environ
 
+from swrly.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -67,6 +69,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "swrly.logs.RequestIdMiddleware",
     "swrly.health.HealthMiddleware",  # /healthz and /readyz, before host checks and redirects
     "django.middleware.security.SecurityMiddleware",
     "swrly.middleware.RequestLimitsMiddleware",
@@ -292,10 +295,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# Console logs, plain text or one JSON object per line, each with the request id (swrly/logs.py).
+LOGGING = logging_config(
+    log_format=env.str("LOG_FORMAT", default="plain"), level=env.str("LOG_LEVEL", default="INFO")
+)

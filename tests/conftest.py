@@ -98,3 +98,21 @@ def key_store():
     client.flushdb()
     yield client
     client.flushdb()
+
+
+@pytest.fixture
+def captured():
+    """Every log record of the test, from every logger, as the JSON console handler writes it."""
+    import io
+    import logging
+
+    from swrly.logs import JsonFormatter, RequestIdFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield stream
+    root.removeHandler(handler)

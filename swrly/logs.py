@@ -1,0 +1,132 @@
+"""Logs a machine can read: a request id that follows a run, and JSON lines (LOG_FORMAT=json).
+
+The request id comes from the client's `X-Request-Id` (when it is a plain token of up to 64
+characters) or is made here; it is answered in the response's `X-Request-Id`, rides along with
+every Celery task published while the request is handled (a message header, never a key), and
+is restored in the worker while the task runs, so one id ties the API call, the broker message
+and the worker's provider calls together. Log records are redacted when they are created
+(swrly.keys.redaction), before any formatter sees them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest, HttpResponse
+
+HEADER = "X-Request-Id"
+TASK_HEADER = "swrly_request_id"
+_VALID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+def accept_request_id(value: str | None) -> str:
+    """The client's id when it is safe to log and echo; otherwise a new one."""
+    if value and _VALID.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Sets the request id for everything this request logs or queues."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        rid = accept_request_id(request.headers.get(HEADER))
+        token = request_id.set(rid)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id.reset(token)
+        response[HEADER] = rid
+        return response
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every record (empty outside a request or task)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "") or None,
+            "process": record.process,
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def logging_config(*, log_format: str, level: str) -> dict:
+    """The LOGGING setting: console output, plain or JSON, with request ids."""
+    formatters = {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "swrly.logs.JsonFormatter"},
+    }
+    if log_format not in formatters:
+        raise ValueError(f"LOG_FORMAT must be plain or json, not {log_format!r}")
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": "swrly.logs.RequestIdFilter"}},
+        "formatters": {log_format: formatters[log_format]},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": log_format,
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": level},
+    }
+
+
+def connect_celery_signals() -> None:
+    """Carry the request id from the publisher to the task, through the message headers."""
+    from celery.signals import before_task_publish, task_postrun, task_prerun
+
+    tokens: dict[str, contextvars.Token] = {}
+
+    @before_task_publish.connect(weak=False)
+    def _stamp(headers: dict | None = None, **_: Any) -> None:
+        rid = request_id.get()
+        if headers is not None and rid:
+            headers[TASK_HEADER] = rid
+
+    @task_prerun.connect(weak=False)
+    def _restore(task_id: str = "", task: Any = None, **_: Any) -> None:
+        rid = getattr(getattr(task, "request", None), TASK_HEADER, None)
+        tokens[task_id] = request_id.set(accept_request_id(rid))
+
+    @task_postrun.connect(weak=False)
+    def _clear(task_id: str = "", **_: Any) -> None:
+        token = tokens.pop(task_id, None)
+        if token is not None:
+            request_id.reset(token)
