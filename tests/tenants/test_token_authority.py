@@ -16,7 +16,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from runs.models import Run, Workflow
-from tenants.authority import AuthorityLost, Principal
+from tenants.authority import AuthorityLost, Principal, token_authority_refusal
 from tenants.models import ApiToken, AuditEvent, Membership, Role
 from tenants.services import membership_change_role, membership_remove
 from tests.test_role_matrix import BODIES, MATRIX, _target
@@ -422,3 +422,52 @@ def test_authentication_checks_authority_in_one_query(acme):
     token_reads = [q for q in queries if 'FROM "tenants_apitoken"' in q["sql"]]
     assert len(token_reads) == 1
     assert "tenants_membership" in token_reads[0]["sql"]
+
+
+def test_existing_tokens_get_their_origin_and_chain_from_the_audit_log(acme):
+    """The data migration: API-made tokens had no creator; their token.created event names one."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("tenants.migrations.0005_api_token_origin_from_audit_log")
+    owner, admin_token = acme.users[Role.OWNER], acme.token(Role.ADMIN)
+    made_by_api, _ = _api_token(acme.tokens[Role.ADMIN], Role.AUDITOR, "made-by-api")
+    call_command("create-api-token", "acme", "--name", "cli", "--role", "admin")
+    cli = ApiToken.objects.get(name="cli")
+    # a row inserted behind the services' back: no token.created event
+    orphan = ApiToken.objects.create(
+        tenant=acme.tenant, name="no-event", role=Role.AUDITOR, prefix="0" * 12, digest="x"
+    )
+    # as they were before this change: no origin, API-made tokens without any creator
+    ApiToken.objects.filter(tenant=acme.tenant).update(created_via="api", created_by_token=None)
+    ApiToken.objects.filter(pk__in=[made_by_api.pk, cli.pk]).update(created_by=None)
+
+    migration.forwards(apps, None)
+
+    admin_token.refresh_from_db()
+    made_by_api.refresh_from_db()
+    cli.refresh_from_db()
+    assert (admin_token.created_via, admin_token.created_by) == ("page", owner)
+    assert made_by_api.created_via == "api"
+    assert made_by_api.created_by_token == admin_token
+    assert made_by_api.created_by == owner  # the person behind the token that made it
+    assert (cli.created_via, cli.created_by, cli.created_by_token) == ("cli", None, None)
+    orphan.refresh_from_db()
+    assert orphan.created_via == "api"
+    assert token_authority_refusal(orphan, creator_role=None, parent=None) == "it has no creator"
+
+
+def test_authority_lost_in_a_service_answers_the_api_error_shape():
+    from tenants.api.errors import exception_handler
+
+    response = exception_handler(AuthorityLost("the API token was revoked"), {})
+
+    assert response.status_code == 403
+    assert response.data == {
+        "error": {
+            "code": "permission_denied",
+            "message": "the API token was revoked",
+            "fields": {},
+        }
+    }
