@@ -87,6 +87,7 @@ class ApiTokenAuthenticationScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "An API token (`swr_…`) created on the API tokens page or with "
-            "`manage.py create-api-token`. It names the tenant and the role.",
+            "description": "An API token (`swr_…`) created on the API tokens page, over the "
+            "API, or with `manage.py create-api-token`. It names the tenant and the role, and "
+            "acts with at most its creator's current role.",
         }

@@ -471,3 +471,37 @@ def test_authority_lost_in_a_service_answers_the_api_error_shape():
             "fields": {},
         }
     }
+
+
+@pytest.mark.parametrize("authority", [*Role, None], ids=lambda r: r or "removed")
+def test_role_within_is_the_table_in_the_docs(authority):
+    from tenants.models import role_within
+
+    held = {role for role in Role if authority is not None and role_within(role, authority)}
+    assert held == HOLDS[authority]
+
+
+def test_leaving_one_tenant_leaves_the_tokens_made_in_another(acme, globex):
+    user = acme.users[Role.ADMIN]
+    in_globex = Membership.objects.create(tenant=globex.tenant, user=user, role=Role.ADMIN)
+    _, globex_secret = _page_token(globex, in_globex, Role.ADMIN)
+    acme_membership = Membership.objects.get(tenant=acme.tenant, user=user)
+    _, acme_secret = _page_token(acme, acme_membership, Role.ADMIN)
+
+    assert acme.api(Role.OWNER).delete(f"/api/v1/members/{acme_membership.pk}/").status_code == 204
+
+    assert _api(acme_secret).get("/api/v1/me/").status_code == 401
+    assert _api(globex_secret).get("/api/v1/me/").json()["tenant"] == "globex"
+
+
+def test_a_deleted_users_tokens_are_refused_and_still_name_them(acme):
+    admin = _member(acme, "deleted@acme.example", Role.ADMIN)
+    token, secret = _page_token(acme, admin, Role.ADMIN)
+    user_id = admin.user_id
+    get_user_model().objects.filter(pk=user_id).delete()  # memberships go with the user
+
+    assert _api(secret).get("/api/v1/me/").status_code == 401
+
+    token.refresh_from_db()
+    assert token.created_by_id == user_id
+    assert _revocation(token)["reason"] == "token.authority_lost"
