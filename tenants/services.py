@@ -198,6 +198,8 @@ def membership_change_role(
     if old == role:
         return membership
     _require_within(acting_role, old, role)
+    # Implied by the rule above while the acting role is re-read (a member's own role, or a
+    # token's role within its creator's); stated on its own so it never rests on the table.
     if membership.user_id == by.user_id and not role_within(role, old):
         raise SelfRaiseError("no one can raise their own role")
     if old == Role.OWNER and len(owners) <= 1:
@@ -314,7 +316,10 @@ def _revoke_with_descendants(
     """
     now = timezone.now()
     revoked: list[ApiToken] = []
-    level = list(tokens.select_for_update().filter(revoked_at=None).order_by("created_at", "pk"))
+    locked = ApiToken.objects.select_for_update(of=("self",)).select_related("tenant")
+    level = list(
+        locked.filter(pk__in=tokens.values("pk"), revoked_at=None).order_by("created_at", "pk")
+    )
     first = True
     while level:
         for token in level:
@@ -339,9 +344,9 @@ def _revoke_with_descendants(
         revoked.extend(level)
         first = False
         level = list(
-            ApiToken.objects.select_for_update()
-            .filter(created_by_token__in=[t.pk for t in level], revoked_at=None)
-            .order_by("created_at", "pk")
+            locked.filter(created_by_token__in=[t.pk for t in level], revoked_at=None).order_by(
+                "created_at", "pk"
+            )
         )
     return revoked
 
