@@ -161,7 +161,7 @@ def membership_add(
 def _locked(membership: Membership) -> Membership:
     """The membership as it is now, locked; 404 when it was removed meanwhile."""
     current = (
-        Membership.objects.select_for_update()
+        Membership.objects.select_for_update(of=("self",))
         .select_related("tenant", "user")
         .filter(pk=membership.pk)
         .first()
@@ -204,6 +204,12 @@ def membership_change_role(
         raise SelfRaiseError("no one can raise their own role")
     if old == Role.OWNER and len(owners) <= 1:
         raise LastOwnerError("the last owner cannot stop being an owner")
+    beyond = [r for r in Role if not role_within(r, role)]
+    revoked = _lock_with_descendants(
+        ApiToken.objects.filter(
+            tenant=membership.tenant, created_by_id=membership.user_id, role__in=beyond
+        )
+    )
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
     audit_record(
@@ -214,15 +220,7 @@ def membership_change_role(
         metadata={"from": old, "to": role},
         request=request,
     )
-    beyond = [r for r in Role if not role_within(r, role)]
-    _revoke_with_descendants(
-        ApiToken.objects.filter(
-            tenant=membership.tenant, created_by_id=membership.user_id, role__in=beyond
-        ),
-        actor=by.actor,
-        reason="member.role_changed",
-        request=request,
-    )
+    _revoke_locked(revoked, actor=by.actor, reason="member.role_changed", request=request)
     return membership
 
 
@@ -240,6 +238,9 @@ def membership_remove(
     _require_within(_authority(by, membership.tenant), membership.role)
     if membership.role == Role.OWNER and len(owners) <= 1:
         raise LastOwnerError("the last owner cannot be removed")
+    revoked = _lock_with_descendants(
+        ApiToken.objects.filter(tenant=membership.tenant, created_by_id=membership.user_id)
+    )
     membership.delete()
     audit_record(
         tenant=membership.tenant,
@@ -249,12 +250,7 @@ def membership_remove(
         metadata={"role": membership.role},
         request=request,
     )
-    _revoke_with_descendants(
-        ApiToken.objects.filter(tenant=membership.tenant, created_by_id=membership.user_id),
-        actor=by.actor,
-        reason="member.removed",
-        request=request,
-    )
+    _revoke_locked(revoked, actor=by.actor, reason="member.removed", request=request)
 
 
 @transaction.atomic
@@ -301,32 +297,51 @@ def api_token_create(
     return token, secret
 
 
-def _revoke_with_descendants(
-    tokens: QuerySet[ApiToken],
+def _lock_with_descendants(tokens: QuerySet[ApiToken]) -> list[list[ApiToken]]:
+    """The active `tokens`, then the active tokens created with them, down the chain: locked,
+    level by level.
+
+    Services lock every row they change before they append to the audit chain (whose head is
+    locked last), so two services never wait for each other in opposite orders.
+    """
+    locked = ApiToken.objects.select_for_update(of=("self",)).select_related("tenant")
+    levels = []
+    level = list(
+        locked.filter(pk__in=tokens.values("pk"), revoked_at=None).order_by("created_at", "pk")
+    )
+    seen: set = set()
+    while level:
+        levels.append(level)
+        seen.update(t.pk for t in level)
+        level = [
+            token
+            for token in locked.filter(
+                created_by_token__in=[t.pk for t in level], revoked_at=None
+            ).order_by("created_at", "pk")
+            if token.pk not in seen
+        ]
+    return levels
+
+
+def _revoke_locked(
+    levels: list[list[ApiToken]],
     *,
     actor: Actor,
     reason: str | None,
     request: HttpRequest | None,
-) -> list[ApiToken]:
-    """Revoke the active `tokens`, then every active token created with a revoked one, down
-    the chain; each with its own `token.revoked` event. Returns the tokens revoked.
+) -> None:
+    """Revoke tokens locked by `_lock_with_descendants`, each with its own `token.revoked`.
 
-    `reason` is recorded for the first tokens (None: revoked on request); their descendants
+    `reason` is recorded for the first level (None: revoked on request); the tokens below
     record `token.parent_revoked` and the token they were created with.
     """
     now = timezone.now()
-    revoked: list[ApiToken] = []
-    locked = ApiToken.objects.select_for_update(of=("self",)).select_related("tenant")
-    level = list(
-        locked.filter(pk__in=tokens.values("pk"), revoked_at=None).order_by("created_at", "pk")
-    )
-    first = True
-    while level:
+    for depth, level in enumerate(levels):
         for token in level:
             token.revoked_at = now
             token.save(update_fields=["revoked_at"])
             metadata = {"name": token.name, "prefix": token.display_prefix}
-            if not first:
+            if depth > 0:
                 metadata |= {
                     "reason": "token.parent_revoked",
                     "parent": str(token.created_by_token_id),
@@ -341,14 +356,6 @@ def _revoke_with_descendants(
                 metadata=metadata,
                 request=request,
             )
-        revoked.extend(level)
-        first = False
-        level = list(
-            locked.filter(created_by_token__in=[t.pk for t in level], revoked_at=None).order_by(
-                "created_at", "pk"
-            )
-        )
-    return revoked
 
 
 @transaction.atomic
@@ -359,8 +366,11 @@ def api_token_revoke(
 
     Revoking twice changes nothing and writes no second event.
     """
-    _revoke_with_descendants(
-        ApiToken.objects.filter(pk=token.pk), actor=actor, reason=None, request=request
+    _revoke_locked(
+        _lock_with_descendants(ApiToken.objects.filter(pk=token.pk)),
+        actor=actor,
+        reason=None,
+        request=request,
     )
     return ApiToken.objects.select_related("created_by", "created_by_token").get(pk=token.pk)
 
@@ -373,8 +383,8 @@ def api_token_refuse(*, token: ApiToken, refusal: str, request: HttpRequest | No
     hand, a creator deleted); it is the check at authentication, as defence in depth.
     """
     actor = Actor.for_token(token)
-    _revoke_with_descendants(
-        ApiToken.objects.filter(pk=token.pk),
+    _revoke_locked(
+        _lock_with_descendants(ApiToken.objects.filter(pk=token.pk)),
         actor=Actor.system("token-authority"),
         reason="token.authority_lost",
         request=request,

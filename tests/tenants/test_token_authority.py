@@ -505,3 +505,74 @@ def test_a_deleted_users_tokens_are_refused_and_still_name_them(acme):
     token.refresh_from_db()
     assert token.created_by_id == user_id
     assert _revocation(token)["reason"] == "token.authority_lost"
+
+
+def _tokens_without_authority(tenant):
+    """Active tokens of the tenant that no longer hold the authority for their role."""
+    roles = dict(Membership.objects.filter(tenant=tenant).values_list("user_id", "role"))
+    return [
+        token.name
+        for token in ApiToken.objects.filter(tenant=tenant, revoked_at=None).select_related(
+            "created_by_token"
+        )
+        if token_authority_refusal(
+            token, creator_role=roles.get(token.created_by_id), parent=token.created_by_token
+        )
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("attempt", range(4))
+def test_minting_racing_a_demotion_never_leaves_a_token_beyond_the_new_role(attempt):
+    """A token mints an owner token while its creator is demoted: either the mint happens
+    first and the demotion revokes it, or the demotion happens first and the mint is refused."""
+    import threading
+
+    from tenants.services import api_token_create, tenant_create
+
+    console = Principal.console("tests")
+    tenant, _, _ = tenant_create(
+        slug=f"race-{attempt}", name="Race", owner_email="first@race.example", actor=console.actor
+    )
+    user = get_user_model().objects.create_user(username="second@race.example", password=None)
+    owner2 = Membership.objects.create(tenant=tenant, user=user, role=Role.OWNER)
+    token, _ = api_token_create(
+        tenant=tenant, name="owner2", role=Role.OWNER, by=Principal.member(owner2, user=user)
+    )
+    acting = Principal.for_token(ApiToken.objects.get(pk=token.pk))  # authenticated already
+    barrier = threading.Barrier(2)
+    outcomes, errors = {}, []
+
+    def demote():
+        try:
+            barrier.wait()
+            membership_change_role(membership=owner2, role=Role.ADMIN, by=console)
+            outcomes["demote"] = "done"
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def mint():
+        try:
+            barrier.wait()
+            api_token_create(tenant=tenant, name="minted", role=Role.OWNER, by=acting)
+            outcomes["mint"] = "created"
+        except AuthorityLost:
+            outcomes["mint"] = "refused"
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=demote), threading.Thread(target=mint)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert outcomes["demote"] == "done"
+    assert outcomes["mint"] in {"created", "refused"}
+    assert _tokens_without_authority(tenant) == []
+    assert not ApiToken.objects.filter(tenant=tenant, role=Role.OWNER, revoked_at=None).exists()
