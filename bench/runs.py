@@ -67,6 +67,7 @@ def world():
     from runs.sandbox import SandboxServer
     from runs.services import workflow_create
     from tenants.audit import Actor
+    from tenants.authority import Principal
     from tenants.models import Role
     from tenants.services import api_token_create, tenant_create
 
@@ -77,7 +78,7 @@ def world():
         slug="bench", name="Bench", owner_email="b@bench.example", actor=actor
     )
     _, token = api_token_create(
-        tenant=tenant, name="bench", role=Role.DEVELOPER, actor=actor, acting_role=Role.OWNER
+        tenant=tenant, name="bench", role=Role.DEVELOPER, by=Principal.console("bench")
     )
     workflow = workflow_create(tenant=tenant, name="three", steps=STEPS, actor=actor)
     return server, tenant, token, workflow

@@ -41,7 +41,16 @@ class MembershipAdmin(ReadOnlyAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(ReadOnlyAdmin):
-    list_display = ["tenant", "name", "role", "display_prefix", "last_used_at", "revoked_at"]
+    list_display = [
+        "tenant",
+        "name",
+        "role",
+        "display_prefix",
+        "created_via",
+        "created_by",
+        "last_used_at",
+        "revoked_at",
+    ]
     exclude = ["digest"]
 
 

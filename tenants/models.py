@@ -20,6 +20,28 @@ WRITE_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
 READ_ROLES = frozenset(Role)
 # Who reads the audit log: not developers, whose work it records.
 AUDIT_READ_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.AUDITOR})
+# Who grants, changes or removes the owner role (and creates owner tokens).
+OWNER_ROLES = frozenset({Role.OWNER})
+# Every capability, as the set of roles that hold it.
+CAPABILITIES = (OWNER_ROLES, MANAGE_ROLES, WRITE_ROLES, AUDIT_READ_ROLES, READ_ROLES)
+
+
+def role_within(role: str, authority: str) -> bool:
+    """Whether every capability of `role` is also a capability of `authority`.
+
+    This is the one rule for authority over roles: a member (or token) may grant, or keep a
+    token of, only a role within its own. It is not a ladder: developer and auditor are each
+    within admin, and neither is within the other.
+    """
+    return all(authority in holders for holders in CAPABILITIES if role in holders)
+
+
+class TokenOrigin(models.TextChoices):
+    """Where a token was created: who stands behind it."""
+
+    PAGE = "page", "API tokens page"
+    API = "api", "API, by another token"
+    CLI = "cli", "command line"
 
 
 class Tenant(models.Model):
@@ -64,9 +86,23 @@ class ApiToken(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     prefix = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64)
+    # The person whose authority the token carries: who created it on the page, or the person
+    # behind the token that created it. None only for tokens that stem from the command line.
+    # Kept (without a constraint) when the user is deleted, so that the token stays accountable
+    # and, its creator being no member any more, is refused.
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
     )
+    # The token this token was created with (over the API); revoking it revokes this one.
+    created_by_token = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.RESTRICT, related_name="created_tokens"
+    )
+    created_via = models.CharField(max_length=8, choices=TokenOrigin.choices)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

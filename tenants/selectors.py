@@ -34,14 +34,25 @@ def memberships_for_user(user: AbstractBaseUser) -> list[Membership]:
 
 
 def api_token_for_secret(presented: str) -> ApiToken | None:
-    """The token this secret belongs to (revoked or not), or None.
+    """The token this secret belongs to (revoked or not), or None: one query.
 
-    The tenant comes from the token; the caller refuses a revoked one.
+    The tenant comes from the token; the caller refuses a revoked one, and one without the
+    authority for its role. For that check the token comes with the token it was created with
+    (`created_by_token`) and its creator's current role in the tenant (`creator_role`, None when
+    they are no member).
     """
     prefix = token_prefix(presented)
     if prefix is None:
         return None
-    token = ApiToken.objects.select_related("tenant").filter(prefix=prefix).first()
+    creator_role = Membership.objects.filter(
+        tenant=OuterRef("tenant_id"), user=OuterRef("created_by_id")
+    ).values("role")[:1]
+    token = (
+        ApiToken.objects.select_related("tenant", "created_by_token")
+        .annotate(creator_role=Subquery(creator_role))
+        .filter(prefix=prefix)
+        .first()
+    )
     if token is None or not token_matches(presented, token.digest):
         return None
     return token

@@ -9,11 +9,13 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email, validate_slug
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 
+from tenants.access import access_denied
 from tenants.audit import Actor, audit_record
+from tenants.authority import AuthorityLost, Principal, token_authority_refusal
 from tenants.models import (
     ApiToken,
     KeyRotation,
@@ -23,6 +25,8 @@ from tenants.models import (
     Role,
     RotationOutcome,
     Tenant,
+    TokenOrigin,
+    role_within,
 )
 from tenants.tokens import token_generate
 
@@ -35,9 +39,56 @@ class OwnerOnlyError(ValidationError):
     """Only an owner may grant, take away or hand out the owner role."""
 
 
-def _require_owner_for(acting_role: str, *roles: str) -> None:
-    if Role.OWNER in roles and acting_role != Role.OWNER:
-        raise OwnerOnlyError("only an owner can grant, change or remove the owner role")
+class RoleNotWithinError(ValidationError):
+    """A role the acting member or token does not itself hold."""
+
+
+class SelfRaiseError(ValidationError):
+    """No one raises the role of the membership their own authority stems from."""
+
+
+def _require_within(acting_role: str, *roles: str) -> None:
+    """Refuse to grant, change or remove a role that is not within the acting role."""
+    for role in roles:
+        if role_within(role, acting_role):
+            continue
+        if role == Role.OWNER:
+            raise OwnerOnlyError("only an owner can grant, change or remove the owner role")
+        raise RoleNotWithinError(f"a {acting_role} cannot grant, change or remove the {role} role")
+
+
+def _authority(by: Principal, tenant: Tenant) -> str:
+    """The role `by` acts with, checked again now, under lock; AuthorityLost if it has none.
+
+    A request authenticated just before its member was demoted or removed (or its token
+    revoked) is refused here: the row is locked until this transaction ends, so a concurrent
+    change is either seen or waits.
+    """
+    if by.via == TokenOrigin.CLI:
+        return Role.OWNER
+    if by.via == TokenOrigin.PAGE:
+        role = (
+            Membership.objects.select_for_update()
+            .filter(tenant=tenant, user_id=by.user_id)
+            .values_list("role", flat=True)
+            .first()
+        )
+        if role is None:
+            raise AuthorityLost("you are no longer a member of this tenant")
+        return role
+    token = ApiToken.objects.select_for_update().filter(pk=by.token.pk, tenant=tenant).first()
+    if token is None or token.revoked_at is not None:
+        raise AuthorityLost("the API token was revoked")
+    refusal = token_authority_refusal(
+        token,
+        creator_role=Membership.objects.filter(tenant=tenant, user_id=token.created_by_id)
+        .values_list("role", flat=True)
+        .first(),
+        parent=ApiToken.objects.filter(pk=token.created_by_token_id).first(),
+    )
+    if refusal:
+        raise AuthorityLost(f"the API token no longer holds its authority: {refusal}")
+    return token.role
 
 
 def _one_time_password() -> str:
@@ -85,13 +136,13 @@ def membership_add(
     tenant: Tenant,
     email: str,
     role: str,
-    actor: Actor,
-    acting_role: str,
+    by: Principal,
     request: HttpRequest | None = None,
 ) -> tuple[Membership, str | None]:
     """Add a user (created when new) to the tenant. Returns a one-time password for a new user."""
     role = Role(role)
-    _require_owner_for(acting_role, role)
+    _lock_owners(tenant)
+    _require_within(_authority(by, tenant), role)
     user, password = user_get_or_create(email=email)
     if Membership.objects.filter(tenant=tenant, user=user).exists():
         raise ValidationError(f"{user.get_username()} is already a member")
@@ -99,7 +150,7 @@ def membership_add(
     audit_record(
         tenant=tenant,
         action="member.added",
-        actor=actor,
+        actor=by.actor,
         target=f"user:{user.get_username()}",
         metadata={"role": role, "user_created": password is not None},
         request=request,
@@ -110,7 +161,7 @@ def membership_add(
 def _locked(membership: Membership) -> Membership:
     """The membership as it is now, locked; 404 when it was removed meanwhile."""
     current = (
-        Membership.objects.select_for_update()
+        Membership.objects.select_for_update(of=("self",))
         .select_related("tenant", "user")
         .filter(pk=membership.pk)
         .first()
@@ -131,29 +182,45 @@ def membership_change_role(
     *,
     membership: Membership,
     role: str,
-    actor: Actor,
-    acting_role: str,
+    by: Principal,
     request: HttpRequest | None = None,
 ) -> Membership:
+    """Change a member's role; their tokens whose role is no longer within it are revoked.
+
+    Nobody raises the role of the membership their own authority stems from (their own, or
+    that of the person behind their token).
+    """
     role = Role(role)
     owners = _lock_owners(membership.tenant)
     membership = _locked(membership)
+    acting_role = _authority(by, membership.tenant)
     old = membership.role
     if old == role:
         return membership
-    _require_owner_for(acting_role, old, role)
+    _require_within(acting_role, old, role)
+    # Implied by the rule above while the acting role is re-read (a member's own role, or a
+    # token's role within its creator's); stated on its own so it never rests on the table.
+    if membership.user_id == by.user_id and not role_within(role, old):
+        raise SelfRaiseError("no one can raise their own role")
     if old == Role.OWNER and len(owners) <= 1:
         raise LastOwnerError("the last owner cannot stop being an owner")
+    beyond = [r for r in Role if not role_within(r, role)]
+    revoked = _lock_with_descendants(
+        ApiToken.objects.filter(
+            tenant=membership.tenant, created_by_id=membership.user_id, role__in=beyond
+        )
+    )
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
     audit_record(
         tenant=membership.tenant,
         action="member.role_changed",
-        actor=actor,
+        actor=by.actor,
         target=f"user:{membership.user.get_username()}",
         metadata={"from": old, "to": role},
         request=request,
     )
+    _revoke_locked(revoked, actor=by.actor, reason="member.role_changed", request=request)
     return membership
 
 
@@ -161,24 +228,29 @@ def membership_change_role(
 def membership_remove(
     *,
     membership: Membership,
-    actor: Actor,
-    acting_role: str,
+    by: Principal,
     request: HttpRequest | None = None,
 ) -> None:
+    """Remove a member; every token they created, and every token created with those, is
+    revoked."""
     owners = _lock_owners(membership.tenant)
     membership = _locked(membership)
-    _require_owner_for(acting_role, membership.role)
+    _require_within(_authority(by, membership.tenant), membership.role)
     if membership.role == Role.OWNER and len(owners) <= 1:
         raise LastOwnerError("the last owner cannot be removed")
+    revoked = _lock_with_descendants(
+        ApiToken.objects.filter(tenant=membership.tenant, created_by_id=membership.user_id)
+    )
     membership.delete()
     audit_record(
         tenant=membership.tenant,
         action="member.removed",
-        actor=actor,
+        actor=by.actor,
         target=f"user:{membership.user.get_username()}",
         metadata={"role": membership.role},
         request=request,
     )
+    _revoke_locked(revoked, actor=by.actor, reason="member.removed", request=request)
 
 
 @transaction.atomic
@@ -187,51 +259,143 @@ def api_token_create(
     tenant: Tenant,
     name: str,
     role: str,
-    actor: Actor,
-    acting_role: str,
-    created_by: AbstractBaseUser | None = None,
+    by: Principal,
     request: HttpRequest | None = None,
 ) -> tuple[ApiToken, str]:
-    """A new API token. The secret is returned once and never stored."""
+    """A new API token. The secret is returned once and never stored.
+
+    The token records who created it: the member (page), the token and the person behind it
+    (API), or the command line. Its role must be within the creator's role as it is now.
+    """
     role = Role(role)
-    _require_owner_for(acting_role, role)
+    _require_within(_authority(by, tenant), role)
     name = name.strip()
     if not name or len(name) > 100:
         raise ValidationError("a token needs a name of 1 to 100 characters")
     secret, prefix, digest = token_generate()
     token = ApiToken.objects.create(
-        tenant=tenant, name=name, role=role, prefix=prefix, digest=digest, created_by=created_by
+        tenant=tenant,
+        name=name,
+        role=role,
+        prefix=prefix,
+        digest=digest,
+        created_by_id=by.user_id,
+        created_by_token=by.token,
+        created_via=by.via,
     )
+    metadata = {"name": name, "role": role, "prefix": token.display_prefix, "via": by.via}
+    if by.token is not None:
+        metadata["created_by_token"] = str(by.token.pk)
     audit_record(
         tenant=tenant,
         action="token.created",
-        actor=actor,
+        actor=by.actor,
         target=f"token:{token.pk}",
-        metadata={"name": name, "role": role, "prefix": token.display_prefix},
+        metadata=metadata,
         request=request,
     )
     return token, secret
+
+
+def _lock_with_descendants(tokens: QuerySet[ApiToken]) -> list[list[ApiToken]]:
+    """The active `tokens`, then the active tokens created with them, down the chain: locked,
+    level by level.
+
+    Services lock every row they change before they append to the audit chain (whose head is
+    locked last), so two services never wait for each other in opposite orders.
+    """
+    locked = ApiToken.objects.select_for_update(of=("self",)).select_related("tenant")
+    levels = []
+    level = list(
+        locked.filter(pk__in=tokens.values("pk"), revoked_at=None).order_by("created_at", "pk")
+    )
+    seen: set = set()
+    while level:
+        levels.append(level)
+        seen.update(t.pk for t in level)
+        level = [
+            token
+            for token in locked.filter(
+                created_by_token__in=[t.pk for t in level], revoked_at=None
+            ).order_by("created_at", "pk")
+            if token.pk not in seen
+        ]
+    return levels
+
+
+def _revoke_locked(
+    levels: list[list[ApiToken]],
+    *,
+    actor: Actor,
+    reason: str | None,
+    request: HttpRequest | None,
+) -> None:
+    """Revoke tokens locked by `_lock_with_descendants`, each with its own `token.revoked`.
+
+    `reason` is recorded for the first level (None: revoked on request); the tokens below
+    record `token.parent_revoked` and the token they were created with.
+    """
+    now = timezone.now()
+    for depth, level in enumerate(levels):
+        for token in level:
+            token.revoked_at = now
+            token.save(update_fields=["revoked_at"])
+            metadata = {"name": token.name, "prefix": token.display_prefix}
+            if depth > 0:
+                metadata |= {
+                    "reason": "token.parent_revoked",
+                    "parent": str(token.created_by_token_id),
+                }
+            elif reason is not None:
+                metadata["reason"] = reason
+            audit_record(
+                tenant=token.tenant,
+                action="token.revoked",
+                actor=actor,
+                target=f"token:{token.pk}",
+                metadata=metadata,
+                request=request,
+            )
 
 
 @transaction.atomic
 def api_token_revoke(
     *, token: ApiToken, actor: Actor, request: HttpRequest | None = None
 ) -> ApiToken:
-    """Revoke a token; revoking twice changes nothing and writes no second event."""
-    token = ApiToken.objects.select_for_update().get(pk=token.pk)
-    if token.revoked_at is not None:
-        return token
-    token.revoked_at = timezone.now()
-    token.save(update_fields=["revoked_at"])
-    audit_record(
-        tenant=token.tenant,
-        action="token.revoked",
+    """Revoke a token, and every token created with it (they stem from its authority).
+
+    Revoking twice changes nothing and writes no second event.
+    """
+    _revoke_locked(
+        _lock_with_descendants(ApiToken.objects.filter(pk=token.pk)),
         actor=actor,
-        target=f"token:{token.pk}",
-        metadata={"name": token.name, "prefix": token.display_prefix},
+        reason=None,
         request=request,
     )
-    return token
+    return ApiToken.objects.select_related("created_by", "created_by_token").get(pk=token.pk)
+
+
+@transaction.atomic
+def api_token_refuse(*, token: ApiToken, refusal: str, request: HttpRequest | None) -> None:
+    """A token presented without the authority for its role: revoke it (and its descendants).
+
+    Revocation on member removal or demotion makes this rare (a membership row edited by
+    hand, a creator deleted); it is the check at authentication, as defence in depth.
+    """
+    actor = Actor.for_token(token)
+    _revoke_locked(
+        _lock_with_descendants(ApiToken.objects.filter(pk=token.pk)),
+        actor=Actor.system("token-authority"),
+        reason="token.authority_lost",
+        request=request,
+    )
+    access_denied(
+        tenant=token.tenant,
+        actor=actor,
+        target=f"token:{token.pk}",
+        reason=f"token without authority: {refusal}",
+        request=request,
+    )
 
 
 def key_rotation_start(*, actor: Actor, to_key_id: str) -> KeyRotation:

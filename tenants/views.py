@@ -32,6 +32,7 @@ from swrly.charts import last_days, stacked_bars
 from tenants.access import access_denied, get_for_tenant, membership_for_request, scoped
 from tenants.audit import Actor, audit_record
 from tenants.audit_export import csv_lines, jsonl_lines
+from tenants.authority import Principal
 from tenants.forms import (
     ACTION_SUGGESTIONS,
     ApiTokenCreateForm,
@@ -102,6 +103,11 @@ class TenantPageView(LoginRequiredMixin, View):
             can_read_audit=self.membership.role in AUDIT_READ_ROLES,
         )
         return render(self.request, template, context)
+
+    @property
+    def by(self) -> Principal:
+        """The signed-in member as services check their authority."""
+        return Principal.member(self.membership, user=self.request.user)
 
     def url(self, name: str) -> str:
         return reverse(name, kwargs={"tenant_slug": self.tenant.slug})
@@ -258,8 +264,7 @@ class MemberAddView(MemberListView):
                 tenant=self.tenant,
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
-                actor=self.actor,
-                acting_role=self.membership.role,
+                by=self.by,
                 request=request,
             )
         except ValidationError as exc:
@@ -286,11 +291,10 @@ class MemberRoleView(TenantPageView):
             messages.error(request, "Choose a valid role.")
         else:
             try:
-                membership_change_role(
+                membership = membership_change_role(
                     membership=membership,
                     role=form.cleaned_data["role"],
-                    actor=self.actor,
-                    acting_role=self.membership.role,
+                    by=self.by,
                     request=request,
                 )
                 messages.success(
@@ -311,8 +315,7 @@ class MemberRemoveView(TenantPageView):
         try:
             membership_remove(
                 membership=membership,
-                actor=self.actor,
-                acting_role=self.membership.role,
+                by=self.by,
                 request=request,
             )
             messages.success(request, f"Removed {membership.user.get_username()}.")
@@ -325,7 +328,7 @@ class ApiTokenListView(TenantPageView):
     allowed_roles = MANAGE_ROLES
 
     def render_list(self, form: ApiTokenCreateForm, **extra: Any) -> HttpResponse:
-        tokens = scoped(ApiToken, self.tenant).select_related("created_by")
+        tokens = scoped(ApiToken, self.tenant).select_related("created_by", "created_by_token")
         return self.page("tenants/apitoken_list.html", tokens=tokens, form=form, **extra)
 
     def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
@@ -340,9 +343,7 @@ class ApiTokenListView(TenantPageView):
                 tenant=self.tenant,
                 name=form.cleaned_data["name"],
                 role=form.cleaned_data["role"],
-                actor=self.actor,
-                acting_role=self.membership.role,
-                created_by=request.user,
+                by=self.by,
                 request=request,
             )
         except ValidationError as exc:

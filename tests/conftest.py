@@ -9,6 +9,7 @@ from django.test import Client
 from runs.models import Run, Workflow
 from runs.services import workflow_create
 from tenants.audit import Actor
+from tenants.authority import Principal
 from tenants.models import ApiToken, Membership, Role, Tenant
 from tenants.services import api_token_create, tenant_create
 
@@ -64,9 +65,12 @@ def _world(slug: str) -> TenantWorld:
         users[role] = User.objects.create_user(username=email, email=email, password=None)
         Membership.objects.create(tenant=tenant, user=users[role], role=role)
     tokens = {}
+    # Made on the tokens page by the owner: every API test authenticates through the check that
+    # a token's creator still holds the authority for its role.
+    by_owner = Principal.member(Membership.objects.get(tenant=tenant, user=owner), user=owner)
     for role in Role:
         _, tokens[role] = api_token_create(
-            tenant=tenant, name=f"{role}-token", role=role, actor=system, acting_role=Role.OWNER
+            tenant=tenant, name=f"{role}-token", role=role, by=by_owner
         )
     return TenantWorld(tenant=tenant, users=users, tokens=tokens)
 

@@ -8,8 +8,10 @@ from rest_framework.request import Request
 
 from tenants.access import access_denied
 from tenants.audit import Actor
+from tenants.authority import Principal, token_authority_refusal
 from tenants.models import ApiToken, Tenant
 from tenants.selectors import api_token_for_secret, api_token_mark_used
+from tenants.services import api_token_refuse
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,11 @@ class TokenPrincipal:
 
     is_authenticated = True
     is_anonymous = False
+
+    @property
+    def principal(self) -> Principal:
+        """The token as services check authority: its role, for the person behind it."""
+        return Principal.for_token(self.token)
 
     @property
     def tenant(self) -> Tenant:
@@ -55,6 +62,14 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             )
         if token is None or not token.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
+        refusal = token_authority_refusal(
+            token, creator_role=token.creator_role, parent=token.created_by_token
+        )
+        if refusal:
+            # Its creator no longer holds the authority for its role (defence in depth: a
+            # member's removal or demotion revokes such tokens when it happens).
+            api_token_refuse(token=token, refusal=refusal, request=request)
+            raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
         api_token_mark_used(token)
         return TokenPrincipal(token), token
 
@@ -72,6 +87,7 @@ class ApiTokenAuthenticationScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "An API token (`swr_…`) created on the API tokens page or with "
-            "`manage.py create-api-token`. It names the tenant and the role.",
+            "description": "An API token (`swr_…`) created on the API tokens page, over the "
+            "API, or with `manage.py create-api-token`. It names the tenant and the role, and "
+            "acts with at most its creator's current role.",
         }

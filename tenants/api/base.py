@@ -12,6 +12,7 @@ from rest_framework import serializers, viewsets
 
 from tenants.access import get_for_tenant, scoped
 from tenants.audit import Actor
+from tenants.authority import Principal
 from tenants.models import Tenant
 
 
@@ -38,6 +39,11 @@ class TenantViewSet(viewsets.GenericViewSet):
     @property
     def actor(self) -> Actor:
         return Actor.for_token(self.request.auth)
+
+    @property
+    def by(self) -> Principal:
+        """The token as services check its authority."""
+        return self.request.user.principal
 
     def filter_tenant_queryset(self, queryset: QuerySet) -> QuerySet:
         return queryset

@@ -1,7 +1,15 @@
 from rest_framework import serializers
 
 from tenants.api.base import StrictSerializerMixin
-from tenants.models import ApiToken, AuditEvent, KeyRotation, Membership, ProviderKey, Role
+from tenants.models import (
+    ApiToken,
+    AuditEvent,
+    KeyRotation,
+    Membership,
+    ProviderKey,
+    Role,
+    TokenOrigin,
+)
 
 
 class MeSerializer(serializers.Serializer):
@@ -13,7 +21,24 @@ class MeSerializer(serializers.Serializer):
 class ApiTokenSerializer(StrictSerializerMixin, serializers.ModelSerializer):
     prefix = serializers.CharField(source="display_prefix", read_only=True)
     created_by = serializers.CharField(
-        source="created_by.username", default=None, read_only=True, allow_null=True
+        source="created_by.username",
+        default=None,
+        read_only=True,
+        allow_null=True,
+        help_text="The person whose authority the token carries: who created it on the tokens "
+        "page, or the person behind the token that created it. Null only for tokens that stem "
+        "from the command line.",
+    )
+    created_by_token = serializers.PrimaryKeyRelatedField(
+        read_only=True,
+        allow_null=True,
+        help_text="The token this one was created with (over the API), or null.",
+    )
+    created_via = serializers.ChoiceField(
+        choices=TokenOrigin.choices,
+        read_only=True,
+        help_text="page: the API tokens page; api: by another token; cli: "
+        "`manage.py create-api-token` (no member behind it).",
     )
     role = serializers.ChoiceField(choices=Role.choices)
 
@@ -25,6 +50,8 @@ class ApiTokenSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "role",
             "prefix",
             "created_by",
+            "created_by_token",
+            "created_via",
             "created_at",
             "last_used_at",
             "revoked_at",
@@ -33,6 +60,8 @@ class ApiTokenSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "id",
             "prefix",
             "created_by",
+            "created_by_token",
+            "created_via",
             "created_at",
             "last_used_at",
             "revoked_at",

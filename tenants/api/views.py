@@ -97,7 +97,7 @@ class ApiTokenViewSet(
     write_roles = MANAGE_ROLES
 
     def filter_tenant_queryset(self, queryset: Any) -> Any:
-        return queryset.select_related("created_by")
+        return queryset.select_related("created_by", "created_by_token")
 
     @extend_schema(responses={201: ApiTokenCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -108,8 +108,7 @@ class ApiTokenViewSet(
                 tenant=self.tenant,
                 name=serializer.validated_data["name"],
                 role=serializer.validated_data["role"],
-                actor=self.actor,
-                acting_role=request.user.role,
+                by=self.by,
                 request=request,
             )
         except DjangoValidationError as exc:
@@ -151,8 +150,7 @@ class MembershipViewSet(
                 tenant=self.tenant,
                 email=serializer.validated_data["user"]["username"],
                 role=serializer.validated_data["role"],
-                actor=self.actor,
-                acting_role=request.user.role,
+                by=self.by,
                 request=request,
             )
         except DjangoValidationError as exc:
@@ -170,8 +168,7 @@ class MembershipViewSet(
             membership = membership_change_role(
                 membership=self.get_object(),
                 role=serializer.validated_data["role"],
-                actor=self.actor,
-                acting_role=request.user.role,
+                by=self.by,
                 request=request,
             )
         except DjangoValidationError as exc:
@@ -182,8 +179,7 @@ class MembershipViewSet(
         try:
             membership_remove(
                 membership=instance,
-                actor=self.actor,
-                acting_role=self.request.user.role,
+                by=self.by,
                 request=self.request,
             )
         except DjangoValidationError as exc:

@@ -8,6 +8,7 @@ from runs.models import Workflow
 from runs.services import workflow_create
 from tenants.access import scoped
 from tenants.audit import Actor
+from tenants.authority import Principal
 from tenants.models import ApiToken, Role, Tenant
 from tenants.services import api_token_create, api_token_revoke
 
@@ -66,8 +67,7 @@ class Command(BaseCommand):
             tenant=tenant,
             name=DEMO_TOKEN_NAME,
             role=Role.DEVELOPER,
-            actor=actor,
-            acting_role=Role.OWNER,
+            by=Principal.console("seed-demo"),
         )
         self.stdout.write(f"Demo workflow {DEMO_WORKFLOW} and a new demo token for {tenant.slug}:")
         self.stdout.write(str(workflow.pk))

@@ -3,13 +3,17 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tenants.audit import Actor
+from tenants.authority import Principal
 from tenants.models import Role, Tenant
 from tenants.services import api_token_create
 
 
 class Command(BaseCommand):
-    help = "Create an API token for a tenant; prints the secret once, as the last line."
+    help = (
+        "Create an API token for a tenant; prints the secret once, as the last line. The token "
+        "is recorded as made from the command line: no member stands behind it, so no member's "
+        "removal or demotion revokes it."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
@@ -25,8 +29,8 @@ class Command(BaseCommand):
                 tenant=tenant,
                 name=options["name"],
                 role=options["role"],
-                actor=Actor.system("create-api-token"),
-                acting_role=Role.OWNER,  # the operator at the console
+                # The operator at the console: the token's root of trust, no member behind it.
+                by=Principal.console("create-api-token"),
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tenants", "0003_provider_keys_and_key_rotations"),
+        ("tenants", "0005_api_token_origin_from_audit_log"),
     ]
 
     operations = [
