@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: error pages and e-mails are rendered inside it, while the keys are still known.
+    "swrly.middleware.RedactionScopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "swrly.middleware.RequestLimitsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -277,6 +279,14 @@ SPECTACULAR_SETTINGS = {
         "RoleEnum": "tenants.models.Role",
     },
 }
+
+# Error e-mails: with DEBUG off, Django's default logging (the `django` logger's mail_admins
+# handler, kept by LOGGING below) mails every unhandled request exception to ADMINS
+# (comma-separated addresses; none by default). The report is made by the redacting
+# DEFAULT_EXCEPTION_REPORTER(_FILTER) above while the request's keys are still known.
+ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="root@localhost")
+vars().update(env.email_url("EMAIL_URL", default="smtp://localhost:25"))
 
 LOGGING = {
     "version": 1,
