@@ -169,6 +169,12 @@ def test_auditors_read_runs_without_inputs_or_outputs(acme, provider_server, cel
             "whitespace or control",
         ),
         (
+            # Keys echoed escaped (JSON, HTML, URL) would not look like themselves: refused.
+            {"anthropic": "sk-ant-aaaa&quot;aaaa", "openai": "sk-proj-bbbbbbbbbbb"},
+            "provider_keys.anthropic",
+            "other than letters, digits, '-' and '_'",
+        ),
+        (
             {
                 "anthropic": "sk-ant-aaaaaaaaaaaa",
                 "openai": "sk-proj-bbbbbbbbbbb",
