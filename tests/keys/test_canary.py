@@ -15,6 +15,7 @@ import uuid
 import pytest
 from django.db import connection
 from django.test import Client
+from django.utils.log import AdminEmailHandler
 
 from runs.executor import run_execute
 from runs.models import Run, RunError, RunStatus, StepStatus
@@ -326,11 +327,16 @@ def test_a_500_during_run_creation_shows_no_key_on_the_debug_page(
 
 
 def test_a_500_during_run_creation_mails_no_key_to_the_admins(
-    acme, key_store, failing_key_deposit_audit, settings, mailoutbox, caplog
+    acme, key_store, failing_key_deposit_audit, settings, mailoutbox, caplog, monkeypatch
 ):
-    # given error e-mails on (ADMINS, DEBUG off; Django's locmem outbox as the mail server)
+    # given error e-mails on (ADMINS, DEBUG off; Django's locmem outbox as the mail server),
+    # with the HTML report attached: it shows every frame's local variables
     settings.DEBUG = False
     settings.ADMINS = [("ops", "ops@swrly.invalid")]
+    handlers = [h for h in logging.getLogger("django").handlers if isinstance(h, AdminEmailHandler)]
+    assert handlers  # Django's default logging mails errors to ADMINS
+    for handler in handlers:
+        monkeypatch.setattr(handler, "include_html", True)
     canaries = [_canary("anthropic"), _canary("openai")]
     # when a run is created and the audit store fails after the keys were read
     with caplog.at_level(logging.DEBUG):
@@ -351,7 +357,9 @@ def test_a_500_during_run_creation_mails_no_key_to_the_admins(
     mail = mailoutbox[0]
     texts = [mail.subject, mail.body, *(content for content, _ in mail.alternatives)]
     assert "the audit store refused the event" in mail.body
-    assert "Local vars" in mail.body or "run_create" in mail.body
+    html = "".join(content for content, _ in mail.alternatives)
+    assert "Local Vars" in html
+    assert "provider_keys" in html
     for canary in canaries:
         _assert_absent(canary, *texts, response.content.decode(), caplog.text)
     assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
