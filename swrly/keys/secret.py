@@ -58,7 +58,7 @@ class _LiveKey:
     @sensitive_variables("value")
     def __init__(self, value: str) -> None:
         self.value: str | None = value
-        self.matcher: KeyMatcher | None = KeyMatcher(value)  # compiled once, here
+        self.matcher: KeyMatcher | None = KeyMatcher(value)  # compiled once, on first use
         self.holders = 1
         with _registry_lock:
             _registry[id(self)] = self

@@ -5,6 +5,7 @@ import html
 import json
 import logging
 import pickle
+import re
 import secrets
 import sys
 import urllib.parse
@@ -236,3 +237,23 @@ def test_error_reports_hide_the_raw_body_of_an_api_write():
     report = reporter.get_traceback_html()
     assert "(the request body)" in report
     assert value not in report
+
+
+def test_a_value_longer_than_any_key_is_still_redacted_raw():
+    value = "canary-" + secrets.token_urlsafe(1500)  # refused as a key; may still be logged
+    secret = ProviderSecret(value)
+    assert redact(f"<{value}>") == f"<{REDACTED}>"
+    secret.discard()
+
+
+def test_a_matcher_leaves_nothing_in_the_re_module_cache():
+    value = _canary()
+    secret = ProviderSecret(value)
+    assert redact(f"%{value}&") == f"%{REDACTED}&"  # escape characters: the full patterns
+    assert redact(value.encode().hex().upper()) == REDACTED  # none: the literal forms
+    # the patterns hold base64 and hex of the key literally; re's cache must not keep them
+    fragment = max(re.findall(r"[A-Za-z0-9]{10,}", base64_forms(value)[0]), key=len)
+    cached = " ".join(str(key) for key in re._cache)
+    assert fragment not in cached
+    assert value.encode().hex()[:20] not in cached
+    secret.discard()

@@ -197,6 +197,17 @@ def test_bad_keys_are_refused_naming_the_provider(acme, key_store, keys, field, 
     assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
 
 
+def test_more_key_entries_than_providers_could_need_are_refused_before_any_is_held(acme, key_store):
+    workflow = _workflow(acme)
+    keys = {f"p{i}": f"sk-{i:02d}-" + "k" * 20 for i in range(9)}
+    response = _trigger(acme, workflow["id"], keys)
+    assert response.status_code == 400
+    assert "at most 8 provider keys" in " ".join(
+        response.json()["error"]["fields"]["provider_keys"]
+    )
+    assert not Run.objects.exists()
+
+
 def test_a_provider_the_platform_does_not_enable_is_refused_before_any_key_is_taken(
     acme, key_store, settings
 ):
