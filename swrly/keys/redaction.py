@@ -40,6 +40,11 @@ def redact(text: str) -> str:
     return PROVIDER_KEY_PATTERN.sub(REDACTED, text)
 
 
+def secret_in(text: str, *, secret: ProviderSecret) -> bool:
+    """Whether `secret`'s key appears in `text`, in any encoding."""
+    return any(matcher.found_in(text) for matcher in live_matchers(only=secret)[:1])
+
+
 def foreign_key_in(text: str, *, own: ProviderSecret) -> bool:
     """Whether a live key other than `own`'s appears in `text`, in any encoding."""
     return any(matcher.found_in(text) for matcher in live_matchers(excluding=own))

@@ -91,15 +91,23 @@ def live_secrets() -> frozenset[str]:
     return frozenset(value for value in values if value is not None)
 
 
-def live_matchers(*, excluding: ProviderSecret | None = None) -> list[KeyMatcher]:
-    """The matchers of every live key, longest key first; without `excluding`'s own key."""
+def live_matchers(
+    *, excluding: ProviderSecret | None = None, only: ProviderSecret | None = None
+) -> list[KeyMatcher]:
+    """The matchers of every live key, longest key first; without `excluding`'s own key, or
+    only `only`'s."""
     own = None if excluding is None else excluding._ProviderSecret__value  # type: ignore[attr-defined]
+    wanted = None if only is None else only._ProviderSecret__value  # type: ignore[attr-defined]
+    if only is not None and wanted is None:
+        return []
     found = []
     for entry in _live_keys():
         value, matcher = entry.value, entry.matcher
         if value is None or matcher is None:
             continue
         if own is not None and hmac.compare_digest(value.encode(), own.encode()):
+            continue
+        if wanted is not None and not hmac.compare_digest(value.encode(), wanted.encode()):
             continue
         found.append((len(value), matcher))
     found.sort(key=lambda item: item[0], reverse=True)

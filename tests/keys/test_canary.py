@@ -249,6 +249,23 @@ def test_a_request_carrying_another_providers_key_is_refused_and_audited(
     _assert_absent(openai_key, *_everything_shown(acme, run, caplog))
 
 
+@pytest.mark.parametrize("encoding", ["raw", "base64", "json", "url"])
+def test_an_input_carrying_a_key_is_refused_before_anything_is_stored(
+    acme, key_store, provider_server, encoding
+):
+    canary = _canary("anthropic")
+    steps = [{"name": "s0", "provider": "anthropic", "model": "m", "prompt": "{{ input.text }}"}]
+    echoed = ECHO_ENCODINGS[encoding](canary)
+    response = _trigger(acme, steps, {"anthropic": canary}, {"text": f"use {echoed} please"})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["input"] == [
+        "contains the anthropic key; keys go only in provider_keys"
+    ]
+    assert not Run.objects.exists()
+    assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
+    _assert_absent(canary, _database_text(), response.content.decode())
+
+
 @pytest.fixture
 def failing_key_deposit_audit(db, settings):
     """The audit store refuses `key.deposited` events: a real database trigger, so creating a
