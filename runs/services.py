@@ -196,7 +196,8 @@ def run_create(
     """Create a queued run and deposit its keys; the worker is asked once the run is committed.
 
     SpecError for a missing, unknown, unneeded or malformed key, an input that carries one of
-    the keys (in any encoding), or an input the templates can't use; KeyStoreUnavailable when Redis fails, in which case no run and no token is left behind.
+    the keys (in any encoding), or an input the templates can't use; KeyStoreUnavailable when
+    Redis fails, in which case no run and no token is left behind.
     `idempotency` is (Idempotency-Key, request hash): recorded before any key is deposited, so a
     concurrent duplicate fails with IntegrityError before it deposits anything.
     """
