@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
 from runs.providers import ModelCall, ProviderError, call_provider, provider_client
+from runs.providers.base import KEY_LEAK_BLOCKED
 from runs.services import discard_token_best_effort
 from runs.workflow_spec import render
 from swrly import keys
@@ -52,7 +53,7 @@ def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
     secrets: dict[str, ProviderSecret] = {}
     try:
         secrets = _take_keys(run, actor)
-        _run_steps(run, secrets)
+        _run_steps(run, secrets, actor)
     except RunAborted as aborted:
         _finish(run, actor, RunStatus.FAILED, aborted.code, aborted.message, secrets)
     except _Stopped:
@@ -142,15 +143,21 @@ class _Stopped(Exception):
     """The run may not go on: a cancellation was requested, or the reaper already ended it."""
 
 
-def _run_steps(run: Run, secrets: dict[str, ProviderSecret]) -> None:
+def _run_steps(run: Run, secrets: dict[str, ProviderSecret], actor: Actor) -> None:
     step_runs = list(StepRun.objects.filter(run=run).order_by("position"))
     with provider_client() as client:  # the run's steps share connections
-        _run_steps_with(run, step_runs, secrets, client)
+        _run_steps_with(run, step_runs, secrets, client, actor)
 
 
 def _run_steps_with(
-    run: Run, step_runs: list[StepRun], secrets: dict[str, ProviderSecret], client: Any
+    run: Run,
+    step_runs: list[StepRun],
+    secrets: dict[str, ProviderSecret],
+    client: Any,
+    actor: Actor,
 ) -> None:
+    # Outputs are redacted before anything uses them: stored, or rendered into a later step's
+    # prompt, a key a provider echoed (in any encoding) is already [REDACTED].
     outputs: dict[str, str] = {}
     for step, step_run in zip(run.steps, step_runs, strict=True):
         try:
@@ -187,10 +194,19 @@ def _run_steps_with(
             step_run.attempts = exc.attempts
             step_run.error = redact(exc.message)
             step_run.finished_at = timezone.now()
-            step_run.save()
+            with transaction.atomic():
+                step_run.save()
+                if exc.code == KEY_LEAK_BLOCKED:
+                    _audit(
+                        run,
+                        "key.leak_blocked",
+                        actor,
+                        {"provider": step["provider"], "step": step["name"]},
+                    )
             raise RunAborted(exc.code, f"step {step['name']}: {redact(exc.message)}") from None
+        output = redact(result.text)
         step_run.status = StepStatus.SUCCEEDED
-        step_run.output_text = redact(result.text)
+        step_run.output_text = output
         step_run.input_tokens = result.input_tokens
         step_run.output_tokens = result.output_tokens
         step_run.provider_request_id = result.request_id
@@ -199,7 +215,7 @@ def _run_steps_with(
         step_run.attempts = result.attempts
         step_run.finished_at = timezone.now()
         step_run.save()
-        outputs[step["name"]] = result.text
+        outputs[step["name"]] = output
 
 
 def _finish(

@@ -56,6 +56,10 @@ class RunError(models.TextChoices):
     PROVIDER_ERROR = "provider_error", "The provider answered with an error"
     TIMEOUT = "timeout", "The provider did not answer in time"
     EGRESS_REFUSED = "egress_refused", "No allowed address is configured for the provider"
+    KEY_LEAK_BLOCKED = (
+        "key_leak_blocked",
+        "A request carrying another provider's key was refused before it was sent",
+    )
     TEMPLATE_ERROR = "template_error", "A prompt template could not be rendered"
     INTERRUPTED = "interrupted", "The worker stopped during the run"
     QUEUE_UNAVAILABLE = "queue_unavailable", "The run could not be handed to a worker"

@@ -12,6 +12,8 @@ Directives anywhere in the request body make it misbehave on purpose:
   [sandbox:fail=N status=S]     the first N identical requests answer S, later ones succeed
   [sandbox:retry-after=VALUE]   add `retry-after: VALUE` to error answers
   [sandbox:echo-key]            error answers quote the key presented (to prove redaction)
+  [sandbox:echo-key=ENCODING]   the same, with the key encoded (see ECHO_ENCODINGS)
+  [sandbox:answer-key=ENCODING] successful answers end with the key presented, encoded
   [sandbox:malformed]           answer 200 with a body that is not the API's answer
 
 Only the standard library is used, and only loopback addresses are accepted: the sandbox is
@@ -21,6 +23,7 @@ test assertions; it lives in memory only and is never logged.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import hashlib
@@ -68,6 +71,27 @@ _OPENAI_ERROR_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limi
 _REASONS = {529: "Overloaded"}
 
 
+def _every_char(template: str) -> Any:
+    return lambda key: "".join(template.format(ord(char)) for char in key)
+
+
+# How `echo-key` / `answer-key` may write the key back: each form a careless or hostile provider
+# could use (every character escaped, since escaping changes nothing in a key's own alphabet).
+ECHO_ENCODINGS: dict[str, Any] = {
+    "raw": lambda key: key,
+    "json": _every_char("\\u{:04x}"),
+    "html": _every_char("&#{};"),
+    "html-hex": _every_char("&#x{:x};"),
+    "url": lambda key: "".join(f"%{byte:02X}" for byte in key.encode()),
+    "base64": lambda key: base64.b64encode(key.encode()).decode(),
+    "base64url": lambda key: base64.urlsafe_b64encode(key.encode()).decode(),
+    # inside a larger blob, at the two other byte alignments
+    "base64-shift1": lambda key: base64.b64encode(b"k=" + key.encode() + b";").decode(),
+    "base64-shift2": lambda key: base64.b64encode(b"key=" + key.encode() + b";").decode(),
+    "hex": lambda key: key.encode().hex(),
+}
+
+
 @dataclass(frozen=True)
 class ReceivedRequest:
     """One request as the sandbox saw it: header names lower-cased, body as parsed JSON."""
@@ -88,6 +112,8 @@ class Directives:
     fail_status: int = 500
     retry_after: str | None = None
     echo_key: bool = False
+    echo_encoding: str = "raw"
+    answer_key: str | None = None  # the encoding successful answers echo the key in
     malformed: bool = False
 
 
@@ -117,11 +143,23 @@ def parse_directives(text: str) -> Directives:
         if inner in ("echo-key", "malformed"):
             found[inner.replace("-", "_")] = True
             continue
+        if inner == "answer-key":
+            found["answer_key"] = "raw"
+            continue
         name, has_value, value = inner.partition("=")
         value = value.strip()
         if not has_value:
             raise DirectiveError(f"unknown sandbox directive [sandbox:{inner}]")
-        if name == "status":
+        if name in ("echo-key", "answer-key"):
+            if value not in ECHO_ENCODINGS:
+                raise DirectiveError(
+                    f"{name}: unknown encoding {value!r} (known: {', '.join(ECHO_ENCODINGS)})"
+                )
+            if name == "echo-key":
+                found.update(echo_key=True, echo_encoding=value)
+            else:
+                found["answer_key"] = value
+        elif name == "status":
             found["status"] = _status(value)
         elif name == "sleep":
             try:
@@ -236,12 +274,21 @@ def _error_payload(api: str, status: int, message: str) -> dict[str, Any]:
 
 
 def _answer_payload(
-    api: str, number: int, model: str, system: str, prompt: str, max_tokens: int | None
+    api: str,
+    number: int,
+    model: str,
+    system: str,
+    prompt: str,
+    max_tokens: int | None,
+    echoed: str = "",
 ) -> dict[str, Any]:
-    """A successful answer in the API's own shape, cut to `max_tokens` words."""
+    """A successful answer in the API's own shape, cut to `max_tokens` words; `echoed` (the
+    `answer-key` directive's text) is appended after the cut."""
     words = answer_text(model, system, prompt).split()
     truncated = max_tokens is not None and len(words) > max_tokens
     text = " ".join(words[:max_tokens] if truncated else words)
+    if echoed:
+        text = f"{text} {echoed}"
     input_tokens, output_tokens = word_count(system, prompt), word_count(text)
     if api == "anthropic":
         return {
@@ -350,6 +397,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except DirectiveError as exc:
             directives, directive_problem = None, str(exc)
         echo_key = directives is not None and directives.echo_key
+        encoding = directives.echo_encoding if directives is not None else "raw"
 
         if api == "anthropic":
             key = self.headers.get("x-api-key", "")
@@ -361,7 +409,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             error(401, f"no API key: send it in the {name} header")
             return
         if not sandbox._key_allowed(key):
-            error(401, f"Incorrect API key provided: {key}" if echo_key else "invalid API key")
+            shown = ECHO_ENCODINGS[encoding](key)
+            error(401, f"Incorrect API key provided: {shown}" if echo_key else "invalid API key")
             return
         if api == "anthropic" and not self.headers.get("anthropic-version"):
             error(400, "anthropic-version: header is required")
@@ -383,7 +432,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if status is not None and status != 200:
             message = f"sandbox: HTTP {status} as the request asked"
             if echo_key:
-                message += f" (key presented: {key})"
+                message += f" (key presented: {ECHO_ENCODINGS[encoding](key)})"
             extra = {}
             if directives.retry_after is not None:
                 extra["retry-after"] = directives.retry_after
@@ -396,7 +445,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = b"<html>not a model answer</html>"
             self._send(200, body, "text/html", {id_header: request_id})
             return
-        answer = _answer_payload(api, request_number, model, system, prompt, max_tokens)
+        echoed = ""
+        if directives.answer_key is not None:
+            echoed = f"key presented: {ECHO_ENCODINGS[directives.answer_key](key)}"
+        answer = _answer_payload(api, request_number, model, system, prompt, max_tokens, echoed)
         self._send_json(200, answer, {id_header: request_id})
 
 

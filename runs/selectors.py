@@ -260,6 +260,7 @@ _RUN_LABELS = {
     "run.created": "Run created",
     "run.started": "Run started",
     "run.cancel_requested": "Cancellation requested",
+    "key.leak_blocked": "A request carrying another provider's key was refused",
 }
 
 

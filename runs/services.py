@@ -19,6 +19,7 @@ from runs.providers.egress import EgressRefused, provider_base_url
 from runs.workflow_spec import PROVIDERS, SpecError, validate_input, validate_steps
 from swrly import keys
 from swrly.keys.fingerprint import fingerprint
+from swrly.keys.redaction import secret_in
 from swrly.keys.rotation import idle_live_tokens
 from swrly.keys.secret import ProviderSecret
 from tenants.audit import Actor, audit_record
@@ -128,6 +129,20 @@ def _check_provider_keys(workflow: Workflow, provider_keys: dict[str, ProviderSe
         raise SpecError(errors)
 
 
+def _check_input_holds_no_key(run_input: Any, provider_keys: dict[str, ProviderSecret]) -> None:
+    """SpecError when the input carries one of the run's keys (in any encoding): the input is
+    stored and rendered into prompts, where a key must never go."""
+    try:
+        text = json.dumps(run_input, default=str)
+    except (ValueError, TypeError, RecursionError):  # not storable: refused elsewhere
+        return
+    for provider, secret in sorted(provider_keys.items()):
+        if secret_in(text, secret=secret):
+            raise SpecError(
+                {"input": [f"contains the {provider} key; keys go only in provider_keys"]}
+            )
+
+
 class IdempotencyConflict(ValidationError):
     """An Idempotency-Key already used for a different request."""
 
@@ -181,16 +196,18 @@ def run_create(
 ) -> Run:
     """Create a queued run and deposit its keys; the worker is asked once the run is committed.
 
-    SpecError for a missing, unknown, unneeded or malformed key, or an input the templates can't
-    use; KeyStoreUnavailable when Redis fails, in which case no run is left behind and its
-    tokens are discarded (or, if Redis does not answer the DEL either, deleted later by
-    `orphan_tokens_sweep`). `idempotency` is (Idempotency-Key, request hash): recorded before any
-    key is deposited, so a concurrent duplicate fails with IntegrityError before it deposits
-    anything. The key-store calls come before the first audit event, so a slow Redis never holds
-    the tenant's audit-chain lock; once the run is committed, nothing on this path discards its
-    tokens (they belong to the run, which a worker or the reaper ends).
+    SpecError for a missing, unknown, unneeded or malformed key, an input that carries one of
+    the keys (in any encoding), or an input the templates can't use; KeyStoreUnavailable when
+    Redis fails, in which case no run is left behind and its tokens are discarded (or, if Redis
+    does not answer the DEL either, deleted later by `orphan_tokens_sweep`). `idempotency` is
+    (Idempotency-Key, request hash): recorded before any key is deposited, so a concurrent
+    duplicate fails with IntegrityError before it deposits anything. The key-store calls come
+    before the first audit event, so a slow Redis never holds the tenant's audit-chain lock;
+    once the run is committed, nothing on this path discards its tokens (they belong to the
+    run, which a worker or the reaper ends).
     """
     _check_provider_keys(workflow, provider_keys)
+    _check_input_holds_no_key(run_input, provider_keys)
     validate_input(workflow.steps, run_input)
     run_id = uuid.uuid4()  # known before anything is written, so a cleanup can name its tokens
     committed = False

@@ -1,9 +1,11 @@
 """The Celery application. Tasks receive ids only; a provider key never enters the broker."""
 
+import contextlib
 import os
+import threading
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 
 from swrly.logs import connect_celery_signals
 
@@ -20,3 +22,27 @@ def _refuse_misconfigured_worker(**_: object) -> None:
     from swrly.checks import raise_on_startup_errors
 
     raise_on_startup_errors()
+
+
+# One redaction scope per task being executed, by task id: a task's keys stay known to redaction
+# until Celery has logged its outcome (a failure is logged before task_postrun is sent).
+_task_scopes: dict[str, contextlib.ExitStack] = {}
+_task_scopes_lock = threading.Lock()
+
+
+@task_prerun.connect
+def _open_redaction_scope(task_id: str | None = None, **_: object) -> None:
+    from swrly.keys.secret import redaction_scope
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(redaction_scope())
+    with _task_scopes_lock:
+        _task_scopes[str(task_id)] = stack
+
+
+@task_postrun.connect
+def _close_redaction_scope(task_id: str | None = None, **_: object) -> None:
+    with _task_scopes_lock:
+        stack = _task_scopes.pop(str(task_id), None)
+    if stack is not None:
+        stack.close()

@@ -1,4 +1,4 @@
-"""Limits applied before any view runs: request size and per-address API rate."""
+"""Applied around every view: the redaction scope, request size and per-address API rate."""
 
 from collections.abc import Callable
 
@@ -6,6 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from swrly.http import client_ip
+from swrly.keys.secret import redaction_scope
 from swrly.ratelimit import over_limit
 
 
@@ -16,6 +17,22 @@ def _api_error(status: int, code: str, message: str, **headers: str) -> JsonResp
     for name, value in headers.items():
         response[name] = value
     return response
+
+
+class RedactionScopeMiddleware:
+    """Keep every key a request carried known to redaction until its response is finished.
+
+    The outermost middleware: a view releases its keys in a `finally` block, but the DEBUG
+    technical 500 page and the error e-mail are rendered afterwards, by Django's exception
+    handling inside this call. Until it returns they still redact the request's keys.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with redaction_scope():
+            return self.get_response(request)
 
 
 class RequestLimitsMiddleware:

@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: error pages and e-mails are rendered inside it, while the keys are still known.
+    "swrly.middleware.RedactionScopeMiddleware",
     "swrly.logs.RequestIdMiddleware",
     "swrly.health.HealthMiddleware",  # /healthz and /readyz, before host checks and redirects
     "django.middleware.security.SecurityMiddleware",
@@ -294,6 +296,14 @@ SPECTACULAR_SETTINGS = {
         "RoleEnum": "tenants.models.Role",
     },
 }
+
+# Error e-mails: with DEBUG off, Django's default logging (the `django` logger's mail_admins
+# handler, kept by LOGGING below) mails every unhandled request exception to ADMINS
+# (comma-separated addresses; none by default). The report is made by the redacting
+# DEFAULT_EXCEPTION_REPORTER(_FILTER) above while the request's keys are still known.
+ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="root@localhost")
+vars().update(env.email_url("EMAIL_URL", default="smtp://localhost:25"))
 
 # Console logs, plain text or one JSON object per line, each with the request id (swrly/logs.py).
 LOGGING = logging_config(

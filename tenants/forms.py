@@ -29,6 +29,7 @@ ACTION_SUGGESTIONS = (
     "key.expired",
     "key.missing",
     "key.rejected",
+    "key.leak_blocked",
     "key.rewrapped",
     "encryption_key.rotated",
     "run.*",

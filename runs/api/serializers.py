@@ -82,9 +82,15 @@ class ProviderKeysField(serializers.DictField):
 
     child = serializers.CharField(trim_whitespace=False, allow_blank=True)
 
+    # More entries than providers are refused before any is held: every held value is searched
+    # for in everything redacted while the request lasts.
+    max_entries = 8
+
     def to_internal_value(self, data: Any) -> dict[str, ProviderSecret]:
         if not isinstance(data, dict):
             raise serializers.ValidationError("an object of provider name to key")
+        if len(data) > self.max_entries:
+            raise serializers.ValidationError(f"at most {self.max_entries} provider keys")
         if not all(isinstance(v, str) and v for v in data.values()):
             raise serializers.ValidationError("every key is a non-empty string")
         return {str(name): ProviderSecret(value) for name, value in data.items()}

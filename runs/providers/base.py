@@ -19,7 +19,8 @@ PROVIDER_AUTH_FAILED = "provider_auth_failed"
 PROVIDER_ERROR = "provider_error"
 TIMEOUT = "timeout"
 EGRESS_REFUSED = "egress_refused"
-ERROR_CODES = (PROVIDER_AUTH_FAILED, PROVIDER_ERROR, TIMEOUT, EGRESS_REFUSED)
+KEY_LEAK_BLOCKED = "key_leak_blocked"  # the request carried a live key of another provider
+ERROR_CODES = (PROVIDER_AUTH_FAILED, PROVIDER_ERROR, TIMEOUT, EGRESS_REFUSED, KEY_LEAK_BLOCKED)
 
 # How much of a provider's error body survives into a message (after redaction).
 MESSAGE_LIMIT = 2000

@@ -4,6 +4,9 @@
 the connect and read timeouts, and retries only where a retry cannot double-bill: on 429, 5xx
 and 529 answers and on connections that never opened. A read timeout is not retried (the
 provider may have done the work); 401/403 are not retried (the key will not get better).
+Before anything is sent, the exact body and headers are searched for every live key other than
+the one for this request's provider, in any encoding: a request carrying one is refused
+(`key_leak_blocked`), so a key one provider echoed can never reach another.
 Every message that leaves this module is redacted, and the key is read from the
 ProviderSecret only while a request is being built. Request headers are never logged.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
+import json
 import logging
 import math
 import random
@@ -25,10 +29,12 @@ from typing import Any
 
 import httpx
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from runs.providers.anthropic import ANTHROPIC
 from runs.providers.base import (
     EGRESS_REFUSED,
+    KEY_LEAK_BLOCKED,
     PROVIDER_AUTH_FAILED,
     PROVIDER_ERROR,
     TIMEOUT,
@@ -40,10 +46,11 @@ from runs.providers.base import (
 )
 from runs.providers.egress import EgressRefused, provider_base_url
 from runs.providers.openai import OPENAI
-from swrly.keys.redaction import redact
+from swrly.keys.redaction import foreign_key_in, redact
 from swrly.keys.secret import ProviderSecret
 
 logger = logging.getLogger(__name__)
+security_log = logging.getLogger("swrly.security")
 
 # Which wire protocol each provider name speaks; the sandbox imitates OpenAI.
 PROTOCOLS: dict[str, WireProtocol] = {"anthropic": ANTHROPIC, "openai": OPENAI, "sandbox": OPENAI}
@@ -143,7 +150,7 @@ def _post(
     url: str,
     protocol: WireProtocol,
     secret: ProviderSecret,
-    body: dict[str, Any],
+    content: bytes,
     timeout: httpx.Timeout,
 ) -> httpx.Response | _TransportFailure:
     """One POST. Transport errors come back as values, so that the ProviderError raised for
@@ -151,12 +158,8 @@ def _post(
     try:
         return client.post(
             url,
-            json=body,
-            headers={
-                "accept": "application/json",
-                "user-agent": USER_AGENT,
-                **protocol.auth_headers(secret.reveal()),
-            },
+            content=content,
+            headers={**_headers(), **protocol.auth_headers(secret.reveal())},
             timeout=timeout,
             follow_redirects=False,
             auth=None,  # a caller's client cannot add credentials of its own
@@ -176,6 +179,29 @@ def _post(
         return _TransportFailure(
             PROVIDER_ERROR, f"the connection to {provider} failed ({type(exc).__name__}: {exc})"
         )
+
+
+def _headers() -> dict[str, str]:
+    """The request's headers but the key's."""
+    return {
+        "accept": "application/json",
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    """The exact bytes sent: what the leak check searches is what leaves."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+@sensitive_variables("key_headers", "headers", "text")
+def _carries_foreign_key(protocol: WireProtocol, secret: ProviderSecret, content: bytes) -> bool:
+    """Whether the body or headers carry a live key other than `secret`'s, in any encoding."""
+    key_headers = protocol.auth_headers(secret.reveal())
+    headers = [f"{name}: {value}" for name, value in {**_headers(), **key_headers}.items()]
+    text = "\n".join([content.decode("utf-8", errors="replace"), *headers])
+    return foreign_key_in(text, own=secret)
 
 
 def send(
@@ -206,6 +232,18 @@ def send(
         pool=settings.PROVIDER_CONNECT_TIMEOUT,
     )
     max_retries = max(0, int(settings.PROVIDER_MAX_RETRIES))
+    content = _encode(body)
+    if _carries_foreign_key(protocol, secret, content):
+        security_log.warning(
+            "a %s request carrying another provider's live key was refused before sending",
+            provider,
+        )
+        raise ProviderError(
+            KEY_LEAK_BLOCKED,
+            f"the {provider} request was not sent: it carried a key given for another "
+            "provider (an earlier step's answer or the input echoed it)",
+            latency_ms=_elapsed_ms(started),
+        )
     attempts = 0
     last_response: httpx.Response | None = None
 
@@ -224,7 +262,7 @@ def send(
             client = stack.enter_context(provider_client())
         while True:
             attempts += 1
-            outcome = _post(client, provider, url, protocol, secret, body, timeout)
+            outcome = _post(client, provider, url, protocol, secret, content, timeout)
             if isinstance(outcome, _TransportFailure):
                 if outcome.code is not None:
                     raise failed(outcome.code, outcome.reason)

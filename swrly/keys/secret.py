@@ -6,29 +6,39 @@ a pickle is the key written somewhere. JSON encoders (json, DjangoJSONEncoder, D
 TypeError because the object is neither a str nor a container. The plaintext is reachable
 only through reveal().
 
-Every ProviderSecret that is alive and not discarded is listed by live_secrets(), which the
-redaction filters use to replace the exact value wherever it appears.
+Every key that is live is listed by live_secrets() and matched by live_matchers(), which
+redaction uses to replace the value, in every form it can be echoed in, wherever it appears. A
+key is live while a ProviderSecret holds it (alive and not discarded) and, when the secret was
+made inside `redaction_scope()` (an HTTP request, a Celery task), until that scope ends: an
+error report rendered after a view's `finally` discarded the secret still knows the key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hmac
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
 from django.views.decorators.debug import sensitive_variables
 
+from swrly.keys.encodings import KeyMatcher
 from swrly.keys.errors import SecretDiscarded
 
 REDACTED_TEXT = "ProviderSecret(****)"
 DISCARDED_TEXT = "ProviderSecret(discarded)"
 
 _registry_lock = threading.Lock()
-# By id(): ProviderSecret is unhashable. A dead object's entry goes with it (weak values).
-_registry: weakref.WeakValueDictionary[int, ProviderSecret] = weakref.WeakValueDictionary()
+# By id(): one entry per live key holder, kept while a secret or a scope holds it.
+_registry: dict[int, _LiveKey] = {}
+_scope: contextvars.ContextVar[list[_LiveKey] | None] = contextvars.ContextVar(
+    "swrly_redaction_scope", default=None
+)
 
 
 def _reset_lock_in_child() -> None:
@@ -40,25 +50,101 @@ def _reset_lock_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_lock_in_child)
 
 
-def live_secrets() -> frozenset[str]:
-    """The plaintexts of every ProviderSecret alive and not discarded, for redaction by value."""
+class _LiveKey:
+    """A key known to redaction: its value and its matcher, while anything holds it."""
+
+    __slots__ = ("holders", "matcher", "value")
+
+    @sensitive_variables("value")
+    def __init__(self, value: str) -> None:
+        self.value: str | None = value
+        self.matcher: KeyMatcher | None = KeyMatcher(value)  # compiled once, on first use
+        self.holders = 1
+        with _registry_lock:
+            _registry[id(self)] = self
+
+    def hold(self) -> None:
+        with _registry_lock:
+            self.holders += 1
+
+    def release(self) -> None:
+        """One holder fewer; the last one makes redaction forget the key."""
+        with _registry_lock:
+            self.holders -= 1
+            if self.holders > 0:
+                return
+            _registry.pop(id(self), None)
+        self.value = self.matcher = None
+
+    def __repr__(self) -> str:
+        return "_LiveKey(****)"
+
+
+def _live_keys() -> list[_LiveKey]:
     with _registry_lock:
-        holders = list(_registry.values())
-    values = (holder._ProviderSecret__value for holder in holders)  # type: ignore[attr-defined]
+        return list(_registry.values())
+
+
+def live_secrets() -> frozenset[str]:
+    """The plaintexts of every live key, for redaction by value."""
+    values = (entry.value for entry in _live_keys())
     return frozenset(value for value in values if value is not None)
+
+
+def live_matchers(
+    *, excluding: ProviderSecret | None = None, only: ProviderSecret | None = None
+) -> list[KeyMatcher]:
+    """The matchers of every live key, longest key first; without `excluding`'s own key, or
+    only `only`'s."""
+    own = None if excluding is None else excluding._ProviderSecret__value  # type: ignore[attr-defined]
+    wanted = None if only is None else only._ProviderSecret__value  # type: ignore[attr-defined]
+    if only is not None and wanted is None:
+        return []
+    found = []
+    for entry in _live_keys():
+        value, matcher = entry.value, entry.matcher
+        if value is None or matcher is None:
+            continue
+        if own is not None and hmac.compare_digest(value.encode(), own.encode()):
+            continue
+        if wanted is not None and not hmac.compare_digest(value.encode(), wanted.encode()):
+            continue
+        found.append((len(value), matcher))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [matcher for _, matcher in found]
+
+
+@contextlib.contextmanager
+def redaction_scope() -> Iterator[None]:
+    """Keep every key held inside this block known to redaction until the block ends.
+
+    A secret discarded inside the block stops revealing its value at once, but its value stays
+    redacted from logs and error reports made before the block ends (an HTTP request's 500 page
+    and error e-mail, a task's failure log). Nested scopes each keep what was made inside them.
+    """
+    held: list[_LiveKey] = []
+    token = _scope.set(held)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # ended in another context (a signal handler)
+            _scope.reset(token)
+        for entry in held:
+            entry.release()
 
 
 class ProviderSecret:
     """A provider key held for a run: redacted everywhere, revealed only by reveal().
 
     Use it as a context manager (`with consume(...) as secret:`) or call discard() when the
-    run ends: either drops the reference and removes the value from live_secrets(). Python
+    run ends: either drops the reference and removes the value from live_secrets() (at the end
+    of the enclosing redaction_scope(), if there is one). Python
     cannot wipe a str from memory; dropping every reference is the best it allows.
     """
 
-    __slots__ = ("__value", "__weakref__", "key_id_hex")
+    __slots__ = ("__release", "__value", "__weakref__", "key_id_hex")
 
-    @sensitive_variables("value")
+    @sensitive_variables("value", "entry")
     def __init__(self, value: str, *, key_id_hex: str | None = None) -> None:
         if not isinstance(value, str):
             raise TypeError("ProviderSecret wraps a str")
@@ -67,8 +153,13 @@ class ProviderSecret:
             raise ValueError("ProviderSecret cannot wrap an empty string")
         self.__value: str | None = value
         self.key_id_hex = key_id_hex
-        with _registry_lock:
-            _registry[id(self)] = self
+        entry = _LiveKey(value)
+        # Released by discard(), or when the secret is collected without one.
+        self.__release = weakref.finalize(self, entry.release)
+        scope = _scope.get()
+        if scope is not None:
+            entry.hold()
+            scope.append(entry)
 
     def __init_subclass__(cls, **kwargs: Any) -> NoReturn:
         raise TypeError("ProviderSecret cannot be subclassed: a subclass could undo its guarantees")
@@ -86,11 +177,10 @@ class ProviderSecret:
         return self.__value is None
 
     def discard(self) -> None:
-        """Drop the plaintext: reveal() raises from now on and redaction forgets it. Idempotent."""
+        """Drop the plaintext: reveal() raises from now on and redaction forgets it (at the end
+        of the enclosing redaction_scope(), if the secret was made inside one). Idempotent."""
         self.__value = None
-        with _registry_lock:
-            if _registry.get(id(self)) is self:
-                del _registry[id(self)]
+        self.__release()
 
     def __enter__(self) -> ProviderSecret:
         return self

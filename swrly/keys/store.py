@@ -47,6 +47,9 @@ TTL_MAX = 86400
 SOCKET_TIMEOUT = 2
 
 _PRINTABLE_NO_SPACE = re.compile(r"[\x21-\x7e]+")
+# The alphabet of the keys Anthropic and OpenAI issue (sk-ant-api03-…, sk-proj-…): base64url.
+KEY_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
+KEY_ALPHABET_TEXT = "letters, digits, '-' and '_'"
 
 KEY_PREFIX = "swrly:byok:v1:"
 KEY_PATTERN = KEY_PREFIX + "*"
@@ -175,8 +178,10 @@ def _check_provider(provider: object) -> str:
 def validate_key(*, provider: str, key: object) -> str:
     """`key` if it may be deposited; InvalidKey naming the broken rule otherwise.
 
-    Printable ASCII without spaces only (0x21-0x7e): a key travels in an HTTP header, where a
-    newline or control character could inject another header.
+    Letters, digits, `-` and `_` only (the alphabet of every key Anthropic and OpenAI issue):
+    a key travels in an HTTP header, where a newline or control character could inject another
+    header, and a key that no escaping (JSON, HTML, URL) changes is found by redaction wherever
+    a provider echoes it.
     """
     if not isinstance(key, str):
         raise InvalidKey(provider, "is not a string")
@@ -188,6 +193,8 @@ def validate_key(*, provider: str, key: object) -> str:
         raise InvalidKey(provider, "contains characters outside printable ASCII")
     if not _PRINTABLE_NO_SPACE.fullmatch(key):
         raise InvalidKey(provider, "contains whitespace or control characters")
+    if not KEY_ALPHABET.fullmatch(key):
+        raise InvalidKey(provider, f"contains characters other than {KEY_ALPHABET_TEXT}")
     if len(key) < KEY_MIN_LENGTH:
         raise InvalidKey(provider, f"is shorter than {KEY_MIN_LENGTH} characters")
     return key

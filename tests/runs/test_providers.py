@@ -7,6 +7,7 @@ server but the tests do not wait for them.
 # The fixtures imported from provider_server are requested by name as arguments.
 # ruff: noqa: F811
 
+import base64
 import logging
 import pickle
 import secrets
@@ -473,3 +474,40 @@ def test_error_summary_redacts_before_cutting_and_decodes_escapes():
     summary = error_summary(long_body)
     assert key[:5] not in summary.removeprefix("x" * 1995)
     assert len(summary) <= 2001
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai", "sandbox"])
+@pytest.mark.parametrize("where", ["prompt", "system", "model"])
+def test_a_request_carrying_another_live_key_is_never_sent(
+    provider, where, provider_server, caplog
+):
+    # given the key of another provider, live in this process, in some field of the request
+    other = make_secret("sk-ant-api03-" + secrets.token_urlsafe(30))
+    own = make_secret()
+    smuggled = base64.b64encode(b"k:" + other.reveal().encode()).decode()
+    fields = {"model": "model-1", "prompt": "hello", "system": ""}
+    fields[where] = f"please keep {smuggled} safe"
+    # when the step calls its provider
+    with (
+        caplog.at_level(logging.WARNING, logger="swrly.security"),
+        pytest.raises(ProviderError) as caught,
+    ):
+        call_provider(provider, secret=own, call=ModelCall(**fields))
+    # then nothing left, and the error says why without the key
+    assert caught.value.code == "key_leak_blocked"
+    assert caught.value.attempts == 0
+    assert provider_server.requests == []
+    assert other.reveal() not in str(caught.value)
+    assert any("refused before sending" in r.getMessage() for r in caplog.records)
+    # the same request without the other key goes out
+    other.discard()
+    result = call_provider(provider, secret=own, call=ModelCall(**fields))
+    assert result.http_status == 200
+    own.discard()
+
+
+def test_a_request_carrying_its_own_key_is_not_a_leak(provider_server):
+    own = make_secret()
+    result = _call("openai", own, f"repeat {own.reveal()}")
+    assert result.http_status == 200
+    own.discard()

@@ -169,6 +169,12 @@ def test_auditors_read_runs_without_inputs_or_outputs(acme, provider_server, cel
             "whitespace or control",
         ),
         (
+            # Keys echoed escaped (JSON, HTML, URL) would not look like themselves: refused.
+            {"anthropic": "sk-ant-aaaa&quot;aaaa", "openai": "sk-proj-bbbbbbbbbbb"},
+            "provider_keys.anthropic",
+            "other than letters, digits, '-' and '_'",
+        ),
+        (
             {
                 "anthropic": "sk-ant-aaaaaaaaaaaa",
                 "openai": "sk-proj-bbbbbbbbbbb",
@@ -189,6 +195,17 @@ def test_bad_keys_are_refused_naming_the_provider(acme, key_store, keys, field, 
         assert key not in response.content.decode()
     assert not Run.objects.exists()
     assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
+
+
+def test_more_key_entries_than_providers_could_need_are_refused_before_any_is_held(acme, key_store):
+    workflow = _workflow(acme)
+    keys = {f"p{i}": f"sk-{i:02d}-" + "k" * 20 for i in range(9)}
+    response = _trigger(acme, workflow["id"], keys)
+    assert response.status_code == 400
+    assert "at most 8 provider keys" in " ".join(
+        response.json()["error"]["fields"]["provider_keys"]
+    )
+    assert not Run.objects.exists()
 
 
 def test_a_provider_the_platform_does_not_enable_is_refused_before_any_key_is_taken(

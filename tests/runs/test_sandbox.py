@@ -17,6 +17,7 @@ import pytest
 
 from runs.providers import ModelCall, call_provider
 from runs.sandbox import (
+    ECHO_ENCODINGS,
     MAX_SLEEP,
     DirectiveError,
     SandboxServer,
@@ -189,6 +190,18 @@ def test_echo_key_quotes_the_presented_key_only_in_errors(provider_server):
     assert KEY not in _openai(provider_server, "[sandbox:echo-key]").text
 
 
+@pytest.mark.parametrize("encoding", sorted(ECHO_ENCODINGS))
+def test_echo_and_answer_key_write_the_key_in_the_encoding_asked(provider_server, encoding):
+    echoed = ECHO_ENCODINGS[encoding](KEY)
+    refused = _openai(provider_server, f"[sandbox:status=500] [sandbox:echo-key={encoding}]")
+    assert echoed in refused.json()["error"]["message"]
+    answer = _openai(provider_server, f"[sandbox:answer-key={encoding}] hi")
+    text = answer.json()["choices"][0]["message"]["content"]
+    assert text.endswith(f"key presented: {echoed}")
+    assert (encoding == "raw") == (KEY in text)
+    assert KEY not in _openai(provider_server, "hi").text
+
+
 def test_directives_are_parsed_strictly():
     assert parse_directives("[sandbox:sleep=999]").sleep == MAX_SLEEP
     directives = parse_directives("x [sandbox:fail=3 status=529] [sandbox:echo-key] y")
@@ -201,6 +214,8 @@ def test_directives_are_parsed_strictly():
         "[sandbox:fail=x status=500]",
         "[sandbox:nonsense]",
         "[sandbox:colour=red]",
+        "[sandbox:echo-key=rot13]",
+        "[sandbox:answer-key=]",
     ):
         with pytest.raises(DirectiveError):
             parse_directives(bad)
