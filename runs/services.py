@@ -357,7 +357,7 @@ def _run_insert(
         triggered_by=actor.label,
         triggered_by_user=user if user is not None and user.is_authenticated else None,
     )
-    StepRun.objects.bulk_create(
+    step_runs = StepRun.objects.bulk_create(
         StepRun(
             tenant=tenant,
             run=run,
@@ -368,18 +368,31 @@ def _run_insert(
         )
         for index, step in enumerate(run.steps)
     )
+    # The answer to the request is made from the rows in hand: after the commit, nothing on the
+    # request's path needs the database (a connection lost then cannot turn into a 500).
+    cached = run.step_runs.all()
+    cached._result_cache, cached._prefetch_done = step_runs, True
+    run._prefetched_objects_cache = {"step_runs": cached}
     return run
 
 
 def _enqueue(run: Run) -> None:
-    """Hand the committed run to a worker; if the broker refuses, end the run at once."""
+    """Hand the committed run to a worker; if the broker refuses, end the run at once.
+
+    Never raises: it runs after the commit, when the request must answer with its run.
+    """
     from runs.tasks import execute_run
 
     try:
         execute_run.delay(str(run.pk))
     except Exception:
         log.exception("could not queue run %s; failing it and discarding its keys", run.pk)
-        run_fail_unqueued(run=run)
+        try:
+            run_fail_unqueued(run=run)
+        except Exception:
+            # The database is gone too: the run stays queued, and the sweeper hands it to a
+            # worker (or the reaper ends it when its keys expire). The request still answers.
+            log.exception("could not fail unqueued run %s; the sweeper will retry it", run.pk)
 
 
 def run_fail_unqueued(*, run: Run) -> None:

@@ -1,5 +1,6 @@
-"""No token is left behind: the request path never discards a committed run's tokens, a slow
-key store never holds the audit-chain lock, and the orphan sweep deletes what no run will take."""
+"""The run-creation request path: a committed run keeps its tokens and answers without the
+database, a slow key store never holds the audit-chain lock, and the orphan sweep deletes the
+tokens no run will take."""
 
 import os
 import signal
@@ -163,3 +164,36 @@ def test_a_hung_key_store_answers_503_and_the_sweep_leaves_no_token(
         assert app.conf.broker_url  # the broker was never involved
     finally:
         server.stop()
+
+
+def test_after_the_commit_the_request_needs_no_database(acme, transactional_db, key_store):
+    from celery.signals import before_task_publish
+
+    workflow = _workflow(acme)
+    committed = []
+    after_commit: list[str] = []
+
+    def published(**_):
+        committed.append(True)
+
+    def record(execute, sql, params, many, context):
+        if committed:
+            after_commit.append(sql)
+        return execute(sql, params, many, context)
+
+    before_task_publish.connect(published, weak=False)
+    try:
+        with connection.execute_wrapper(record):
+            response = Client(
+                headers={"Authorization": f"Bearer {acme.tokens[Role.DEVELOPER]}"}
+            ).post(
+                "/api/v1/runs/",
+                {"workflow": str(workflow.pk), "provider_keys": {"anthropic": KEY}},
+                "application/json",
+            )
+    finally:
+        before_task_publish.disconnect(published)
+    assert response.status_code == 202
+    assert committed
+    assert after_commit == []  # the answer (steps included) came from the objects in hand
+    assert [step["name"] for step in response.json()["steps"]] == ["a"]
