@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
@@ -239,8 +240,56 @@ def _audit(run: Run, action: str, actor: Actor, metadata: dict) -> None:
     )
 
 
+REQUEUE_BATCH = 500  # at most this many runs re-enqueued per sweep; the next sweep takes the rest
+
+
+def runs_requeue(*, now: datetime | None = None) -> int:
+    """Enqueue again each queued run that no worker claimed within RUN_REQUEUE_AFTER.
+
+    Only runs whose keys are still valid: the others are the reaper's. A lost message, a claim
+    that failed or a request that died after its commit would otherwise leave the run queued
+    until its keys expired. If the run's first message is only late (a backlog), the second
+    delivery finds the run claimed and does nothing.
+    """
+    from runs.tasks import execute_run
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.RUN_REQUEUE_AFTER)
+    unclaimed = Q(status=RunStatus.QUEUED, keys_expire_at__gt=now) & (
+        Q(requeued_at__lt=cutoff) | Q(requeued_at=None, created_at__lt=cutoff)
+    )
+    actor = Actor.system("run sweeper")
+    requeued = 0
+    for run in (
+        Run.objects.select_related("tenant")
+        .filter(unclaimed)
+        .order_by("created_at")[:REQUEUE_BATCH]
+    ):
+        try:
+            with transaction.atomic():
+                if not Run.objects.filter(unclaimed, pk=run.pk).update(
+                    requeued_at=now, requeues=F("requeues") + 1
+                ):
+                    continue  # claimed, cancelled or swept meanwhile
+                _audit(run, "run.requeued", actor, {"requeues": run.requeues + 1})
+                # Inside the transaction: if the broker refuses, nothing is recorded and the
+                # next sweep tries again. A worker that gets the message first waits for the
+                # commit (its claim updates the same row).
+                execute_run.delay(str(run.pk))
+        except Exception as exc:  # the broker is down: the next sweep takes over
+            log.warning(
+                "the sweep stopped: run %s could not be enqueued again (%s)",
+                run.pk,
+                type(exc).__name__,
+            )
+            break
+        requeued += 1
+    return requeued
+
+
 def runs_reap(*, now: datetime | None = None) -> dict[str, int]:
-    """Fail runs whose worker was lost, and queued runs whose keys expired unclaimed."""
+    """Fail runs whose worker was lost and queued runs whose keys expired unclaimed; enqueue
+    again the queued runs with valid keys that no worker claimed in time (`runs_requeue`)."""
     now = now or timezone.now()
     actor = Actor.system("run reaper")
     counts = {"interrupted": 0, "expired": 0}
@@ -287,4 +336,5 @@ def runs_reap(*, now: datetime | None = None) -> dict[str, int]:
                     )
                 _audit(run, "run.failed", actor, {"error_code": RunError.KEY_EXPIRED})
                 counts["expired"] += 1
+    counts["requeued"] = runs_requeue(now=now)
     return counts

@@ -260,6 +260,7 @@ _RUN_LABELS = {
     "run.created": "Run created",
     "run.started": "Run started",
     "run.cancel_requested": "Cancellation requested",
+    "run.requeued": "Enqueued again: no worker had taken it",
 }
 
 

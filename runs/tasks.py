@@ -13,5 +13,6 @@ def execute_run(run_id: str) -> None:
 
 @shared_task(name="runs.tasks.reap_runs", ignore_result=True)
 def reap_runs() -> dict[str, int]:
-    """Fail runs whose worker was lost and queued runs whose keys expired (every minute)."""
+    """Every minute, on the maintenance queue: fail runs whose worker was lost and queued runs
+    whose keys expired; enqueue again queued runs that no worker claimed in time."""
     return runs_reap()

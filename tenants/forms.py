@@ -38,6 +38,7 @@ ACTION_SUGGESTIONS = (
     "run.failed",
     "run.cancelled",
     "run.cancel_requested",
+    "run.requeued",
     "workflow.*",
     "token.*",
     "member.*",
