@@ -8,11 +8,14 @@ ends.
 
 import logging
 import socket
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -40,6 +43,39 @@ class RunAborted(Exception):
 
 def worker_name() -> str:
     return socket.gethostname()
+
+
+T = TypeVar("T")
+DB_ATTEMPTS = 3  # a write after the claim is tried this many times, each on a fresh connection
+DB_RETRY_DELAY = 0.2  # seconds before the second attempt; doubled before each later one
+LOST_CONNECTION = (OperationalError, InterfaceError)
+
+
+class ClaimFailed(Exception):
+    """The database did not answer the claim: the run is still queued and must be asked again."""
+
+
+def _with_db_retry(what: str, write: Callable[[], T]) -> T:
+    """Run `write`; when the database connection is lost, close it and try again on a fresh one.
+
+    Only outside a transaction (inside one, the caller's whole transaction is what must be
+    retried) and only for writes that are safe to repeat: conditional updates, saves of the
+    whole row, or an audit event whose transaction did not commit.
+    """
+    for attempt in range(1, DB_ATTEMPTS + 1):
+        try:
+            return write()
+        except LOST_CONNECTION as exc:
+            if attempt == DB_ATTEMPTS or connection.in_atomic_block:
+                raise
+            log.warning(
+                "database error while %s (%s); retrying on a fresh connection",
+                what,
+                type(exc).__name__,
+            )
+            connection.close()
+            time.sleep(DB_RETRY_DELAY * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
 
 
 def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
@@ -71,7 +107,38 @@ def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
 
 
 def _claim(run_id: str, worker: str, actor: Actor) -> Run | None:
+    """Claim the run on a working connection; ClaimFailed when the database never answered.
+
+    A claim whose commit was sent but whose answer was lost is recognised by its mark
+    (`worker` and `started_at` exactly as this call wrote them) and kept.
+    """
     now = timezone.now()
+    for attempt in range(1, DB_ATTEMPTS + 1):
+        try:
+            return _claim_once(run_id, worker, actor, now)
+        except LOST_CONNECTION as exc:
+            log.warning(
+                "database error while claiming run %s (%s); retrying on a fresh connection",
+                run_id,
+                type(exc).__name__,
+            )
+            connection.close()
+            time.sleep(DB_RETRY_DELAY * 2 ** (attempt - 1))
+            try:
+                mine = (
+                    Run.objects.select_related("tenant")
+                    .filter(pk=run_id, status=RunStatus.RUNNING, worker=worker, started_at=now)
+                    .first()
+                )
+            except LOST_CONNECTION:
+                connection.close()
+                continue
+            if mine is not None:
+                return mine
+    raise ClaimFailed(f"the database did not answer the claim of run {run_id}")
+
+
+def _claim_once(run_id: str, worker: str, actor: Actor, now: datetime) -> Run | None:
     with transaction.atomic():
         claimed = Run.objects.filter(
             pk=run_id, status=RunStatus.QUEUED, keys_consumed_at=None
@@ -144,7 +211,10 @@ class _Stopped(Exception):
 
 
 def _run_steps(run: Run, secrets: dict[str, ProviderSecret]) -> None:
-    step_runs = list(StepRun.objects.filter(run=run).order_by("position"))
+    step_runs = _with_db_retry(
+        f"reading the steps of run {run.pk}",
+        lambda: list(StepRun.objects.filter(run=run).order_by("position")),
+    )
     with provider_client() as client:  # the run's steps share connections
         _run_steps_with(run, step_runs, secrets, client)
 
@@ -166,16 +236,10 @@ def _run_steps_with(
             raise RunAborted(
                 RunError.TEMPLATE_ERROR, f"step {step['name']}: could not render {exc}"
             ) from None
-        now = timezone.now()
-        with transaction.atomic():
-            # One statement checks that the run may go on and records that the worker is alive.
-            alive = Run.objects.filter(
-                pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at=None
-            ).update(heartbeat_at=now)
-            if not alive:
-                raise _Stopped
-            step_run.status, step_run.started_at = StepStatus.RUNNING, now
-            step_run.save(update_fields=["status", "started_at"])
+        _with_db_retry(
+            f"starting step {step_run.position} of run {run.pk}",
+            partial(_start_step, run, step_run),
+        )
         try:
             result = call_provider(
                 step["provider"], secret=secrets[step["provider"]], call=call, client=client
@@ -188,7 +252,7 @@ def _run_steps_with(
             step_run.attempts = exc.attempts
             step_run.error = redact(exc.message)
             step_run.finished_at = timezone.now()
-            step_run.save()
+            _with_db_retry(f"recording step {step_run.position} of run {run.pk}", step_run.save)
             raise RunAborted(exc.code, f"step {step['name']}: {redact(exc.message)}") from None
         step_run.status = StepStatus.SUCCEEDED
         step_run.output_text = redact(result.text)
@@ -199,11 +263,42 @@ def _run_steps_with(
         step_run.latency_ms = result.latency_ms
         step_run.attempts = result.attempts
         step_run.finished_at = timezone.now()
-        step_run.save()
+        _with_db_retry(f"recording step {step_run.position} of run {run.pk}", step_run.save)
         outputs[step["name"]] = result.text
 
 
+def _start_step(run: Run, step_run: StepRun) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        # One statement checks that the run may go on and records that the worker is alive.
+        alive = Run.objects.filter(
+            pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at=None
+        ).update(heartbeat_at=now)
+        if not alive:
+            raise _Stopped
+        step_run.status, step_run.started_at = StepStatus.RUNNING, now
+        step_run.save(update_fields=["status", "started_at"])
+
+
+NOT_RECORDED = "the request was sent to the provider; its answer was not recorded"
+
+
 def _finish(
+    run: Run,
+    actor: Actor,
+    status: str,
+    code: str,
+    message: str,
+    secrets: dict[str, ProviderSecret],
+) -> None:
+    """End the run, on a fresh connection if the one in use was lost (never left `running`)."""
+    _with_db_retry(
+        f"ending run {run.pk}",
+        lambda: _finish_once(run, actor, status, code, message, secrets),
+    )
+
+
+def _finish_once(
     run: Run,
     actor: Actor,
     status: str,
@@ -219,9 +314,12 @@ def _finish(
         ):
             run.refresh_from_db()
             return
-        StepRun.objects.filter(run=run, status__in=[StepStatus.PENDING, StepStatus.RUNNING]).update(
-            status=StepStatus.SKIPPED
+        # A step still `running` had its request sent (its answer was lost with the database
+        # connection, or the run failed while it was in flight): the provider may have billed it.
+        StepRun.objects.filter(run=run, status=StepStatus.RUNNING).update(
+            status=StepStatus.FAILED, error=NOT_RECORDED, finished_at=now
         )
+        StepRun.objects.filter(run=run, status=StepStatus.PENDING).update(status=StepStatus.SKIPPED)
         action = {
             RunStatus.SUCCEEDED: "run.succeeded",
             RunStatus.FAILED: "run.failed",
@@ -235,8 +333,15 @@ def _finish(
 
 
 def _audit(run: Run, action: str, actor: Actor, metadata: dict) -> None:
-    audit_record(
-        tenant=run.tenant, action=action, actor=actor, target=f"run:{run.pk}", metadata=metadata
+    _with_db_retry(
+        f"auditing {action} for run {run.pk}",
+        lambda: audit_record(
+            tenant=run.tenant,
+            action=action,
+            actor=actor,
+            target=f"run:{run.pk}",
+            metadata=metadata,
+        ),
     )
 
 
