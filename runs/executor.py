@@ -281,6 +281,10 @@ def _start_step(run: Run, step_run: StepRun) -> None:
 
 
 NOT_RECORDED = "the request was sent to the provider; its answer was not recorded"
+WORKER_LOST_DURING_CALL = (
+    "the worker stopped during this call: the provider may have received the request "
+    "(its dashboard shows it if so)"
+)
 
 
 def _finish(
@@ -411,9 +415,13 @@ def runs_reap(*, now: datetime | None = None) -> dict[str, int]:
                 error_message="the worker stopped answering during the run",
                 finished_at=now,
             ):
-                StepRun.objects.filter(
-                    run=run, status__in=[StepStatus.PENDING, StepStatus.RUNNING]
-                ).update(status=StepStatus.SKIPPED)
+                # The step in flight may have reached the provider (and been billed).
+                StepRun.objects.filter(run=run, status=StepStatus.RUNNING).update(
+                    status=StepStatus.FAILED, error=WORKER_LOST_DURING_CALL, finished_at=now
+                )
+                StepRun.objects.filter(run=run, status=StepStatus.PENDING).update(
+                    status=StepStatus.SKIPPED
+                )
                 _audit(run, "run.failed", actor, {"error_code": RunError.INTERRUPTED})
                 counts["interrupted"] += 1
     for run in Run.objects.select_related("tenant").filter(

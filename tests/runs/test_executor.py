@@ -250,6 +250,16 @@ def test_the_reaper_fails_lost_runs_and_runs_whose_keys_expired_unclaimed(acme, 
     Run.objects.filter(pk=lost.pk).update(
         status=RunStatus.RUNNING, heartbeat_at=now - timedelta(seconds=601)
     )
+    for position, status in enumerate([StepStatus.SUCCEEDED, StepStatus.RUNNING, "pending"]):
+        StepRun.objects.create(
+            tenant=lost.tenant,
+            run=lost,
+            position=position,
+            name=f"s{position}",
+            provider="sandbox",
+            model="m",
+            status=status,
+        )
     Run.objects.filter(pk=waiting.pk).update(keys_expire_at=now - timedelta(seconds=1))
     Run.objects.filter(pk=fresh.pk).update(keys_expire_at=now + timedelta(seconds=600))
 
@@ -257,6 +267,10 @@ def test_the_reaper_fails_lost_runs_and_runs_whose_keys_expired_unclaimed(acme, 
 
     lost.refresh_from_db(), waiting.refresh_from_db(), fresh.refresh_from_db()
     assert (lost.status, lost.error_code) == (RunStatus.FAILED, RunError.INTERRUPTED)
+    # The step in flight may have reached the provider: never recorded as skipped.
+    steps = list(lost.step_runs.order_by("position"))
+    assert [s.status for s in steps] == [StepStatus.SUCCEEDED, StepStatus.FAILED, "skipped"]
+    assert "may have received the request" in steps[1].error
     assert (waiting.status, waiting.error_code) == (RunStatus.FAILED, RunError.KEY_EXPIRED)
     assert fresh.status == RunStatus.QUEUED
     assert runs_reap(now=now) == {"interrupted": 0, "expired": 0, "requeued": 0}
