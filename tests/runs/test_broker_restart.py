@@ -70,7 +70,7 @@ def test_every_worker_survives_broker_restarts_under_load(
             lambda slow=slow: (
                 list(_statuses(slow).values()).count(RunStatus.RUNNING) >= len(WORKERS)
             ),
-            timeout=30,
+            timeout=45,
             what="every worker to be running a run",
             on_fail=workers.logs,
         )
@@ -81,7 +81,7 @@ def test_every_worker_survives_broker_restarts_under_load(
             lambda lost=lost: all(
                 _losses(workers, name) > lost[name] or name in workers.dead() for name in WORKERS
             ),
-            timeout=30,
+            timeout=45,
             what="every worker to notice the broker is gone",
             on_fail=workers.logs,
         )
@@ -91,7 +91,7 @@ def test_every_worker_survives_broker_restarts_under_load(
         triggered += fast
         wait_until(
             lambda fast=fast: set(_statuses(fast).values()) == {RunStatus.SUCCEEDED},
-            timeout=30,
+            timeout=45,
             what=f"the runs triggered after restart {restart + 1} to succeed",
             on_fail=lambda: f"{workers.dead()=}\n{workers.logs()}",
         )
@@ -100,7 +100,7 @@ def test_every_worker_survives_broker_restarts_under_load(
     # Nothing is stranded: every run, the ones in flight during a restart included, ends.
     wait_until(
         lambda: set(_statuses(triggered).values()) == {RunStatus.SUCCEEDED},
-        timeout=30,
+        timeout=45,
         what="every run to succeed",
         on_fail=lambda: f"{_statuses(triggered)}\n{workers.logs()}",
     )

@@ -40,7 +40,7 @@ def test_the_reaper_runs_while_the_run_queue_is_backlogged(
 
     wait_until(
         lambda: Run.objects.get(pk=expired.pk).status == RunStatus.FAILED,
-        timeout=30,
+        timeout=45,
         what="the maintenance worker to reap the expired run",
         on_fail=workers.logs,
     )
@@ -80,7 +80,7 @@ def test_a_run_whose_message_was_lost_runs_after_the_sweep(
 
     run = wait_until(
         lambda: Run.objects.filter(pk=run_id, status=RunStatus.SUCCEEDED).first(),
-        timeout=30,
+        timeout=45,
         what="the swept run to succeed",
         on_fail=lambda: f"{Run.objects.get(pk=run_id).status}\n{workers.logs()}",
     )
