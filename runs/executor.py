@@ -8,11 +8,15 @@ ends.
 
 import logging
 import socket
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
@@ -40,6 +44,39 @@ class RunAborted(Exception):
 
 def worker_name() -> str:
     return socket.gethostname()
+
+
+T = TypeVar("T")
+DB_ATTEMPTS = 3  # a write after the claim is tried this many times, each on a fresh connection
+DB_RETRY_DELAY = 0.2  # seconds before the second attempt; doubled before each later one
+LOST_CONNECTION = (OperationalError, InterfaceError)
+
+
+class ClaimFailed(Exception):
+    """The database did not answer the claim: the run is still queued and must be asked again."""
+
+
+def _with_db_retry(what: str, write: Callable[[], T]) -> T:
+    """Run `write`; when the database connection is lost, close it and try again on a fresh one.
+
+    Only outside a transaction (inside one, the caller's whole transaction is what must be
+    retried) and only for writes that are safe to repeat: conditional updates, saves of the
+    whole row, or an audit event whose transaction did not commit.
+    """
+    for attempt in range(1, DB_ATTEMPTS + 1):
+        try:
+            return write()
+        except LOST_CONNECTION as exc:
+            if attempt == DB_ATTEMPTS or connection.in_atomic_block:
+                raise
+            log.warning(
+                "database error while %s (%s); retrying on a fresh connection",
+                what,
+                type(exc).__name__,
+            )
+            connection.close()
+            time.sleep(DB_RETRY_DELAY * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
 
 
 def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
@@ -71,7 +108,38 @@ def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
 
 
 def _claim(run_id: str, worker: str, actor: Actor) -> Run | None:
+    """Claim the run on a working connection; ClaimFailed when the database never answered.
+
+    A claim whose commit was sent but whose answer was lost is recognised by its mark
+    (`worker` and `started_at` exactly as this call wrote them) and kept.
+    """
     now = timezone.now()
+    for attempt in range(1, DB_ATTEMPTS + 1):
+        try:
+            return _claim_once(run_id, worker, actor, now)
+        except LOST_CONNECTION as exc:
+            log.warning(
+                "database error while claiming run %s (%s); retrying on a fresh connection",
+                run_id,
+                type(exc).__name__,
+            )
+            connection.close()
+            time.sleep(DB_RETRY_DELAY * 2 ** (attempt - 1))
+            try:
+                mine = (
+                    Run.objects.select_related("tenant")
+                    .filter(pk=run_id, status=RunStatus.RUNNING, worker=worker, started_at=now)
+                    .first()
+                )
+            except LOST_CONNECTION:
+                connection.close()
+                continue
+            if mine is not None:
+                return mine
+    raise ClaimFailed(f"the database did not answer the claim of run {run_id}")
+
+
+def _claim_once(run_id: str, worker: str, actor: Actor, now: datetime) -> Run | None:
     with transaction.atomic():
         claimed = Run.objects.filter(
             pk=run_id, status=RunStatus.QUEUED, keys_consumed_at=None
@@ -144,7 +212,10 @@ class _Stopped(Exception):
 
 
 def _run_steps(run: Run, secrets: dict[str, ProviderSecret], actor: Actor) -> None:
-    step_runs = list(StepRun.objects.filter(run=run).order_by("position"))
+    step_runs = _with_db_retry(
+        f"reading the steps of run {run.pk}",
+        lambda: list(StepRun.objects.filter(run=run).order_by("position")),
+    )
     with provider_client() as client:  # the run's steps share connections
         _run_steps_with(run, step_runs, secrets, client, actor)
 
@@ -172,16 +243,10 @@ def _run_steps_with(
             raise RunAborted(
                 RunError.TEMPLATE_ERROR, f"step {step['name']}: could not render {exc}"
             ) from None
-        now = timezone.now()
-        with transaction.atomic():
-            # One statement checks that the run may go on and records that the worker is alive.
-            alive = Run.objects.filter(
-                pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at=None
-            ).update(heartbeat_at=now)
-            if not alive:
-                raise _Stopped
-            step_run.status, step_run.started_at = StepStatus.RUNNING, now
-            step_run.save(update_fields=["status", "started_at"])
+        _with_db_retry(
+            f"starting step {step_run.position} of run {run.pk}",
+            partial(_start_step, run, step_run),
+        )
         try:
             result = call_provider(
                 step["provider"], secret=secrets[step["provider"]], call=call, client=client
@@ -194,15 +259,10 @@ def _run_steps_with(
             step_run.attempts = exc.attempts
             step_run.error = redact(exc.message)
             step_run.finished_at = timezone.now()
-            with transaction.atomic():
-                step_run.save()
-                if exc.code == KEY_LEAK_BLOCKED:
-                    _audit(
-                        run,
-                        "key.leak_blocked",
-                        actor,
-                        {"provider": step["provider"], "step": step["name"]},
-                    )
+            _with_db_retry(
+                f"recording step {step_run.position} of run {run.pk}",
+                partial(_record_step_failure, run, step_run, step, exc.code, actor),
+            )
             raise RunAborted(exc.code, f"step {step['name']}: {redact(exc.message)}") from None
         output = redact(result.text)
         step_run.status = StepStatus.SUCCEEDED
@@ -214,11 +274,55 @@ def _run_steps_with(
         step_run.latency_ms = result.latency_ms
         step_run.attempts = result.attempts
         step_run.finished_at = timezone.now()
-        step_run.save()
+        _with_db_retry(f"recording step {step_run.position} of run {run.pk}", step_run.save)
         outputs[step["name"]] = output
 
 
+def _record_step_failure(run: Run, step_run: StepRun, step: dict, code: str, actor: Actor) -> None:
+    with transaction.atomic():
+        step_run.save()
+        if code == KEY_LEAK_BLOCKED:
+            _audit(
+                run, "key.leak_blocked", actor, {"provider": step["provider"], "step": step["name"]}
+            )
+
+
+def _start_step(run: Run, step_run: StepRun) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        # One statement checks that the run may go on and records that the worker is alive.
+        alive = Run.objects.filter(
+            pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at=None
+        ).update(heartbeat_at=now)
+        if not alive:
+            raise _Stopped
+        step_run.status, step_run.started_at = StepStatus.RUNNING, now
+        step_run.save(update_fields=["status", "started_at"])
+
+
+NOT_RECORDED = "the request was sent to the provider; its answer was not recorded"
+WORKER_LOST_DURING_CALL = (
+    "the worker stopped during this call: the provider may have received the request "
+    "(its dashboard shows it if so)"
+)
+
+
 def _finish(
+    run: Run,
+    actor: Actor,
+    status: str,
+    code: str,
+    message: str,
+    secrets: dict[str, ProviderSecret],
+) -> None:
+    """End the run, on a fresh connection if the one in use was lost (never left `running`)."""
+    _with_db_retry(
+        f"ending run {run.pk}",
+        lambda: _finish_once(run, actor, status, code, message, secrets),
+    )
+
+
+def _finish_once(
     run: Run,
     actor: Actor,
     status: str,
@@ -234,9 +338,12 @@ def _finish(
         ):
             run.refresh_from_db()
             return
-        StepRun.objects.filter(run=run, status__in=[StepStatus.PENDING, StepStatus.RUNNING]).update(
-            status=StepStatus.SKIPPED
+        # A step still `running` had its request sent (its answer was lost with the database
+        # connection, or the run failed while it was in flight): the provider may have billed it.
+        StepRun.objects.filter(run=run, status=StepStatus.RUNNING).update(
+            status=StepStatus.FAILED, error=NOT_RECORDED, finished_at=now
         )
+        StepRun.objects.filter(run=run, status=StepStatus.PENDING).update(status=StepStatus.SKIPPED)
         action = {
             RunStatus.SUCCEEDED: "run.succeeded",
             RunStatus.FAILED: "run.failed",
@@ -250,13 +357,68 @@ def _finish(
 
 
 def _audit(run: Run, action: str, actor: Actor, metadata: dict) -> None:
-    audit_record(
-        tenant=run.tenant, action=action, actor=actor, target=f"run:{run.pk}", metadata=metadata
+    _with_db_retry(
+        f"auditing {action} for run {run.pk}",
+        lambda: audit_record(
+            tenant=run.tenant,
+            action=action,
+            actor=actor,
+            target=f"run:{run.pk}",
+            metadata=metadata,
+        ),
     )
 
 
+REQUEUE_BATCH = 500  # at most this many runs re-enqueued per sweep; the next sweep takes the rest
+
+
+def runs_requeue(*, now: datetime | None = None) -> int:
+    """Enqueue again each queued run that no worker claimed within RUN_REQUEUE_AFTER.
+
+    Only runs whose keys are still valid: the others are the reaper's. A lost message, a claim
+    that failed or a request that died after its commit would otherwise leave the run queued
+    until its keys expired. If the run's first message is only late (a backlog), the second
+    delivery finds the run claimed and does nothing.
+    """
+    from runs.tasks import execute_run
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.RUN_REQUEUE_AFTER)
+    unclaimed = Q(status=RunStatus.QUEUED, keys_expire_at__gt=now) & (
+        Q(requeued_at__lt=cutoff) | Q(requeued_at=None, created_at__lt=cutoff)
+    )
+    actor = Actor.system("run sweeper")
+    requeued = 0
+    for run in (
+        Run.objects.select_related("tenant")
+        .filter(unclaimed)
+        .order_by("created_at")[:REQUEUE_BATCH]
+    ):
+        try:
+            with transaction.atomic():
+                if not Run.objects.filter(unclaimed, pk=run.pk).update(
+                    requeued_at=now, requeues=F("requeues") + 1
+                ):
+                    continue  # claimed, cancelled or swept meanwhile
+                _audit(run, "run.requeued", actor, {"requeues": run.requeues + 1})
+                # Inside the transaction: if the broker refuses, nothing is recorded and the
+                # next sweep tries again. A worker that gets the message first waits for the
+                # commit (its claim updates the same row).
+                execute_run.delay(str(run.pk))
+        except Exception as exc:  # the broker is down: the next sweep takes over
+            log.warning(
+                "the sweep stopped: run %s could not be enqueued again (%s)",
+                run.pk,
+                type(exc).__name__,
+            )
+            break
+        requeued += 1
+    return requeued
+
+
 def runs_reap(*, now: datetime | None = None) -> dict[str, int]:
-    """Fail runs whose worker was lost, and queued runs whose keys expired unclaimed."""
+    """Fail runs whose worker was lost and queued runs whose keys expired unclaimed; enqueue
+    again the queued runs with valid keys that no worker claimed in time (`runs_requeue`)."""
     now = now or timezone.now()
     actor = Actor.system("run reaper")
     counts = {"interrupted": 0, "expired": 0}
@@ -273,9 +435,13 @@ def runs_reap(*, now: datetime | None = None) -> dict[str, int]:
                 error_message="the worker stopped answering during the run",
                 finished_at=now,
             ):
-                StepRun.objects.filter(
-                    run=run, status__in=[StepStatus.PENDING, StepStatus.RUNNING]
-                ).update(status=StepStatus.SKIPPED)
+                # The step in flight may have reached the provider (and been billed).
+                StepRun.objects.filter(run=run, status=StepStatus.RUNNING).update(
+                    status=StepStatus.FAILED, error=WORKER_LOST_DURING_CALL, finished_at=now
+                )
+                StepRun.objects.filter(run=run, status=StepStatus.PENDING).update(
+                    status=StepStatus.SKIPPED
+                )
                 _audit(run, "run.failed", actor, {"error_code": RunError.INTERRUPTED})
                 counts["interrupted"] += 1
     for run in Run.objects.select_related("tenant").filter(
@@ -303,4 +469,5 @@ def runs_reap(*, now: datetime | None = None) -> dict[str, int]:
                     )
                 _audit(run, "run.failed", actor, {"error_code": RunError.KEY_EXPIRED})
                 counts["expired"] += 1
+    counts["requeued"] = runs_requeue(now=now)
     return counts

@@ -261,6 +261,7 @@ _RUN_LABELS = {
     "run.started": "Run started",
     "run.cancel_requested": "Cancellation requested",
     "key.leak_blocked": "A request carrying another provider's key was refused",
+    "run.requeued": "Enqueued again: no worker had taken it",
 }
 
 

@@ -1,26 +1,39 @@
 """Celery tasks. They receive run ids only: a provider key never enters the broker."""
 
 import logging
+from typing import Any
 
 from celery import shared_task
 
-from runs.executor import run_execute, runs_reap
+from runs.executor import ClaimFailed, run_execute, runs_reap
 from runs.services import orphan_tokens_sweep
 
 log = logging.getLogger(__name__)
 
+CLAIM_RETRY_DELAY = 10  # seconds; the sweeper takes over if the database stays away longer
 
-@shared_task(name="runs.tasks.execute_run", acks_late=True, ignore_result=True)
-def execute_run(run_id: str) -> None:
-    """Execute one run (a duplicate delivery finds it claimed and does nothing)."""
-    run = run_execute(run_id=run_id)
+
+@shared_task(
+    name="runs.tasks.execute_run", bind=True, acks_late=True, ignore_result=True, max_retries=5
+)
+def execute_run(self: Any, run_id: str) -> None:
+    """Execute one run (a duplicate delivery finds it claimed and does nothing).
+
+    When the database does not answer the claim, the run is still queued: the task is sent
+    again rather than acknowledged and forgotten.
+    """
+    try:
+        run = run_execute(run_id=run_id)
+    except ClaimFailed as exc:
+        raise self.retry(exc=exc, countdown=CLAIM_RETRY_DELAY) from None
     if run is not None:
         log.info("run %s ended %s %s", run_id, run.status, run.error_code)
 
 
 @shared_task(name="runs.tasks.reap_runs", ignore_result=True)
 def reap_runs() -> dict[str, int]:
-    """Fail runs whose worker was lost and queued runs whose keys expired (every minute)."""
+    """Every minute, on the maintenance queue: fail runs whose worker was lost and queued runs
+    whose keys expired; enqueue again queued runs that no worker claimed in time."""
     return runs_reap()
 
 

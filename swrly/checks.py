@@ -69,8 +69,38 @@ def check_provider_base_urls(app_configs: Iterable[Any] | None = None, **_: Any)
 
 
 @checks.register(STARTUP_TAG)
+def check_run_timing(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.E004, E005: a run must be redelivered or re-enqueued before its keys expire."""
+    ttl = settings.BYOK_TOKEN_TTL
+    found = []
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
+    if visibility >= ttl:
+        found.append(
+            checks.Error(
+                f"CELERY_VISIBILITY_TIMEOUT ({visibility} s) is not below BYOK_TOKEN_TTL "
+                f"({ttl} s): a run whose worker died would be redelivered only after its keys "
+                "expired.",
+                hint="Keep CELERY_VISIBILITY_TIMEOUT < BYOK_TOKEN_TTL (docs/operations.md).",
+                id="swrly.E004",
+            )
+        )
+    sweep = settings.RUN_REQUEUE_AFTER + settings.MAINTENANCE_INTERVAL
+    if sweep >= ttl:
+        found.append(
+            checks.Error(
+                f"RUN_REQUEUE_AFTER + the maintenance interval ({sweep:.0f} s) is not below "
+                f"BYOK_TOKEN_TTL ({ttl} s): a run whose message was lost would expire before "
+                "the sweeper enqueued it again.",
+                hint="Keep RUN_REQUEUE_AFTER < BYOK_TOKEN_TTL - 60 (docs/operations.md).",
+                id="swrly.E005",
+            )
+        )
+    return found
+
+
+@checks.register(STARTUP_TAG)
 def check_trusted_proxies(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
-    """swrly.E004: a TRUSTED_PROXIES entry is not an address or network."""
+    """swrly.E006: a TRUSTED_PROXIES entry is not an address or network."""
     import ipaddress
 
     errors = []
@@ -82,7 +112,7 @@ def check_trusted_proxies(app_configs: Iterable[Any] | None = None, **_: Any) ->
                 checks.Error(
                     f"TRUSTED_PROXIES entry {entry!r} is not an IP address or network",
                     hint="Use CIDRs such as 10.0.0.0/8 or single addresses, comma-separated.",
-                    id="swrly.E004",
+                    id="swrly.E006",
                 )
             )
     return errors

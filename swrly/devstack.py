@@ -1,8 +1,8 @@
 """`make run`: the whole platform on one machine, for development and demos.
 
 Writes a local `.env` with fresh secrets on first run, migrates, starts an embedded Valkey
-server (unless REDIS_URL is set), a Celery worker and the web server, creates the demo tenant
-`acme` once, and stops every process it started on Ctrl-C.
+server (unless REDIS_URL is set), a run worker, a maintenance worker, beat and the web server,
+creates the demo tenant `acme` once, and stops every process it started on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from swrly.keys.keyring import generate_key
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_TENANT = "acme"
 DEMO_OWNER = "owner@acme.example"
+RUN_QUEUE = "celery"
+MAINTENANCE_QUEUE = "maintenance"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -129,6 +131,35 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
+def celery_commands(*, schedule: Path) -> list[list[str]]:
+    """The Celery processes of the stack, as in production (docs/operations.md): a run worker,
+    a maintenance worker on its own queue (the reaper and sweeper never wait behind runs), and
+    beat on its own (it does not die with a worker). The queue names are the settings'
+    CELERY_TASK_DEFAULT_QUEUE and MAINTENANCE_QUEUE (this process does not load Django)."""
+    celery = [sys.executable, "-m", "celery", "-A", "swrly"]
+    return [
+        [
+            *celery,
+            "worker",
+            "--hostname=runs@%h",
+            f"--queues={RUN_QUEUE}",
+            "--pool=threads",
+            "--concurrency=4",
+            "--loglevel=INFO",
+        ],
+        [
+            *celery,
+            "worker",
+            "--hostname=maintenance@%h",
+            f"--queues={MAINTENANCE_QUEUE}",
+            "--pool=threads",
+            "--concurrency=1",
+            "--loglevel=INFO",
+        ],
+        [*celery, "beat", f"--schedule={schedule}", "--loglevel=INFO"],
+    ]
+
+
 def main() -> int:
     env_path = Path(os.environ.get("SWRLY_ENV_FILE") or BASE_DIR / ".env")
     added = ensure_env_file(env_path)
@@ -180,25 +211,9 @@ def main() -> int:
             env=env,
         )
         *_, workflow_id, token = _manage("seed-demo", DEMO_TENANT, env=env, capture=True).split()
-        processes.append(
-            subprocess.Popen(  # noqa: S603
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "swrly",
-                    "worker",
-                    "--beat",  # the run reaper runs every minute (runs.tasks.reap_runs)
-                    f"--schedule={Path(tempfile.gettempdir()) / 'swrly-celerybeat-schedule'}",
-                    "--pool=threads",
-                    "--concurrency=4",
-                    "--loglevel=INFO",
-                ],
-                env=env,
-                cwd=BASE_DIR,
-            )
-        )
+        schedule = Path(tempfile.gettempdir()) / "swrly-celerybeat-schedule"
+        for command in celery_commands(schedule=schedule):
+            processes.append(subprocess.Popen(command, env=env, cwd=BASE_DIR))  # noqa: S603
         web = subprocess.Popen(  # noqa: S603
             [
                 sys.executable,

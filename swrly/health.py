@@ -35,22 +35,20 @@ def _key_store() -> list[str]:
 
 
 def _broker() -> bool:
-    from kombu import Connection
-
     from swrly.celery import app
 
     timeouts = {"socket_timeout": PROBE_TIMEOUT, "socket_connect_timeout": PROBE_TIMEOUT}
     try:
-        with Connection(
-            app.conf.broker_url, connect_timeout=PROBE_TIMEOUT, transport_options=timeouts
+        # The connection runs are published on (broker_write_url, else broker_url).
+        with app.connection_for_write(
+            connect_timeout=PROBE_TIMEOUT, transport_options=timeouts
         ) as conn:
             conn.ensure_connection(max_retries=0, timeout=PROBE_TIMEOUT)
-            channel = conn.default_channel
-            client = getattr(channel, "client", None)
+            client = getattr(conn.default_channel, "client", None)
             if client is not None and hasattr(client, "ping"):  # Redis: ask, don't assume
                 client.ping()
         return True
-    except Exception:
+    except Exception:  # any failure means: not ready
         return False
 
 

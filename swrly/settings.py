@@ -169,17 +169,54 @@ PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=2)
 # It must exceed the longest step: (connect + read timeout) x (retries + 1) plus back-off.
 RUN_INTERRUPTED_AFTER = env.int("RUN_INTERRUPTED_AFTER", default=900)
 
+# A queued run that no worker has claimed this long after it was enqueued is enqueued again
+# (its message was lost, or its claim failed), as long as its keys are still valid. A duplicate
+# delivery is harmless: the claim is a conditional update. Must stay below BYOK_TOKEN_TTL - 60
+# (the sweep runs every minute; swrly.E005).
+RUN_REQUEUE_AFTER = env.int("RUN_REQUEUE_AFTER", default=120)
+
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# The Redis broker hands an unacknowledged message (its worker died) to another worker after
+# the visibility timeout. Below BYOK_TOKEN_TTL (swrly.E004), so a redelivered run still finds
+# its keys; a redelivery of a run that is already running does nothing.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=300)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Runs go to the default queue; maintenance (the reaper and sweeper) to its own queue and its own
+# worker, so it never waits behind a backlog of runs nor dies with a run worker.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+MAINTENANCE_QUEUE = "maintenance"
+CELERY_TASK_ROUTES = {
+    name: {"queue": MAINTENANCE_QUEUE}
+    for name in (
+        "runs.tasks.reap_runs",
+        "runs.tasks.sweep_orphan_tokens",
+        "tenants.tasks.flush_audit_suppressed",
+    )
+}
+MAINTENANCE_INTERVAL = 60.0
 CELERY_BEAT_SCHEDULE = {
-    "reap-runs": {"task": "runs.tasks.reap_runs", "schedule": 60.0},
-    "flush-audit-suppressed": {"task": "tenants.tasks.flush_audit_suppressed", "schedule": 60.0},
-    "sweep-orphan-tokens": {"task": "runs.tasks.sweep_orphan_tokens", "schedule": 60.0},
+    "reap-runs": {
+        "task": "runs.tasks.reap_runs",
+        "schedule": MAINTENANCE_INTERVAL,
+        # A sweep nobody ran in time is dropped, not queued behind the next one.
+        "options": {"expires": MAINTENANCE_INTERVAL - 5},
+    },
+    "flush-audit-suppressed": {
+        "task": "tenants.tasks.flush_audit_suppressed",
+        "schedule": MAINTENANCE_INTERVAL,
+        "options": {"expires": MAINTENANCE_INTERVAL - 5},
+    },
+    "sweep-orphan-tokens": {
+        "task": "runs.tasks.sweep_orphan_tokens",
+        "schedule": MAINTENANCE_INTERVAL,
+        "options": {"expires": MAINTENANCE_INTERVAL - 5},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [

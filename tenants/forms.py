@@ -39,6 +39,7 @@ ACTION_SUGGESTIONS = (
     "run.failed",
     "run.cancelled",
     "run.cancel_requested",
+    "run.requeued",
     "workflow.*",
     "token.*",
     "member.*",

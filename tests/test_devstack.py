@@ -135,6 +135,8 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
         names = " ".join(" ".join(child.cmdline()) for child in children)
         assert "valkey-server" in names
         assert "celery" in names
+        assert "--queues=maintenance" in names  # the reaper and sweeper's own worker
+        assert " beat " in names  # beat is its own process
         assert "runserver" in names
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/") as response:
             assert response.status == 200
@@ -170,3 +172,18 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_the_stack_runs_beat_alone_and_maintenance_on_its_own_worker(tmp_path):
+    from django.conf import settings
+
+    from swrly import devstack
+
+    run_worker, maintenance_worker, beat = devstack.celery_commands(schedule=tmp_path / "s")
+    assert devstack.RUN_QUEUE == settings.CELERY_TASK_DEFAULT_QUEUE
+    assert devstack.MAINTENANCE_QUEUE == settings.MAINTENANCE_QUEUE
+    assert run_worker[run_worker.index("worker") :].count(f"--queues={devstack.RUN_QUEUE}") == 1
+    assert f"--queues={devstack.MAINTENANCE_QUEUE}" in maintenance_worker
+    assert "beat" in beat
+    assert "worker" not in beat
+    assert not any("--beat" in arg for arg in run_worker + maintenance_worker)

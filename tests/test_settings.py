@@ -140,3 +140,25 @@ def test_no_setting_names_a_platform_provider_key():
     assert not [n for n in names if any(word in n for word in provider_words)]
     source = "\n".join(p.read_text() for p in (ROOT / "swrly").rglob("*.py"))
     assert not re.search(r"(ANTHROPIC|OPENAI)_API_KEY", source)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check_id"),
+    [
+        ({"CELERY_VISIBILITY_TIMEOUT": "900", "BYOK_TOKEN_TTL": "900"}, "swrly.E004"),
+        ({"RUN_REQUEUE_AFTER": "850", "BYOK_TOKEN_TTL": "900"}, "swrly.E005"),
+    ],
+)
+def test_timings_that_let_keys_expire_before_a_retry_stop_the_start(overrides, check_id):
+    result = _manage("check", **_production(**overrides))
+    assert result.returncode != 0
+    assert check_id in result.stderr
+
+
+def test_the_default_timings_redeliver_and_sweep_before_keys_expire():
+    from swrly.checks import check_run_timing
+
+    assert check_run_timing() == []
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    assert visibility < settings.BYOK_TOKEN_TTL
+    assert settings.RUN_REQUEUE_AFTER + settings.MAINTENANCE_INTERVAL < settings.BYOK_TOKEN_TTL

@@ -220,7 +220,7 @@ def test_a_run_the_reaper_ended_is_not_continued_or_overwritten(
     _wait_for_step(run, 0, StepStatus.RUNNING)
     # the reaper, believing the worker lost, ends the run while its first call is in flight
     later = timezone.now() + timedelta(seconds=settings.RUN_INTERRUPTED_AFTER + 1)
-    assert runs_reap(now=later) == {"interrupted": 1, "expired": 0}
+    assert runs_reap(now=later) == {"interrupted": 1, "expired": 0, "requeued": 0}
 
     _wait_for_step(run, 0, StepStatus.SUCCEEDED)
     time.sleep(0.5)  # give the worker the chance it must not take
@@ -250,16 +250,30 @@ def test_the_reaper_fails_lost_runs_and_runs_whose_keys_expired_unclaimed(acme, 
     Run.objects.filter(pk=lost.pk).update(
         status=RunStatus.RUNNING, heartbeat_at=now - timedelta(seconds=601)
     )
+    for position, status in enumerate([StepStatus.SUCCEEDED, StepStatus.RUNNING, "pending"]):
+        StepRun.objects.create(
+            tenant=lost.tenant,
+            run=lost,
+            position=position,
+            name=f"s{position}",
+            provider="sandbox",
+            model="m",
+            status=status,
+        )
     Run.objects.filter(pk=waiting.pk).update(keys_expire_at=now - timedelta(seconds=1))
     Run.objects.filter(pk=fresh.pk).update(keys_expire_at=now + timedelta(seconds=600))
 
-    assert runs_reap(now=now) == {"interrupted": 1, "expired": 1}
+    assert runs_reap(now=now) == {"interrupted": 1, "expired": 1, "requeued": 0}
 
     lost.refresh_from_db(), waiting.refresh_from_db(), fresh.refresh_from_db()
     assert (lost.status, lost.error_code) == (RunStatus.FAILED, RunError.INTERRUPTED)
+    # The step in flight may have reached the provider: never recorded as skipped.
+    steps = list(lost.step_runs.order_by("position"))
+    assert [s.status for s in steps] == [StepStatus.SUCCEEDED, StepStatus.FAILED, "skipped"]
+    assert "may have received the request" in steps[1].error
     assert (waiting.status, waiting.error_code) == (RunStatus.FAILED, RunError.KEY_EXPIRED)
     assert fresh.status == RunStatus.QUEUED
-    assert runs_reap(now=now) == {"interrupted": 0, "expired": 0}
+    assert runs_reap(now=now) == {"interrupted": 0, "expired": 0, "requeued": 0}
 
 
 @pytest.mark.parametrize("role", [Role.AUDITOR])

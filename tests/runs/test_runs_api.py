@@ -336,15 +336,17 @@ def test_a_run_the_broker_refuses_fails_at_once_and_discards_its_keys(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    broker, options = app.conf.broker_url, app.conf.broker_transport_options
+    broker, options = app.conf.get("broker_write_url"), app.conf.broker_transport_options
 
     def use_broker(url, transport_options):
         # Celery caches its connection and producer pools: drop both so the URL takes effect.
-        app.conf.broker_url, app.conf.broker_transport_options = url, transport_options
+        # Publishing uses broker_write_url (broker_url when unset).
+        app.conf.broker_write_url, app.conf.broker_transport_options = url, transport_options
         app._pool = None
         app.amqp._producer_pool = None
 
     use_broker(f"redis://127.0.0.1:{port}/0", {"max_retries": 0})  # a broker that is down
+    assert app.conf.broker_write_url.endswith(f":{port}/0")
     try:
         response = _trigger(acme, workflow["id"], {"anthropic": "sk-ant-aaaaaaaaaaaa"})
     finally:
