@@ -21,6 +21,7 @@ import hmac
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, NoReturn
@@ -36,6 +37,12 @@ DISCARDED_TEXT = "ProviderSecret(discarded)"
 _registry_lock = threading.Lock()
 # By id(): one entry per live key holder, kept while a secret or a scope holds it.
 _registry: dict[int, _LiveKey] = {}
+# Releases not yet applied. A secret collected by the garbage collector is released from a
+# finalizer, which can run inside any allocation — also one made while this thread holds
+# _registry_lock, where taking the lock again would deadlock. So a release only ever *tries* the
+# lock; when it is busy the release waits here, and whoever takes the lock next applies it
+# before reading the registry (a key stays redacted a moment longer, never less).
+_pending_releases: deque[_LiveKey] = deque()
 _scope: contextvars.ContextVar[list[_LiveKey] | None] = contextvars.ContextVar(
     "swrly_redaction_scope", default=None
 )
@@ -60,29 +67,53 @@ class _LiveKey:
         self.value: str | None = value
         self.matcher: KeyMatcher | None = KeyMatcher(value)  # compiled once, on first use
         self.holders = 1
-        with _registry_lock:
-            _registry[id(self)] = self
+        with _locked_registry() as registry:
+            registry[id(self)] = self
 
     def hold(self) -> None:
-        with _registry_lock:
+        with _locked_registry():
             self.holders += 1
 
     def release(self) -> None:
-        """One holder fewer; the last one makes redaction forget the key."""
-        with _registry_lock:
-            self.holders -= 1
-            if self.holders > 0:
-                return
-            _registry.pop(id(self), None)
+        """One holder fewer; the last one makes redaction forget the key. Never blocks."""
+        _pending_releases.append(self)
+        if _registry_lock.acquire(blocking=False):
+            try:
+                _apply_pending_releases()
+            finally:
+                _registry_lock.release()
+
+    def _release_locked(self) -> None:
+        self.holders -= 1
+        if self.holders > 0:
+            return
+        _registry.pop(id(self), None)
         self.value = self.matcher = None
 
     def __repr__(self) -> str:
         return "_LiveKey(****)"
 
 
-def _live_keys() -> list[_LiveKey]:
+def _apply_pending_releases() -> None:
+    """With _registry_lock held: apply the releases that could not take it."""
+    while True:
+        try:
+            entry = _pending_releases.popleft()
+        except IndexError:
+            return
+        entry._release_locked()
+
+
+@contextlib.contextmanager
+def _locked_registry() -> Iterator[dict[int, _LiveKey]]:
     with _registry_lock:
-        return list(_registry.values())
+        _apply_pending_releases()
+        yield _registry
+
+
+def _live_keys() -> list[_LiveKey]:
+    with _locked_registry() as registry:
+        return list(registry.values())
 
 
 def live_secrets() -> frozenset[str]:

@@ -213,3 +213,26 @@ def test_key_id_hex_is_carried_for_audit(value):
     with ProviderSecret(value, key_id_hex="0123456789abcdef") as secret:
         assert secret.key_id_hex == "0123456789abcdef"
         assert "0123456789abcdef" not in repr(secret)
+
+
+def test_a_secret_collected_while_the_registry_is_locked_neither_deadlocks_nor_lingers():
+    # The garbage collector runs finalizers inside any allocation, also one made while the
+    # registry lock is held (seen: a log record redacted during httpx's debug logging).
+    import threading
+
+    from swrly.keys import secret as secret_module
+
+    canary = "sk-ant-canary-finalizer-0123456789abcdef"
+    done = threading.Event()
+
+    def collect_inside_the_lock():
+        held = ProviderSecret(canary)
+        with secret_module._locked_registry():
+            del held  # CPython runs the finalizer here, with the lock held by this thread
+        done.set()
+
+    thread = threading.Thread(target=collect_inside_the_lock, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert done.is_set(), "releasing a secret inside the registry lock deadlocked"
+    assert canary not in live_secrets()
