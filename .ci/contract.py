@@ -326,7 +326,7 @@ def main() -> int:
             os.environ.get("CONTRACT_SEED", "20261128"),
             "--generation-deterministic",
             "--max-time",
-            os.environ.get("CONTRACT_MAX_TIME", "600"),
+            os.environ.get("CONTRACT_MAX_TIME", "180"),
             "--request-timeout",
             "30",
             "--output-sanitize",
