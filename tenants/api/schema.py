@@ -3,14 +3,10 @@
 All of them share one body, `{"error": {"code", "message", "fields"}}` (tenants/api/errors.py).
 """
 
-import threading
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers
-from rest_framework.request import Request
-from rest_framework.response import Response
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -66,19 +62,3 @@ class SwrlyAutoSchema(AutoSchema):
                 response["description"] = _DESCRIPTIONS[code]
                 responses[code] = response
         return responses
-
-
-_SCHEMA_LOCK = threading.Lock()
-
-
-class SchemaView(SpectacularAPIView):
-    """The OpenAPI schema, generated one request at a time per process.
-
-    drf-spectacular loads its extensions lazily and not thread-safely: the first concurrent
-    schema requests in a threaded worker could answer 500 (one thread saw another's
-    half-loaded extension). Generation is rare and quick; serializing it costs nothing.
-    """
-
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        with _SCHEMA_LOCK:
-            return super().get(request, *args, **kwargs)

@@ -5,7 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from runs.api.views import RunViewSet, WorkflowViewSet
 from tenants.api import views
-from tenants.api.schema import SchemaView
+from tenants.api.schema_view import SchemaView
 
 app_name = "api"
 
