@@ -4,7 +4,8 @@ settings name as the schema class: drf-spectacular's views import it back)."""
 import threading
 from typing import Any
 
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SCHEMA_KWARGS, SpectacularAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,6 +20,7 @@ class SchemaView(SpectacularAPIView):
     half-loaded extension). Generation is rare and quick; serializing it costs nothing.
     """
 
+    @extend_schema(**SCHEMA_KWARGS)  # as the parent's: not itself in the schema
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         with _SCHEMA_LOCK:
             return super().get(request, *args, **kwargs)
