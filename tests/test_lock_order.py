@@ -1,8 +1,9 @@
-"""Writers of a workflow take their locks in one order: the workflow row, then the audit chain.
+"""Writers take their locks in one order: the entity row, then the audit chain (PostgreSQL).
 
-Found by the contract run on PostgreSQL: a DELETE racing a PATCH of the same workflow deadlocked
-(the delete audited first and then waited for the row; the update held the row and waited for
-the chain) and one of them answered 500.
+Found by the seeded contract run on PostgreSQL, each as a 500: a DELETE racing a PATCH of the
+same workflow deadlocked (the delete audited first and then waited for the row; the update held
+the row and waited for the chain), and removing a member locked the tenant row too, which any
+concurrent audit write of the tenant needs at commit (its event references the tenant).
 """
 
 import threading
@@ -13,7 +14,8 @@ from django.db import connection, connections, transaction
 from runs.models import Workflow
 from runs.services import workflow_delete
 from tenants.audit import Actor, audit_record
-from tenants.models import AuditEvent
+from tenants.models import AuditEvent, Membership, Role
+from tenants.services import membership_remove
 
 
 def _waiting_for_a_lock() -> int:
@@ -82,3 +84,48 @@ def test_a_workflow_deleted_while_it_is_updated_does_not_deadlock(acme):
         .values_list("action", flat=True)
     )
     assert actions[-2:] == ["workflow.updated", "workflow.deleted"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_member_removed_while_the_tenant_is_audited_does_not_deadlock(acme):
+    # given: a transaction holds the tenant's audit chain and has yet to commit its event
+    membership = Membership.objects.get(user=acme.users[Role.DEVELOPER])
+    actor = Actor.system("tests")
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def audit() -> None:
+        try:
+            with transaction.atomic():
+                audit_record(tenant=acme.tenant, action="run.created", actor=actor, target="x")
+                holding.set()
+                release.wait(timeout=30)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def remove() -> None:
+        try:
+            holding.wait(timeout=30)
+            membership_remove(membership=membership, actor=actor, acting_role=Role.OWNER)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=audit), threading.Thread(target=remove)]
+    for thread in threads:
+        thread.start()
+    # when: the removal waits for the chain, the audit commits
+    holding.wait(timeout=30)
+    for _ in range(3000):
+        if _waiting_for_a_lock():
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    # then
+    assert errors == []
+    assert not Membership.objects.filter(pk=membership.pk).exists()
