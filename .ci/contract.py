@@ -316,12 +316,8 @@ def main() -> int:
             f"Authorization: Bearer {token}",
             "--checks",
             CHECKS,
-            "--phases",
-            os.environ.get("CONTRACT_PHASES", "examples,coverage,fuzzing"),
             "--max-examples",
             os.environ.get("CONTRACT_MAX_EXAMPLES", "25"),
-            "--workers",
-            "2",
             "--seed",
             os.environ.get("CONTRACT_SEED", "20261128"),
             "--generation-deterministic",
@@ -332,7 +328,18 @@ def main() -> int:
             "--output-sanitize",
             "true",
         ]
-        return subprocess.run(command, env=env, cwd=ROOT).returncode
+        # The examples and coverage phases run on one thread: generating them on two raced in
+        # Hypothesis' lambda-source parsing on CPython 3.11 ("AST constructor recursion depth
+        # mismatch", a tool error, not the API's). Fuzzing runs on two, so requests overlap (as
+        # they do in production: it found deadlocks that one client at a time never hits).
+        wanted = os.environ.get("CONTRACT_PHASES", "examples,coverage,fuzzing").split(",")
+        status = 0
+        for phases, workers in ((["examples", "coverage"], "1"), (["fuzzing"], "2")):
+            selected = [phase for phase in phases if phase in wanted]
+            if selected:
+                run = [*command, "--phases", ",".join(selected), "--workers", workers]
+                status = subprocess.run(run, env=env, cwd=ROOT).returncode or status
+        return status
     finally:
         for process in reversed(processes):
             if process.poll() is None:
