@@ -85,16 +85,23 @@ def workflow_update(
 def workflow_delete(
     *, workflow: Workflow, actor: Actor, request: HttpRequest | None = None
 ) -> None:
-    """Delete a workflow; its runs stay, with the steps they ran."""
+    """Delete a workflow; its runs stay, with the steps they ran.
+
+    Locks in the order every writer of a workflow uses (the workflow row, its runs, then the
+    tenant's audit chain head): auditing first deadlocked on PostgreSQL against a concurrent
+    workflow_update, which holds the workflow row when it audits.
+    """
+    pk, name = workflow.pk, workflow.name
+    Workflow.objects.select_for_update().filter(pk=pk).first()
+    workflow.delete()
     audit_record(
         tenant=workflow.tenant,
         action="workflow.deleted",
         actor=actor,
-        target=f"workflow:{workflow.pk}",
-        metadata={"name": workflow.name},
+        target=f"workflow:{pk}",
+        metadata={"name": name},
         request=request,
     )
-    workflow.delete()
 
 
 def _check_provider_keys(workflow: Workflow, provider_keys: dict[str, ProviderSecret]) -> None:

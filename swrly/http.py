@@ -59,4 +59,5 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 def user_agent(request: HttpRequest) -> str:
-    return request.META.get("HTTP_USER_AGENT", "")[:512]
+    # NUL cannot be stored (PostgreSQL text); a client may still send it in a header.
+    return request.META.get("HTTP_USER_AGENT", "").replace("\x00", "")[:512]

@@ -1,18 +1,22 @@
-"""Applied around every view: the redaction scope, request size and per-address API rate."""
+"""Applied around every view: the redaction scope, request size, per-address API rate and
+storable input."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 
 from swrly.http import client_ip
+from swrly.input_limits import UNSTORABLE_MESSAGE, is_unstorable, unstorable_parameters
 from swrly.keys.secret import redaction_scope
 from swrly.ratelimit import over_limit
 
 
-def _api_error(status: int, code: str, message: str, **headers: str) -> JsonResponse:
+def _api_error(
+    status: int, code: str, message: str, fields: dict | None = None, **headers: str
+) -> JsonResponse:
     response = JsonResponse(
-        {"error": {"code": code, "message": message, "fields": {}}}, status=status
+        {"error": {"code": code, "message": message, "fields": fields or {}}}, status=status
     )
     for name, value in headers.items():
         response[name] = value
@@ -72,3 +76,45 @@ def _address_throttle_wait(request: HttpRequest) -> float | None:
     if address is None:
         return None
     return over_limit(scope="ip", ident=address, rate=settings.API_RATE_PER_IP)
+
+
+class StorableInputMiddleware:
+    """No request parameter may hold a character no database column accepts (NUL, an unpaired
+    surrogate): a query-string or form parameter that does answers 400 naming it, before any
+    view, form, sign-in backend or audit write sees it; a path that does names nothing (404).
+
+    PostgreSQL refuses such text with an error deep inside the view (a 500). JSON bodies of the
+    API get the same check from its parser (tenants/api/parsers.py).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        is_api = request.path.startswith("/api/")
+        if is_unstorable(request.path_info):
+            if is_api:
+                return _api_error(404, "not_found", "Not found.")
+            return HttpResponse("Not found.", status=404, content_type="text/plain")
+        names = list(unstorable_parameters(_pairs(request.GET)))
+        if not is_api and request.method == "POST" and _is_form(request):
+            names += unstorable_parameters(_pairs(request.POST))
+        if not names:
+            return self.get_response(request)
+        if is_api:
+            return _api_error(
+                400,
+                "invalid",
+                "The request is not valid.",
+                {name: [UNSTORABLE_MESSAGE] for name in names},
+            )
+        message = "; ".join(f"{name}: {UNSTORABLE_MESSAGE}" for name in names)
+        return HttpResponse(f"Bad request. {message}", status=400, content_type="text/plain")
+
+
+def _pairs(params: QueryDict) -> Iterator[tuple[str, str]]:
+    return ((name, value) for name, values in params.lists() for value in values)
+
+
+def _is_form(request: HttpRequest) -> bool:
+    return request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")

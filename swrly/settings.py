@@ -75,6 +75,7 @@ MIDDLEWARE = [
     "swrly.health.HealthMiddleware",  # /healthz and /readyz, before host checks and redirects
     "django.middleware.security.SecurityMiddleware",
     "swrly.middleware.RequestLimitsMiddleware",
+    "swrly.middleware.StorableInputMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -302,7 +303,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.api.authentication.ApiTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.api.permissions.HasTenantRole"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tenants.api.parsers.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "tenants.api.schema.SwrlyAutoSchema",
     "EXCEPTION_HANDLER": "tenants.api.errors.exception_handler",
     # No ?format= switch: content negotiation is by Accept only (an unknown format was a 404).

@@ -159,7 +159,12 @@ def membership_add(
 
 
 def _locked(membership: Membership) -> Membership:
-    """The membership as it is now, locked; 404 when it was removed meanwhile."""
+    """The membership as it is now, locked; 404 when it was removed meanwhile.
+
+    Only the membership row is locked (`of=("self",)`): locking the joined tenant row too made
+    any concurrent audit write of the tenant (its event references the tenant, checked at
+    commit) deadlock against this transaction waiting for the audit chain on PostgreSQL.
+    """
     current = (
         Membership.objects.select_for_update(of=("self",))
         .select_related("tenant", "user")

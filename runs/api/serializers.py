@@ -5,7 +5,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from runs.models import Run, RunStatus, StepRun, Workflow
+from runs.models import Run, RunError, RunStatus, StepRun, Workflow
 from runs.workflow_spec import SpecError, validate_steps
 from swrly.keys.secret import ProviderSecret
 from tenants.api.base import StrictSerializerMixin
@@ -120,7 +120,8 @@ class StepRunSerializer(serializers.ModelSerializer):
 
 
 class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
-    workflow = serializers.UUIDField(source="workflow_id", allow_null=False)
+    # null once the workflow is deleted (the run keeps its workflow_name); a new run needs one.
+    workflow = serializers.UUIDField(source="workflow_id", allow_null=True)
     input = serializers.JSONField(required=False, default=dict)
     provider_keys = ProviderKeysField(write_only=True)
     steps = StepRunSerializer(source="step_runs", many=True, read_only=True)
@@ -158,6 +159,19 @@ class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "finished_at",
             "steps",
         ]
+
+    error_code = serializers.ChoiceField(
+        choices=RunError.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text='Why the run failed or was cancelled; "" while it has not (documented in '
+        "docs/api.md, Run error codes).",
+    )
+
+    def validate_workflow(self, value: Any) -> Any:
+        if value is None:
+            raise serializers.ValidationError("This field may not be null.")
+        return value
 
     def to_representation(self, instance: Run) -> dict:
         data = super().to_representation(instance)

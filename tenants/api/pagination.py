@@ -1,13 +1,17 @@
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
+
+from swrly.input_limits import is_unstorable
 
 
 class NewestFirstPagination(CursorPagination):
     """Cursor pagination over `created_at`, newest first: stable under concurrent inserts.
 
-    A cursor that does not decode is a 400 on the `cursor` parameter (DRF says 404).
+    A cursor that does not decode, or whose position is not a date-time, is a 400 on the
+    `cursor` parameter (DRF says 404, or lets the position reach the database).
     """
 
     ordering = ("-created_at", "-pk")
@@ -17,6 +21,20 @@ class NewestFirstPagination(CursorPagination):
 
     def decode_cursor(self, request: Any) -> Any:
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound:
-            raise ValidationError({"cursor": [self.invalid_cursor_message]}) from None
+            cursor = False
+        if cursor is False or (
+            cursor is not None and cursor.position is not None and not _is_datetime(cursor.position)
+        ):
+            raise ValidationError({"cursor": [self.invalid_cursor_message]})
+        return cursor
+
+
+def _is_datetime(text: str) -> bool:
+    if is_unstorable(text):
+        return False
+    try:
+        return parse_datetime(text) is not None
+    except ValueError:
+        return False

@@ -1,10 +1,11 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
 
 from runs.api.views import RunViewSet, WorkflowViewSet
 from tenants.api import views
+from tenants.api.schema_view import SchemaView
 
 app_name = "api"
 
@@ -21,7 +22,7 @@ urlpatterns = [
     path("me/", views.MeView.as_view(), name="me"),
     path(
         "schema/",
-        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]),
+        SchemaView.as_view(authentication_classes=[], permission_classes=[AllowAny]),
         name="schema",
     ),
     path(

@@ -1,0 +1,26 @@
+"""The view that serves the OpenAPI schema (apart from tenants/api/schema.py, which the
+settings name as the schema class: drf-spectacular's views import it back)."""
+
+import threading
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SCHEMA_KWARGS, SpectacularAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+_SCHEMA_LOCK = threading.Lock()
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, generated one request at a time per process.
+
+    drf-spectacular loads its extensions lazily and not thread-safely: the first concurrent
+    schema requests in a threaded worker could answer 500 (one thread saw another's
+    half-loaded extension). Generation is rare and quick; serializing it costs nothing.
+    """
+
+    @extend_schema(**SCHEMA_KWARGS)  # as the parent's: not itself in the schema
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        with _SCHEMA_LOCK:
+            return super().get(request, *args, **kwargs)

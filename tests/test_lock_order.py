@@ -1,0 +1,131 @@
+"""Writers take their locks in one order: the entity row, then the audit chain (PostgreSQL).
+
+Found by the seeded contract run on PostgreSQL, each as a 500: a DELETE racing a PATCH of the
+same workflow deadlocked (the delete audited first and then waited for the row; the update held
+the row and waited for the chain), and removing a member locked the tenant row too, which any
+concurrent audit write of the tenant needs at commit (its event references the tenant).
+"""
+
+import threading
+
+import pytest
+from django.db import connection, connections, transaction
+
+from runs.models import Workflow
+from runs.services import workflow_delete
+from tenants.audit import Actor, audit_record
+from tenants.models import AuditEvent, Membership, Role
+from tenants.services import membership_remove
+
+
+def _waiting_for_a_lock() -> int:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_workflow_deleted_while_it_is_updated_does_not_deadlock(acme):
+    # given: an update holds the workflow's row and has yet to write its audit event
+    workflow = acme.workflow()
+    actor = Actor.system("tests")
+    holding, errors = threading.Event(), []
+    release = threading.Event()
+
+    def update() -> None:
+        try:
+            with transaction.atomic():
+                Workflow.objects.filter(pk=workflow.pk).update(description="changed")
+                holding.set()
+                release.wait(timeout=30)
+                audit_record(
+                    tenant=acme.tenant,
+                    action="workflow.updated",
+                    actor=actor,
+                    target=f"workflow:{workflow.pk}",
+                    metadata={"fields": ["description"]},
+                )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def delete() -> None:
+        try:
+            holding.wait(timeout=30)
+            workflow_delete(workflow=Workflow.objects.get(pk=workflow.pk), actor=actor)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    updater, deleter = threading.Thread(target=update), threading.Thread(target=delete)
+    updater.start()
+    deleter.start()
+    # when: the delete is blocked on a lock, the update goes on to audit
+    holding.wait(timeout=30)
+    for _ in range(3000):
+        if _waiting_for_a_lock():
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    updater.join(timeout=60)
+    deleter.join(timeout=60)
+    # then: both committed, in order
+    assert errors == []
+    assert not Workflow.objects.filter(pk=workflow.pk).exists()
+    actions = list(
+        AuditEvent.objects.filter(tenant=acme.tenant, target=f"workflow:{workflow.pk}")
+        .order_by("seq")
+        .values_list("action", flat=True)
+    )
+    assert actions[-2:] == ["workflow.updated", "workflow.deleted"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_member_removed_while_the_tenant_is_audited_does_not_deadlock(acme):
+    # given: a transaction holds the tenant's audit chain and has yet to commit its event
+    membership = Membership.objects.get(user=acme.users[Role.DEVELOPER])
+    actor = Actor.system("tests")
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def audit() -> None:
+        try:
+            with transaction.atomic():
+                audit_record(tenant=acme.tenant, action="run.created", actor=actor, target="x")
+                holding.set()
+                release.wait(timeout=30)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def remove() -> None:
+        try:
+            holding.wait(timeout=30)
+            membership_remove(membership=membership, actor=actor, acting_role=Role.OWNER)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=audit), threading.Thread(target=remove)]
+    for thread in threads:
+        thread.start()
+    # when: the removal waits for the chain, the audit commits
+    holding.wait(timeout=30)
+    for _ in range(3000):
+        if _waiting_for_a_lock():
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    # then
+    assert errors == []
+    assert not Membership.objects.filter(pk=membership.pk).exists()
