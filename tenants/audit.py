@@ -369,6 +369,7 @@ class CheckpointInfo:
     key_id: str
     created_at: datetime
     head_hash: str
+    signature: str
 
 
 @dataclass(frozen=True)
@@ -483,6 +484,7 @@ def _info(checkpoint: AuditCheckpoint | None) -> CheckpointInfo | None:
         key_id=checkpoint.key_id,
         created_at=checkpoint.created_at,
         head_hash=checkpoint.head_hash,
+        signature=checkpoint.signature,
     )
 
 
