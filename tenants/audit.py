@@ -120,6 +120,40 @@ def event_hash(
     return hmac.new(chain_key, _canonical(body), hashlib.sha256).hexdigest()
 
 
+def head_mac(chain_key: bytes, chain: str, seq: int, last_hash: str) -> str:
+    """The chain head's authentication code: only the application can move the head."""
+    message = f"swrly-audit-head\0{chain}\0{seq}\0{last_hash}".encode()
+    return hmac.new(chain_key, message, hashlib.sha256).hexdigest()
+
+
+def _head_problem(
+    head: AuditChainHead | None,
+    chain: str,
+    seq: int,
+    last_hash: str,
+    last_version: int,
+    keyring: ChainKeyring,
+) -> str:
+    if head is None:
+        return "" if seq == 0 else "the chain head row is missing (it was deleted)"
+    if (head.seq, head.last_hash) != (seq, last_hash):
+        return (
+            f"chain head is at #{head.seq} but the events end at #{seq} "
+            "(events were removed from the end)"
+        )
+    if not head.mac:
+        return "" if last_version == 1 else "the chain head has no MAC (it was rewritten)"
+    if not any(
+        hmac.compare_digest(head.mac, head_mac(key, chain, seq, last_hash))
+        for key in keyring.keys.values()
+    ):
+        return (
+            "the chain head's MAC does not verify: it was rewritten without the chain key "
+            "(events may have been removed from the end)"
+        )
+    return ""
+
+
 def _canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
         "ascii"
@@ -222,7 +256,8 @@ def _append(
     )
     head.seq = event.seq
     head.last_hash = event.hash
-    head.save(update_fields=["seq", "last_hash"])
+    head.mac = head_mac(keyring.current, chain, event.seq, event.hash)
+    head.save(update_fields=["seq", "last_hash", "mac"])
     return event
 
 
@@ -588,15 +623,15 @@ def audit_verify_chain(chain: str, *, full: bool = True) -> ChainReport:
         from_seq = event.seq if from_seq is None else from_seq
         expected_seq, prev_hash, prev_version = event.seq + 1, event.hash, event.hash_version
     head = AuditChainHead.objects.filter(chain=chain).first()
-    if head is not None and (head.seq, head.last_hash) != (expected_seq - 1, prev_hash):
+    problem = _head_problem(head, chain, expected_seq - 1, prev_hash, prev_version, keyring)
+    if problem:
         return ChainReport(
             chain,
             checked,
             False,
             None,
             expected_seq,
-            f"chain head is at #{head.seq} but the events end at #{expected_seq - 1} "
-            "(events were removed from the end)",
+            problem,
             mode=mode,
             from_seq=from_seq,
             to_seq=expected_seq - 1 if checked else None,

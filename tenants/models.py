@@ -149,6 +149,9 @@ class AuditChainHead(models.Model):
     chain = models.CharField(max_length=36, primary_key=True)
     seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64)
+    # HMAC under the chain key over (chain, seq, last_hash): a head rewound to cut events off
+    # the end does not verify without the key. Empty on heads last written before keyed events.
+    mac = models.CharField(max_length=64, blank=True, default="")
 
     def __str__(self) -> str:
         return f"{self.chain}@{self.seq}"
