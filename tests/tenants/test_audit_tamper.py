@@ -74,6 +74,8 @@ def attacker(kind: str):
             cursor.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}")
             cursor.execute(f"SET ROLE {role}")
         elif kind == "table_owner":
+            # (ALTER TABLE waits for no deferred foreign-key check of this transaction)
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             for table in AUDIT_TABLES:
                 cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         try:
@@ -84,6 +86,7 @@ def attacker(kind: str):
             elif kind == "table_owner":
                 for table in AUDIT_TABLES:
                     cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+                cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 @pytest.fixture
