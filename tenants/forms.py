@@ -48,6 +48,7 @@ ACTION_SUGGESTIONS = (
     "access.denied",
     "audit.exported",
     "audit.suppressed",
+    "audit.checkpoint",
     "tenant.created",
 )
 
