@@ -173,7 +173,7 @@ def public_key_of(private: str) -> str:
     return _b64(key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw))
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def signature_valid(public_raw: bytes, payload: bytes, signature: bytes) -> bool:
     """Whether `signature` is `public_raw`'s Ed25519 signature of `payload`.
 
