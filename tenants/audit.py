@@ -551,8 +551,10 @@ def audit_verify_chain(chain: str, *, full: bool = True) -> ChainReport:
         )
     newest = checkpoints[-1] if checkpoints else None
     by_seq = {checkpoint.seq: checkpoint for checkpoint in checkpoints}
-    signed_seqs = AuditCheckpoint.objects.filter(chain=chain).values("seq")
-    anchors = {e.seq: e for e in AuditEvent.objects.filter(chain=chain, seq__in=signed_seqs)}
+    anchors = {}
+    if not full:
+        signed_seqs = AuditCheckpoint.objects.filter(chain=chain).values("seq")
+        anchors = {e.seq: e for e in AuditEvent.objects.filter(chain=chain, seq__in=signed_seqs)}
 
     def broken(event: AuditEvent | None, seq: int, reason: str, checked: int) -> ChainReport:
         return ChainReport(
@@ -567,18 +569,17 @@ def audit_verify_chain(chain: str, *, full: bool = True) -> ChainReport:
             checkpoint=_info(newest),
         )
 
-    for checkpoint in checkpoints:
+    # Incremental: every signed event, which the range below starts after. (Full: in order.)
+    for checkpoint in [] if full else checkpoints:
         event = anchors.get(checkpoint.seq)
         if event is None:
-            reason = f"the event signed by the checkpoint at #{checkpoint.seq} is missing"
-            return broken(None, checkpoint.seq, reason + " (events were deleted)", 0)
+            return broken(None, checkpoint.seq, _missing_signed_event(checkpoint.seq), 0)
         if (
             event.hash != checkpoint.head_hash
             or _tenant_mismatch(event, chain)
             or _stored_hash(event, keyring) != event.hash
         ):
-            reason = "the event does not match its signed checkpoint (it was altered or replaced)"
-            return broken(event, event.seq, reason, 0)
+            return broken(event, event.seq, _NOT_AS_SIGNED, 0)
 
     if full or newest is None:
         expected_seq, prev_hash, prev_version, checked = 1, GENESIS_HASH, 1, 0
@@ -615,6 +616,8 @@ def audit_verify_chain(chain: str, *, full: bool = True) -> ChainReport:
                     "content does not match its hash (the row was altered, or written without "
                     "the chain key)"
                 )
+            elif event.seq in by_seq and by_seq[event.seq].head_hash != event.hash:
+                reason = _NOT_AS_SIGNED
             elif event.action == "audit.checkpoint":
                 reason = _checkpoint_event_problem(event, by_seq)
         if reason:
@@ -622,6 +625,9 @@ def audit_verify_chain(chain: str, *, full: bool = True) -> ChainReport:
         checked += 1
         from_seq = event.seq if from_seq is None else from_seq
         expected_seq, prev_hash, prev_version = event.seq + 1, event.hash, event.hash_version
+    if newest is not None and newest.seq >= expected_seq:  # full: the events ended too early
+        first_missing = min(seq for seq in by_seq if seq >= expected_seq)
+        return broken(None, expected_seq, _missing_signed_event(first_missing), checked)
     head = AuditChainHead.objects.filter(chain=chain).first()
     problem = _head_problem(head, chain, expected_seq - 1, prev_hash, prev_version, keyring)
     if problem:
@@ -648,6 +654,13 @@ def audit_verify_chain(chain: str, *, full: bool = True) -> ChainReport:
         checkpoints_verified=verified,
         checkpoint=_info(newest),
     )
+
+
+_NOT_AS_SIGNED = "the event does not match its signed checkpoint (it was altered or replaced)"
+
+
+def _missing_signed_event(seq: int) -> str:
+    return f"the event signed by the checkpoint at #{seq} is missing (events were deleted)"
 
 
 def _checkpoint_event_problem(event: AuditEvent, by_seq: dict[int, AuditCheckpoint]) -> str:

@@ -284,6 +284,14 @@ def test_an_altered_event_before_the_checkpoint_is_named_by_a_full_verification(
     full = _verify(chain, full=True)
     assert not full.ok
     assert (full.broken_seq, full.broken_event_id) == (2, victim.pk)
+    # a later break (here the signed event too) does not hide the first one
+    with attacker(kind) as db:
+        assert db.run(
+            "UPDATE tenants_auditevent SET target = %s WHERE id = %s",
+            ["run:other", _event(chain, 4).pk],
+        )
+    assert not _verify(chain).ok
+    assert _verify(chain, full=True).broken_seq == 2
     with pytest.raises(CommandError, match="broken"):
         call_command("verify-audit", "--tenant", "chain", "--full")
 
@@ -305,6 +313,9 @@ def test_an_event_signed_by_a_checkpoint_cannot_be_rewritten_with_its_hash(chain
         assert not report.ok
         assert (report.broken_seq, report.broken_event_id) == (4, victim.pk)
         assert "does not match its signed checkpoint" in report.reason
+        full = _verify(chain, full=True)
+        assert not full.ok
+        assert (full.broken_seq, full.broken_event_id) == (4, victim.pk)
 
 
 @pytest.mark.parametrize("kind", ATTACKERS)
@@ -345,6 +356,10 @@ def test_a_tail_cut_before_the_checkpoint_is_named(chain, kind):
         assert not report.ok
         assert report.broken_seq == 4
         assert "the event signed by the checkpoint at #4 is missing" in report.reason
+        full = _verify(chain, full=True)
+        assert not full.ok
+        assert full.broken_seq == 4
+        assert "the event signed by the checkpoint at #4 is missing" in full.reason
 
 
 @pytest.mark.parametrize("kind", ATTACKERS)
