@@ -27,6 +27,8 @@ def configure() -> str:
     os.environ["SWRLY_ENV_FILE"] = os.devnull
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ.setdefault("BYOK_ENCRYPTION_KEY", generate_key())
+    os.environ.setdefault("AUDIT_CHAIN_KEY", generate_key())
+    os.environ.setdefault("AUDIT_SIGNING_KEY", generate_key())
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swrly.settings")
     if not os.environ.get("REDIS_URL"):

@@ -15,6 +15,15 @@ _HINTS = {
         "Set BYOK_ENCRYPTION_KEY (or BYOK_ENCRYPTION_KEY_FILE) to 32 random bytes in urlsafe "
         "base64 (python -m swrly.devstack --generate-key prints one)."
     ),
+    "AUDIT_CHAIN_KEY": (
+        "Set AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE) to 32 random bytes in urlsafe base64 "
+        "(python manage.py audit-checkpoint --generate-keys prints one)."
+    ),
+    "AUDIT_SIGNING_KEY": (
+        "Set AUDIT_SIGNING_KEY (or AUDIT_SIGNING_KEY_FILE) to an Ed25519 private key, 32 bytes "
+        "in urlsafe base64, where checkpoints are signed; AUDIT_SIGNING_PUBLIC_KEY alone where "
+        "they are only verified (python manage.py audit-checkpoint --generate-keys)."
+    ),
     "ALLOWED_HOSTS": "Set ALLOWED_HOSTS to the comma-separated host names this site serves.",
 }
 
@@ -50,6 +59,22 @@ def check_keyring(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
     except KeyringError as exc:
         return [checks.Error(str(exc), hint=_HINTS["BYOK_ENCRYPTION_KEY"], id="swrly.E002")]
     return []
+
+
+@checks.register(STARTUP_TAG)
+def check_audit_keys(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.E007: an audit chain or checkpoint signing key is malformed or duplicated."""
+    from tenants.audit_keys import AuditKeyError, chain_keyring, signing_keyring
+
+    errors = []
+    for name, load in (("AUDIT_CHAIN_KEY", chain_keyring), ("AUDIT_SIGNING_KEY", signing_keyring)):
+        if name in settings.REQUIRED_SETTINGS_MISSING:
+            continue  # swrly.E001 already names it
+        try:
+            load()
+        except AuditKeyError as exc:
+            errors.append(checks.Error(str(exc), hint=_HINTS[name], id="swrly.E007"))
+    return errors
 
 
 @checks.register(STARTUP_TAG)

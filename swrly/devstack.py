@@ -48,6 +48,8 @@ def ensure_env_file(path: Path) -> list[str]:
         "DEBUG": lambda: "True",
         "SECRET_KEY": lambda: secrets.token_urlsafe(50),
         "BYOK_ENCRYPTION_KEY": generate_key,
+        "AUDIT_CHAIN_KEY": generate_key,
+        "AUDIT_SIGNING_KEY": generate_key,
         "ALLOWED_HOSTS": lambda: "127.0.0.1,localhost",
     }
     present = read_env_file(path)

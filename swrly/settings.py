@@ -35,6 +35,17 @@ SECRET_KEY = _secret("SECRET_KEY")
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 BYOK_ENCRYPTION_KEY = _secret("BYOK_ENCRYPTION_KEY")
 BYOK_ENCRYPTION_KEY_FALLBACKS = env.list("BYOK_ENCRYPTION_KEY_FALLBACKS", default=[])
+# The audit chain's HMAC key (new events) and previous ones (events they chained still verify).
+AUDIT_CHAIN_KEY = _secret("AUDIT_CHAIN_KEY")
+AUDIT_CHAIN_KEY_FALLBACKS = env.list("AUDIT_CHAIN_KEY_FALLBACKS", default=[])
+# The Ed25519 key that signs audit checkpoints (needed where checkpoints are signed: the beat
+# worker and `manage.py audit-checkpoint`); hosts that only verify may set the public key alone.
+# Retired public keys stay listed so that the checkpoints they signed keep verifying.
+AUDIT_SIGNING_KEY = _secret("AUDIT_SIGNING_KEY")
+AUDIT_SIGNING_PUBLIC_KEY = env.str("AUDIT_SIGNING_PUBLIC_KEY", default="")
+AUDIT_SIGNING_KEY_FALLBACKS = env.list("AUDIT_SIGNING_KEY_FALLBACKS", default=[])
+# Seconds between signed checkpoints of every chain with new events (beat).
+AUDIT_CHECKPOINT_INTERVAL = env.int("AUDIT_CHECKPOINT_INTERVAL", default=3600)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -46,6 +57,8 @@ REQUIRED_SETTINGS_MISSING = [
     for name, value in (
         ("SECRET_KEY", SECRET_KEY),
         ("BYOK_ENCRYPTION_KEY", BYOK_ENCRYPTION_KEY),
+        ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
+        ("AUDIT_SIGNING_KEY", AUDIT_SIGNING_KEY or AUDIT_SIGNING_PUBLIC_KEY),
         ("ALLOWED_HOSTS", ALLOWED_HOSTS),
     )
     if not value
@@ -198,6 +211,7 @@ CELERY_TASK_ROUTES = {
         "runs.tasks.reap_runs",
         "runs.tasks.sweep_orphan_tokens",
         "tenants.tasks.flush_audit_suppressed",
+        "tenants.tasks.audit_checkpoint",
     )
 }
 MAINTENANCE_INTERVAL = 60.0
@@ -217,6 +231,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "runs.tasks.sweep_orphan_tokens",
         "schedule": MAINTENANCE_INTERVAL,
         "options": {"expires": MAINTENANCE_INTERVAL - 5},
+    },
+    "audit-checkpoint": {
+        "task": "tenants.tasks.audit_checkpoint",
+        "schedule": float(AUDIT_CHECKPOINT_INTERVAL),
     },
 }
 

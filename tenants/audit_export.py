@@ -18,6 +18,8 @@ COLUMNS = (
     "user_agent",
     "prev_hash",
     "hash",
+    "hash_version",
+    "key_id",
 )
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection). Such a
 # cell is prefixed with an apostrophe in the CSV; the JSON Lines export keeps every value as
@@ -37,6 +39,8 @@ def _record(event: AuditEvent) -> dict:
         "user_agent": event.user_agent,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
+        "hash_version": event.hash_version,
+        "key_id": event.key_id,
     }
 
 

@@ -50,6 +50,7 @@ ACTION_SUGGESTIONS = (
     "access.denied",
     "audit.exported",
     "audit.suppressed",
+    "audit.checkpoint",
     "tenant.created",
 )
 

@@ -149,6 +149,9 @@ class AuditChainHead(models.Model):
     chain = models.CharField(max_length=36, primary_key=True)
     seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64)
+    # HMAC under the chain key over (chain, seq, last_hash): a head rewound to cut events off
+    # the end does not verify without the key. Empty on heads last written before keyed events.
+    mac = models.CharField(max_length=64, blank=True, default="")
 
     def __str__(self) -> str:
         return f"{self.chain}@{self.seq}"
@@ -181,6 +184,10 @@ class AuditEvent(models.Model):
     user_agent = models.CharField(max_length=512, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    # 1: plain SHA-256 (events written before the keyed chain); 2: HMAC-SHA256 under the chain
+    # key named by key_id (tenants/audit_keys.py). Both are covered by the hash.
+    hash_version = models.PositiveSmallIntegerField(default=1)
+    key_id = models.CharField(max_length=16, blank=True, default="")
 
     objects = AppendOnlyQuerySet.as_manager()
 
@@ -204,6 +211,48 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise AppendOnlyError("audit events cannot be deleted")
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement that a chain's event `seq` had hash `head_hash`. Append-only.
+
+    The Ed25519 signature (by the key `key_id`, published at /api/v1/audit-keys/) covers a
+    canonical JSON payload of every field but the signature itself, including the previous
+    checkpoint's signature: checkpoints form their own chain, like CloudTrail's digest files.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    chain = models.CharField(max_length=36)
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_checkpoints"
+    )
+    seq = models.BigIntegerField()
+    head_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    prev_signature = models.CharField(max_length=128, blank=True)
+    key_id = models.CharField(max_length=16)
+    signature = models.CharField(max_length=128)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["chain", "seq"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain", "seq"], name="auditcheckpoint_chain_seq_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.chain}#{self.seq}"
+
+    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not self._state.adding:
+            raise AppendOnlyError("audit checkpoints cannot be updated")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError("audit checkpoints cannot be deleted")
 
 
 class ProviderKey(models.Model):

@@ -14,8 +14,17 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from runs.models import Run, Workflow
 from tenants.models import ApiToken, AuditEvent, Membership, Role
 
-# Routes that belong to no tenant.
-UNSCOPED = {"home", "login", "logout", "password-change", "api:schema", "api:docs"}
+# Routes that belong to no tenant. api:audit-keys serves the public checkpoint-signing keys,
+# the same for everyone (tests/tenants/test_audit_checkpoints.py checks it holds no tenant data).
+UNSCOPED = {
+    "home",
+    "login",
+    "logout",
+    "password-change",
+    "api:schema",
+    "api:docs",
+    "api:audit-keys",
+}
 
 
 def _route_names(patterns=None, namespace=""):

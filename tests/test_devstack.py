@@ -24,9 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_first_run_writes_fresh_secrets_privately(tmp_path):
     env_file = tmp_path / ".env"
     added = ensure_env_file(env_file)
-    assert set(added) == {"DEBUG", "SECRET_KEY", "BYOK_ENCRYPTION_KEY", "ALLOWED_HOSTS"}
+    assert set(added) == {
+        "DEBUG",
+        "SECRET_KEY",
+        "BYOK_ENCRYPTION_KEY",
+        "AUDIT_CHAIN_KEY",
+        "AUDIT_SIGNING_KEY",
+        "ALLOWED_HOSTS",
+    }
     values = read_env_file(env_file)
     assert len(base64.urlsafe_b64decode(values["BYOK_ENCRYPTION_KEY"])) == 32
+    assert len(base64.urlsafe_b64decode(values["AUDIT_CHAIN_KEY"])) == 32
+    assert len(base64.urlsafe_b64decode(values["AUDIT_SIGNING_KEY"])) == 32
+    assert values["AUDIT_CHAIN_KEY"] != values["AUDIT_SIGNING_KEY"]
     assert len(values["SECRET_KEY"]) >= 50
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     # a second machine gets different secrets: nothing is hard-coded

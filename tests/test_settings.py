@@ -23,6 +23,8 @@ def _manage(*args, **env_overrides):
         not in {
             "SECRET_KEY",
             "BYOK_ENCRYPTION_KEY",
+            "AUDIT_CHAIN_KEY",
+            "AUDIT_SIGNING_KEY",
             "ALLOWED_HOSTS",
             "DEBUG",
             "DJANGO_ALLOW_ASYNC_UNSAFE",
@@ -43,6 +45,8 @@ PRODUCTION = {
     "DEBUG": "False",
     "SECRET_KEY": "",  # filled per test
     "BYOK_ENCRYPTION_KEY": "",
+    "AUDIT_CHAIN_KEY": "",
+    "AUDIT_SIGNING_KEY": "",
     "ALLOWED_HOSTS": "swrly.example.com",
     "SECURE_SSL_REDIRECT": "True",
     "SECURE_HSTS_PRELOAD": "True",
@@ -56,6 +60,8 @@ def _production(**overrides):
     env = {**PRODUCTION, **overrides}
     env["SECRET_KEY"] = overrides.get("SECRET_KEY", secrets.token_urlsafe(50))
     env["BYOK_ENCRYPTION_KEY"] = overrides.get("BYOK_ENCRYPTION_KEY", generate_key())
+    env["AUDIT_CHAIN_KEY"] = overrides.get("AUDIT_CHAIN_KEY", generate_key())
+    env["AUDIT_SIGNING_KEY"] = overrides.get("AUDIT_SIGNING_KEY", generate_key())
     return {key: value for key, value in env.items() if value is not None}
 
 
@@ -65,12 +71,15 @@ def test_check_deploy_passes_with_production_settings():
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "BYOK_ENCRYPTION_KEY", "ALLOWED_HOSTS"])
+REQUIRED = ["SECRET_KEY", "BYOK_ENCRYPTION_KEY", "AUDIT_CHAIN_KEY", "AUDIT_SIGNING_KEY"]
+
+
+@pytest.mark.parametrize("missing", [*REQUIRED, "ALLOWED_HOSTS"])
 def test_production_refuses_to_start_without(missing):
     result = _manage("check", **_production(**{missing: None}))
     assert result.returncode != 0
     assert re.search(rf"swrly\.E001\) {missing} is not set", result.stderr), result.stderr
-    others = {"SECRET_KEY", "BYOK_ENCRYPTION_KEY", "ALLOWED_HOSTS"} - {missing}
+    others = {*REQUIRED, "ALLOWED_HOSTS"} - {missing}
     for name in others:
         assert f"{name} is not set" not in result.stderr
 
@@ -162,3 +171,51 @@ def test_the_default_timings_redeliver_and_sweep_before_keys_expire():
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
     assert visibility < settings.BYOK_TOKEN_TTL
     assert settings.RUN_REQUEUE_AFTER + settings.MAINTENANCE_INTERVAL < settings.BYOK_TOKEN_TTL
+
+
+def test_audit_keys_can_come_from_files_and_a_verifying_host_needs_only_the_public_key(tmp_path):
+    from tenants.audit_keys import public_key_of
+
+    chain_file, signing_file = tmp_path / "chain", tmp_path / "signing"
+    chain_file.write_text(generate_key() + "\n")
+    signing = generate_key()
+    signing_file.write_text(signing + "\n")
+    code = (
+        "from tenants.audit_keys import chain_keyring, signing_keyring; "
+        "print(chain_keyring().current_id, signing_keyring().current.public_key)"
+    )
+    result = _manage(
+        "shell",
+        "-c",
+        code,
+        **_production(
+            AUDIT_CHAIN_KEY=None,
+            AUDIT_CHAIN_KEY_FILE=str(chain_file),
+            AUDIT_SIGNING_KEY=None,
+            AUDIT_SIGNING_KEY_FILE=str(signing_file),
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == public_key_of(signing)
+    # a web host that only verifies checkpoints: the public key, no private key
+    verify_only = _production(
+        AUDIT_SIGNING_KEY=None, AUDIT_SIGNING_PUBLIC_KEY=public_key_of(signing)
+    )
+    result = _manage("check", **verify_only)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"AUDIT_CHAIN_KEY": "c2hvcnQ="}, "AUDIT_CHAIN_KEY must be 32 bytes"),
+        ({"AUDIT_SIGNING_PUBLIC_KEY": "PLACEHOLDER"}, "is not the public half"),
+        ({"AUDIT_SIGNING_KEY_FALLBACKS": "c2hvcnQ="}, "AUDIT_SIGNING_KEY_FALLBACKS[0] must be"),
+    ],
+)
+def test_malformed_audit_keys_stop_the_start(overrides, problem):
+    overrides = {k: generate_key() if v == "PLACEHOLDER" else v for k, v in overrides.items()}
+    result = _manage("check", **_production(**overrides))
+    assert result.returncode != 0
+    assert "swrly.E007" in result.stderr
+    assert problem in result.stderr

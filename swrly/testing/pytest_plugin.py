@@ -29,6 +29,8 @@ def _prepare_environment() -> None:
     os.environ["SWRLY_ENV_FILE"] = os.devnull
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ.setdefault("BYOK_ENCRYPTION_KEY", generate_key())
+    os.environ.setdefault("AUDIT_CHAIN_KEY", generate_key())
+    os.environ.setdefault("AUDIT_SIGNING_KEY", generate_key())
     os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
     os.environ.setdefault("SECURE_SSL_REDIRECT", "False")
     os.environ.setdefault("STATIC_MANIFEST", "False")

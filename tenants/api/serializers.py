@@ -1,3 +1,5 @@
+from typing import Any
+
 from rest_framework import serializers
 
 from tenants.api.base import StrictSerializerMixin
@@ -158,6 +160,8 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "user_agent",
             "prev_hash",
             "hash",
+            "hash_version",
+            "key_id",
         ]
         read_only_fields = fields
 
@@ -168,3 +172,62 @@ class ChainStatusSerializer(serializers.Serializer):
     broken_seq = serializers.IntegerField(allow_null=True)
     broken_event_id = serializers.IntegerField(allow_null=True)
     reason = serializers.CharField(allow_blank=True)
+    mode = serializers.ChoiceField(
+        choices=["incremental", "full"],
+        help_text="incremental: events from the newest signed checkpoint on; full: every event.",
+    )
+    verified_from_seq = serializers.IntegerField(
+        allow_null=True, help_text="First event whose hash was recomputed."
+    )
+    verified_to_seq = serializers.IntegerField(
+        allow_null=True, help_text="Last event whose hash was recomputed."
+    )
+    checkpoints_verified = serializers.IntegerField(
+        help_text="Signed checkpoints whose signature chain verified."
+    )
+    checkpoint_seq = serializers.IntegerField(
+        allow_null=True, help_text="The event the newest verified checkpoint signs."
+    )
+    checkpoint_created_at = serializers.DateTimeField(allow_null=True)
+    checkpoint_key_id = serializers.CharField(
+        allow_null=True, help_text="Signing key id (see /api/v1/audit-keys/)."
+    )
+    checkpoint_signature = serializers.CharField(allow_null=True)
+    broken_checkpoint_seq = serializers.IntegerField(
+        allow_null=True, help_text="The first checkpoint that failed, if one did."
+    )
+
+    @staticmethod
+    def from_report(report: Any) -> dict[str, Any]:
+        checkpoint = report.checkpoint
+        return {
+            "ok": report.ok,
+            "checked": report.checked,
+            "broken_seq": report.broken_seq,
+            "broken_event_id": report.broken_event_id,
+            "reason": report.reason,
+            "mode": report.mode,
+            "verified_from_seq": report.from_seq,
+            "verified_to_seq": report.to_seq,
+            "checkpoints_verified": report.checkpoints_verified,
+            "checkpoint_seq": checkpoint.seq if checkpoint else None,
+            "checkpoint_created_at": checkpoint.created_at if checkpoint else None,
+            "checkpoint_key_id": checkpoint.key_id if checkpoint else None,
+            "checkpoint_signature": checkpoint.signature if checkpoint else None,
+            "broken_checkpoint_seq": report.broken_checkpoint_seq,
+        }
+
+
+class AuditKeySerializer(serializers.Serializer):
+    key_id = serializers.CharField(help_text="First 16 hex digits of SHA-256 of the raw key.")
+    algorithm = serializers.CharField()
+    status = serializers.ChoiceField(choices=["current", "retired"])
+    public_key = serializers.CharField(help_text="The raw 32-byte Ed25519 key, urlsafe base64.")
+    public_key_pem = serializers.CharField(help_text="The same key as SubjectPublicKeyInfo PEM.")
+
+
+class AuditKeysSerializer(serializers.Serializer):
+    keys = AuditKeySerializer(many=True)
+    checkpoint_payload = serializers.CharField(
+        help_text="How a checkpoint's signed payload is encoded (docs/security.md)."
+    )

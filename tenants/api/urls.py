@@ -20,6 +20,7 @@ router.register("runs", RunViewSet, basename="run")
 
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="me"),
+    path("audit-keys/", views.AuditKeysView.as_view(), name="audit-keys"),
     path(
         "schema/",
         SchemaView.as_view(authentication_classes=[], permission_classes=[AllowAny]),

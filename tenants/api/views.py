@@ -11,6 +11,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, renderers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,6 +23,7 @@ from tenants.api.serializers import (
     ApiTokenCreatedSerializer,
     ApiTokenSerializer,
     AuditEventSerializer,
+    AuditKeysSerializer,
     ChainStatusSerializer,
     KeyRotationSerializer,
     MembershipCreatedSerializer,
@@ -32,6 +34,7 @@ from tenants.api.serializers import (
 )
 from tenants.audit import audit_record
 from tenants.audit_export import jsonl_lines
+from tenants.audit_keys import signing_keyring
 from tenants.forms import AuditFilterForm
 from tenants.models import (
     AUDIT_READ_ROLES,
@@ -75,6 +78,36 @@ class JSONLinesRenderer(renderers.BaseRenderer):
 
 def _refused(exc: DjangoValidationError) -> ValidationError:
     return ValidationError({"non_field_errors": exc.messages})
+
+
+class AuditKeysView(APIView):
+    """The public keys that sign audit checkpoints, current and retired. Public: no token.
+
+    A customer or auditor verifies checkpoints (and evidence) with these keys, without trusting
+    anything else Swrly serves.
+    """
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=AuditKeysSerializer, auth=[])
+    def get(self, request: Request) -> Response:
+        keys = [
+            {
+                "key_id": key.key_id,
+                "algorithm": "Ed25519",
+                "status": key.status,
+                "public_key": key.public_key,
+                "public_key_pem": key.pem,
+            }
+            for key in signing_keyring().public.values()
+        ]
+        body = {
+            "keys": keys,
+            "checkpoint_payload": "canonical JSON (sorted keys, no spaces, ASCII) of type, v, "
+            "chain, tenant, seq, head_hash, created_at, prev_signature, key_id",
+        }
+        return Response(AuditKeysSerializer(body).data)
 
 
 class MeView(APIView):
@@ -247,17 +280,7 @@ class AuditEventViewSet(mixins.ListModelMixin, TenantViewSet):
     @action(detail=False, methods=["get"])
     def verify(self, request: Request) -> Response:
         report = audit_chain_status(tenant=self.tenant)
-        return Response(
-            ChainStatusSerializer(
-                {
-                    "ok": report.ok,
-                    "checked": report.checked,
-                    "broken_seq": report.broken_seq,
-                    "broken_event_id": report.broken_event_id,
-                    "reason": report.reason,
-                }
-            ).data
-        )
+        return Response(ChainStatusSerializer(ChainStatusSerializer.from_report(report)).data)
 
     @extend_schema(
         parameters=AUDIT_FILTER_PARAMETERS,

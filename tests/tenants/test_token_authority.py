@@ -179,8 +179,10 @@ SCENARIOS = {
     "admin-demoted-to-developer": _demoted_admin,
     "minted-by-removed-admin": _minted_by_removed_admin,
 }
-# Every route and method that takes a token (the schema and docs take none).
-TOKEN_ROUTES = [(r, m) for r, m, _ in MATRIX if r not in ("/api/v1/schema/", "/api/v1/docs/")]
+# Every route and method that takes a token (the schema, the docs and the public audit signing
+# keys take none).
+PUBLIC_ROUTES = ("/api/v1/schema/", "/api/v1/docs/", "/api/v1/audit-keys/")
+TOKEN_ROUTES = [(r, m) for r, m, _ in MATRIX if r not in PUBLIC_ROUTES]
 
 
 @pytest.mark.parametrize(
