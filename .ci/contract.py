@@ -240,6 +240,8 @@ def main() -> int:
         "DEBUG": "False",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "BYOK_ENCRYPTION_KEY": generate_key(),
+        "AUDIT_CHAIN_KEY": generate_key(),
+        "AUDIT_SIGNING_KEY": generate_key(),
         "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,

@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError, connection
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -18,12 +19,27 @@ def _fields(detail: Any) -> dict:
     return {}
 
 
+class DatabaseUnavailable(exceptions.APIException):
+    status_code = 503
+    default_code = "database_unavailable"
+    default_detail = "The database did not answer. Try again."
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    if isinstance(exc, Http404):
+    if isinstance(exc, OperationalError | InterfaceError):
+        # A lost connection (failover, a proxy restart, pg_terminate_backend), a deadlock or a
+        # statement timeout: transient, so a clean 503 rather than a 500. The transaction the
+        # error ended was rolled back; the broken connection is dropped so the next request
+        # opens a fresh one.
+        connection.close_if_unusable_or_obsolete()
+        exc = DatabaseUnavailable()
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):  # e.g. a service found the authority lost meanwhile
         exc = exceptions.PermissionDenied(str(exc) or None)
     response = drf_exception_handler(exc, context)
+    if isinstance(exc, DatabaseUnavailable) and response is not None:
+        response["Retry-After"] = "1"
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
     detail = exc.detail

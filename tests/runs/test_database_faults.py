@@ -133,3 +133,51 @@ def test_a_step_in_flight_when_its_run_fails_says_the_request_was_sent(acme, key
     assert (sent.status, sent.error) == (StepStatus.FAILED, NOT_RECORDED)
     assert sent.finished_at is not None
     assert pending.status == StepStatus.SKIPPED
+
+
+@postgresql_only
+def test_the_web_connection_dropped_during_a_post_is_a_clean_503(acme, transactional_db, key_store):
+    import psycopg
+    from django.test import Client
+
+    from runs.services import workflow_create
+    from swrly.keys.store import KEY_PATTERN
+    from tenants.audit import Actor
+    from tests.runs.real_workers import database_url
+
+    workflow = workflow_create(
+        tenant=acme.tenant,
+        name="one",
+        steps=[{"name": "a", "provider": "anthropic", "model": "claude-x", "prompt": "Hi"}],
+        actor=Actor.system("tests"),
+    )
+    killed = []
+
+    def drop_before_the_audit_event(execute, sql, params, many, context):
+        # after the run's rows and its key deposit, before its commit
+        if not killed and "tenants_auditchainhead" in sql:
+            pid = context["connection"].connection.info.backend_pid
+            with psycopg.connect(database_url().replace("postgres://", "postgresql://")) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+            killed.append(pid)
+        return execute(sql, params, many, context)
+
+    api = Client(headers={"Authorization": f"Bearer {acme.tokens[Role.DEVELOPER]}"})
+    with connection.execute_wrapper(drop_before_the_audit_event):
+        response = api.post(
+            "/api/v1/runs/",
+            {
+                "workflow": str(workflow.pk),
+                "provider_keys": {"anthropic": "sk-ant-canary-dropped-0123456789abcdef"},
+            },
+            "application/json",
+        )
+    assert killed
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert response["Retry-After"] == "1"
+    # nothing was kept: no run, and the token deposited before the drop was discarded
+    assert not Run.objects.exists()
+    assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
+    # and the next request gets a fresh connection
+    assert api.get("/api/v1/runs/").status_code == 200
