@@ -127,13 +127,21 @@ def test_only_expected_keys_are_accepted(provider_server):
     assert _anthropic(provider_server).status_code == 200
     assert _openai(provider_server, key=KEY + "x").status_code == 401
     assert _anthropic(provider_server, key="sk-someone-elses-key-123456").status_code == 401
-    # a Bearer key is not an Anthropic key
-    wrong_header = httpx.post(
-        f"{provider_server.url}/v1/messages",
-        json={"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
-        headers={"authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"},
+    # Anthropic takes the key as x-api-key or as a Bearer token (the 2.x SDKs send the latter);
+    # when both are sent, x-api-key is the one checked
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    bearer = {"authorization": f"Bearer {KEY}", "anthropic-version": "2026-10-21"}
+    url = f"{provider_server.url}/v1/messages"
+    assert httpx.post(url, json=body, headers=bearer).status_code == 200
+    both = {**bearer, "x-api-key": "sk-someone-elses-key-123456"}
+    assert httpx.post(url, json=body, headers=both).status_code == 401
+    # OpenAI takes only a Bearer token
+    openai_x_api_key = httpx.post(
+        f"{provider_server.url}/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        headers={"x-api-key": KEY},
     )
-    assert wrong_header.status_code == 401
+    assert openai_x_api_key.status_code == 401
 
 
 def test_the_server_logs_what_it_received(provider_server):
@@ -160,7 +168,10 @@ def test_anthropic_requires_a_version_header_and_a_valid_body(provider_server):
 
 def test_unknown_paths_and_the_index(provider_server):
     assert httpx.get(provider_server.url + "/").json()["sandbox"] is True
-    assert httpx.get(provider_server.url + "/v1/models").status_code == 404
+    auth = {"authorization": f"Bearer {KEY}"}
+    missing_get = httpx.get(provider_server.url + "/v1/nothing", headers=auth)
+    assert missing_get.status_code == 404
+    assert missing_get.headers["x-request-id"].startswith("req_sandbox_")
     missing = httpx.post(provider_server.url + "/v1/completions", json={}, headers={})
     assert missing.status_code == 404
 
