@@ -3,6 +3,7 @@
 # The fixtures imported from provider_server are requested by name as arguments.
 # ruff: noqa: F811
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from runs.providers import ModelCall, call_provider
 from runs.sandbox import (
     ECHO_ENCODINGS,
     MAX_SLEEP,
+    MODELS,
     DirectiveError,
     SandboxServer,
     answer_text,
@@ -348,3 +350,137 @@ def test_the_management_command_refuses_a_non_loopback_host():
     )
     assert result.returncode != 0
     assert "loopback" in result.stderr
+
+
+def _events(response):
+    """(event, data) pairs of a server-sent event stream; data parsed as JSON where it is."""
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        data = fields.get("data", "")
+        events.append((fields.get("event"), data if data == "[DONE]" else json.loads(data)))
+    return events
+
+
+def test_anthropic_streams_the_messages_event_sequence(provider_server):
+    answer = _anthropic(provider_server, "one two three", stream=True)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert answer.headers["request-id"] == "req_sandbox_1"
+    events = _events(answer)
+    names = [name for name, _ in events]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-4:] == [
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert all(data["type"] == name for name, data in events)  # each event names its type
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == answer_text("m", "", "one two three")
+    assert events[0][1]["message"]["usage"]["input_tokens"] == 3
+    assert events[-2][1]["usage"]["output_tokens"] == len(text.split())
+    assert events[-2][1]["delta"]["stop_reason"] == "end_turn"
+
+
+def test_openai_streams_chunks_then_usage_then_done(provider_server):
+    plain = _events(_openai(provider_server, "a b", stream=True))
+    assert plain[-1] == (None, "[DONE]")
+    assert all("usage" not in data for _, data in plain[:-1])
+    with_usage = _events(
+        _openai(provider_server, "a b", stream=True, stream_options={"include_usage": True})
+    )
+    chunks = [data for _, data in with_usage[:-1]]
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == answer_text("m", "", "a b")
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 2,
+        "completion_tokens": len(text.split()),
+        "total_tokens": 2 + len(text.split()),
+    }
+    assert _openai(provider_server, "x", stream="yes").status_code == 400
+
+
+def test_openai_developer_messages_are_the_system_prompt(provider_server):
+    messages = [{"role": "developer", "content": "be nice"}, {"role": "user", "content": "hi"}]
+    answer = _openai(provider_server, messages=messages).json()
+    assert answer["choices"][0]["message"]["content"] == answer_text("m", "be nice", "hi")
+    tool = _openai(provider_server, messages=[{"role": "tool", "content": "x"}])
+    assert tool.status_code == 400
+
+
+def test_anthropic_versions_and_the_sampling_parameters_2026_10_21_removed(provider_server):
+    assert _anthropic(provider_server, version="2023-06-01", temperature=0.5).status_code == 200
+    for name in ("temperature", "top_p", "top_k"):
+        refused = _anthropic(provider_server, version="2026-10-21", **{name: 1})
+        assert refused.status_code == 400
+        assert refused.json()["error"] == {
+            "type": "invalid_request_error",
+            "message": f"{name}: Extra inputs are not permitted",
+        }
+    unknown = _anthropic(provider_server, version="2024-01-01")
+    assert unknown.status_code == 400
+    assert "not a known version" in unknown.json()["error"]["message"]
+
+
+def test_count_tokens_counts_the_input_without_max_tokens(provider_server):
+    answer = httpx.post(
+        f"{provider_server.url}/v1/messages/count_tokens",
+        json={
+            "model": "m",
+            "system": "be brief",
+            "messages": [{"role": "user", "content": "a b c"}],
+        },
+        headers={"x-api-key": KEY, "anthropic-version": "2026-10-21"},
+    )
+    assert answer.status_code == 200
+    assert answer.json() == {"input_tokens": 5}
+    assert answer.headers["request-id"].startswith("req_sandbox_")
+    unauthenticated = httpx.post(
+        f"{provider_server.url}/v1/messages/count_tokens",
+        json={"model": "m", "messages": [{"role": "user", "content": "a"}]},
+        headers={"anthropic-version": "2026-10-21"},
+    )
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.json()["error"]["type"] == "authentication_error"
+
+
+def test_models_are_listed_in_the_shape_of_the_api_asked(provider_server):
+    openai = httpx.get(
+        f"{provider_server.url}/v1/models", headers={"authorization": f"Bearer {KEY}"}
+    )
+    anthropic = httpx.get(
+        f"{provider_server.url}/v1/models",
+        headers={"x-api-key": KEY, "anthropic-version": "2026-10-21"},
+    )
+    assert openai.json()["object"] == "list"
+    assert [model["id"] for model in openai.json()["data"]] == list(MODELS)
+    assert "x-request-id" in openai.headers
+    assert anthropic.json()["has_more"] is False
+    assert {model["type"] for model in anthropic.json()["data"]} == {"model"}
+    assert "request-id" in anthropic.headers
+    one = httpx.get(
+        f"{provider_server.url}/v1/models/{MODELS[0]}", headers={"authorization": f"Bearer {KEY}"}
+    )
+    assert one.json()["id"] == MODELS[0]
+    assert httpx.get(f"{provider_server.url}/v1/models").status_code == 401
+
+
+def test_gateway_mode_renames_headers_the_way_litellm_does(provider_server_factory):
+    server = provider_server_factory(gateway="litellm")
+    limited = _openai(server, "[sandbox:status=429] [sandbox:retry-after=3]")
+    assert limited.status_code == 429
+    assert limited.headers["llm_provider-x-request-id"] == "req_sandbox_1"
+    assert limited.headers["llm_provider-retry-after"] == "3"
+    assert "x-request-id" not in limited.headers
+    assert "retry-after" not in limited.headers
+    assert limited.headers["x-litellm-call-id"]
+    answer = _anthropic(server)
+    assert answer.headers["llm_provider-request-id"] == "req_sandbox_2"
+    assert "request-id" not in answer.headers
+    with pytest.raises(ValueError, match="unknown gateway"):
+        SandboxServer(gateway="nginx")
