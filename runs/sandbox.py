@@ -16,9 +16,8 @@ providers do today:
 
 It checks the key it receives and answers `sandbox:<12 hex of sha256(model, system, prompt)>
 <first prompt words>` with whitespace word counts as usage and a request id on every answer.
-With `gateway="litellm"` it renames its response headers the way LiteLLM's proxy does (every
-header re-sent as `llm_provider-<name>`, `x-ratelimit-*` kept as well, plus the gateway's own
-`x-litellm-call-id`), to rehearse a gateway in front of a provider.
+With `gateway="litellm"` it renames its response headers the way LiteLLM's proxy was seen to
+(see _litellm_headers), to rehearse a gateway in front of a provider.
 
 Directives anywhere in the request body make it misbehave on purpose:
   [sandbox:status=S]            answer HTTP S (200-599; 3xx redirects to /v1/redirected)
@@ -447,14 +446,21 @@ def _model_payload(api: str, name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 1767225600, "owned_by": "swrly-sandbox"}
 
 
-def _litellm_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Headers as LiteLLM's proxy re-sends an upstream answer's: each as `llm_provider-<name>`,
-    the OpenAI rate-limit ones also unchanged, and its own call id."""
+def _litellm_headers(status: int, headers: dict[str, str]) -> dict[str, str]:
+    """An answer's headers as LiteLLM's proxy (1.108.7, OpenAI-compatible route) re-sends them:
+    each upstream header as `llm_provider-<name>` (OpenAI's `x-ratelimit-*` also unchanged), the
+    upstream request id copied to `request-id` (and to `llm_provider-request-id` on success),
+    and the gateway's own `x-litellm-call-id`. The upstream names themselves are not sent."""
     renamed = {"x-litellm-call-id": str(uuid.uuid4())}
     for name, value in headers.items():
         if name.lower().startswith("x-ratelimit-"):
             renamed[name] = value
         renamed[f"llm_provider-{name}"] = value
+    request_id = headers.get("x-request-id") or headers.get("request-id")
+    if request_id:
+        renamed["request-id"] = request_id
+        if status < 400:
+            renamed["llm_provider-request-id"] = request_id
     return renamed
 
 
@@ -476,7 +482,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _start(self, status: int, content_type: str, headers: dict[str, str] | None) -> None:
         self.send_response(status, _REASONS.get(status))
         self.send_header("content-type", content_type)
-        for name, value in self.server.sandbox._response_headers(headers or {}).items():
+        for name, value in self.server.sandbox._response_headers(status, headers or {}).items():
             self.send_header(name, value)
 
     def _send(
@@ -830,10 +836,10 @@ class SandboxServer:
             self._failures[(path, raw)] += 1
             return self._failures[(path, raw)]
 
-    def _response_headers(self, headers: dict[str, str]) -> dict[str, str]:
+    def _response_headers(self, status: int, headers: dict[str, str]) -> dict[str, str]:
         """An answer's own headers (request id, retry-after, ...), renamed in gateway mode."""
         if self.gateway == "litellm":
-            return _litellm_headers(headers)
+            return _litellm_headers(status, headers)
         return headers
 
     def _key_allowed(self, key: str) -> bool:

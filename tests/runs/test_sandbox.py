@@ -476,11 +476,14 @@ def test_gateway_mode_renames_headers_the_way_litellm_does(provider_server_facto
     assert limited.status_code == 429
     assert limited.headers["llm_provider-x-request-id"] == "req_sandbox_1"
     assert limited.headers["llm_provider-retry-after"] == "3"
+    assert limited.headers["request-id"] == "req_sandbox_1"  # LiteLLM copies the id there
     assert "x-request-id" not in limited.headers
     assert "retry-after" not in limited.headers
+    assert "llm_provider-request-id" not in limited.headers
     assert limited.headers["x-litellm-call-id"]
-    answer = _anthropic(server)
+    answer = _openai(server)
     assert answer.headers["llm_provider-request-id"] == "req_sandbox_2"
-    assert "request-id" not in answer.headers
+    assert answer.headers["llm_provider-x-request-id"] == "req_sandbox_2"
+    assert "x-request-id" not in answer.headers
     with pytest.raises(ValueError, match="unknown gateway"):
         SandboxServer(gateway="nginx")
