@@ -78,14 +78,18 @@ REQUEST_LOG_LIMIT = 10_000  # a long-running sandbox keeps only the latest reque
 DIRECTIVE = re.compile(r"\[sandbox:([^\]]*)\]")
 _HEADER_SAFE = re.compile(r"[\x20-\x7e]{1,100}")
 
+# https://platform.claude.com/docs/en/api/errors
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
+    409: "conflict_error",
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 _OPENAI_ERROR_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
@@ -294,13 +298,16 @@ def _read_request(
     return model, "\n".join(system_parts), "\n".join(prompt_parts), max_tokens
 
 
-def _error_payload(api: str, status: int, message: str) -> dict[str, Any]:
-    """An error body in the API's own shape."""
+def _error_payload(api: str, status: int, message: str, request_id: str = "") -> dict[str, Any]:
+    """An error body in the API's own shape (Anthropic's repeats the request id in it)."""
     if api == "anthropic":
         kind = _ANTHROPIC_ERROR_TYPES.get(
             status, "api_error" if status >= 500 else "invalid_request_error"
         )
-        return {"type": "error", "error": {"type": kind, "message": message}}
+        payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+        if request_id:
+            payload["request_id"] = request_id
+        return payload
     kind = "server_error" if status >= 500 else "invalid_request_error"
     code = _OPENAI_ERROR_CODES.get(status)
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
@@ -560,16 +567,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         api = self._api_of(path)
         id_header = "request-id" if api == "anthropic" else "x-request-id"
-        headers = {id_header: f"req_sandbox_{sandbox._next_number()}"}
+        request_id = f"req_sandbox_{sandbox._next_number()}"
+        headers = {id_header: request_id}
         problem = self._auth_problem(api, self._presented_key(api))
         if problem is not None:
-            self._send_json(problem[0], _error_payload(api, *problem), headers)
+            self._send_json(problem[0], _error_payload(api, *problem, request_id), headers)
         elif path == MODELS_PATH:
             self._send_json(200, _models_payload(api), headers)
         elif path.startswith(MODELS_PATH + "/") and path[len(MODELS_PATH) + 1 :] in MODELS:
             self._send_json(200, _model_payload(api, path[len(MODELS_PATH) + 1 :]), headers)
         else:
-            self._send_json(404, _error_payload(api, 404, f"no endpoint GET {path}"), headers)
+            message = f"no endpoint GET {path}"
+            self._send_json(404, _error_payload(api, 404, message, request_id), headers)
 
     def do_POST(self) -> None:
         sandbox = self.server.sandbox
@@ -580,7 +589,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         id_header = "request-id" if api == "anthropic" else "x-request-id"
 
         def error(status: int, message: str, extra: dict[str, str] | None = None) -> None:
-            payload = _error_payload(api, status, message)
+            payload = _error_payload(api, status, message, request_id)
             self._send_json(status, payload, {id_header: request_id, **(extra or {})})
 
         try:

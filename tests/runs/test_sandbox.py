@@ -121,6 +121,8 @@ def test_a_missing_key_is_refused_in_each_apis_own_error_shape(provider_server):
     assert openai.json()["error"]["code"] == "invalid_api_key"
     assert anthropic.json()["type"] == "error"
     assert anthropic.json()["error"]["type"] == "authentication_error"
+    assert anthropic.json()["request_id"] == anthropic.headers["request-id"]
+    assert "request_id" not in openai.json()
 
 
 @pytest.mark.parametrize("provider_expected_keys", [{KEY}])

@@ -219,6 +219,7 @@ def test_status_directive_maps_to_each_sdks_exception_and_retry_policy(
     assert from_anthropic.value.status_code == status
     assert from_anthropic.value.request_id == f"req_sandbox_{attempts}"
     assert from_anthropic.value.body["type"] == "error"  # Anthropic's own error shape
+    assert from_anthropic.value.body["request_id"] == from_anthropic.value.request_id
     assert from_anthropic.value.body["error"]["message"].startswith(f"sandbox: HTTP {status}")
     assert len(provider_server.requests) == attempts
 
