@@ -22,6 +22,8 @@ With `gateway="litellm"` it renames its response headers the way LiteLLM's proxy
 Directives anywhere in the request body make it misbehave on purpose:
   [sandbox:status=S]            answer HTTP S (200-599; 3xx redirects to /v1/redirected)
   [sandbox:sleep=SECONDS]       wait before answering (at most 30 s)
+  [sandbox:stream-delay=SECONDS] with `stream: true`, wait this long after each text delta
+                                (at most 30 s in all), so partial output can be watched
   [sandbox:fail=N status=S]     the first N identical requests answer S, later ones succeed
   [sandbox:retry-after=VALUE]   add `retry-after: VALUE` to error answers
   [sandbox:echo-key]            error answers quote the key presented (to prove redaction)
@@ -133,6 +135,7 @@ class Directives:
 
     status: int | None = None
     sleep: float = 0.0
+    stream_delay: float = 0.0
     fail_first: int = 0
     fail_status: int = 500
     retry_after: str | None = None
@@ -186,14 +189,14 @@ def parse_directives(text: str) -> Directives:
                 found["answer_key"] = value
         elif name == "status":
             found["status"] = _status(value)
-        elif name == "sleep":
+        elif name in ("sleep", "stream-delay"):
             try:
                 seconds = float(value)
             except ValueError:
-                raise DirectiveError(f"sleep {value!r} is not a number") from None
+                raise DirectiveError(f"{name} {value!r} is not a number") from None
             if not 0 <= seconds < float("inf"):
-                raise DirectiveError(f"sleep {value!r} is not a duration")
-            found["sleep"] = min(seconds, MAX_SLEEP)
+                raise DirectiveError(f"{name} {value!r} is not a duration")
+            found[name.replace("-", "_")] = min(seconds, MAX_SLEEP)
         elif name == "fail":
             count, _, rest = value.partition(" ")
             status_name, _, status_value = rest.strip().partition("=")
@@ -383,30 +386,34 @@ class _Answer:
             "total_tokens": self.input_tokens + self.output_tokens,
         }
 
-    def anthropic_events(self) -> Iterator[bytes]:
-        """The Messages event stream: `event:` and `data:` lines, as the API sends them."""
+    def anthropic_events(self) -> Iterator[tuple[bytes, bool]]:
+        """The Messages event stream (`event:` and `data:` lines, as the API sends them), each
+        event with whether it carries text."""
         message = {**self.anthropic(), "content": [], "stop_reason": None}
         message["usage"] = {"input_tokens": self.input_tokens, "output_tokens": 0}
-        yield _sse({"type": "message_start", "message": message}, "message_start")
+        yield _sse({"type": "message_start", "message": message}, "message_start"), False
         block = {"type": "content_block_start", "index": 0}
-        yield _sse({**block, "content_block": {"type": "text", "text": ""}}, block["type"])
-        yield _sse({"type": "ping"}, "ping")
+        yield _sse({**block, "content_block": {"type": "text", "text": ""}}, block["type"]), False
+        yield _sse({"type": "ping"}, "ping"), False
         for piece in self.pieces():
             delta = {"type": "text_delta", "text": piece}
-            yield _sse(
-                {"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta"
-            )
-        yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            event = {"type": "content_block_delta", "index": 0, "delta": delta}
+            yield _sse(event, "content_block_delta"), True
+        yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"), False
         delta = {
             "stop_reason": "max_tokens" if self.truncated else "end_turn",
             "stop_sequence": None,
         }
         usage = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
-        yield _sse({"type": "message_delta", "delta": delta, "usage": usage}, "message_delta")
-        yield _sse({"type": "message_stop"}, "message_stop")
+        yield (
+            _sse({"type": "message_delta", "delta": delta, "usage": usage}, "message_delta"),
+            False,
+        )
+        yield _sse({"type": "message_stop"}, "message_stop"), False
 
-    def openai_events(self, include_usage: bool) -> Iterator[bytes]:
-        """Chat Completions chunks: `data:` lines only, ending in `data: [DONE]`."""
+    def openai_events(self, include_usage: bool) -> Iterator[tuple[bytes, bool]]:
+        """Chat Completions chunks (`data:` lines only, ending in `data: [DONE]`), each with
+        whether it carries text."""
         base = {
             "id": f"chatcmpl-sandbox-{self.number}",
             "object": "chat.completion.chunk",
@@ -419,13 +426,28 @@ class _Answer:
             choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
             return _sse({**base, "choices": [choice], **extra})
 
-        yield chunk({"role": "assistant", "content": ""})
+        yield chunk({"role": "assistant", "content": ""}), False
         for piece in self.pieces():
-            yield chunk({"content": piece})
-        yield chunk({}, "length" if self.truncated else "stop")
+            yield chunk({"content": piece}), True
+        yield chunk({}, "length" if self.truncated else "stop"), False
         if include_usage:
-            yield _sse({**base, "choices": [], "usage": self._openai_usage()})
-        yield b"data: [DONE]\n\n"
+            yield _sse({**base, "choices": [], "usage": self._openai_usage()}), False
+        yield b"data: [DONE]\n\n", False
+
+
+class _DeltaPacer:
+    """Waits after each text-delta event, at most MAX_SLEEP seconds over the whole stream."""
+
+    def __init__(self, stopping: threading.Event, delay: float) -> None:
+        self.stopping, self.delay, self.budget = stopping, delay, MAX_SLEEP
+
+    def after(self, carries_text: bool) -> None:
+        if self.delay <= 0 or not carries_text:
+            return
+        wait = min(self.delay, self.budget)
+        self.budget -= wait
+        if wait > 0:
+            self.stopping.wait(wait)
 
 
 def _sse(payload: Any, event: str | None = None) -> bytes:
@@ -503,16 +525,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (a read timeout, say)
 
-    def _send_events(self, events: Iterable[bytes], headers: dict[str, str]) -> None:
-        """A server-sent event stream, each event flushed as one chunk as soon as it is made."""
+    def _send_events(
+        self, events: Iterable[tuple[bytes, bool]], headers: dict[str, str], delay: float = 0.0
+    ) -> None:
+        """A server-sent event stream, each event flushed as one chunk as soon as it is made;
+        `delay` seconds after each text delta (stop() cuts the waits short)."""
+        waits = _DeltaPacer(self.server.sandbox._stopping, delay)
         try:
             self._start(200, "text/event-stream; charset=utf-8", headers)
             self.send_header("cache-control", "no-cache")
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
-            for event in events:
+            for event, carries_text in events:
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
                 self.wfile.flush()
+                waits.after(carries_text)
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -681,7 +708,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 options = payload.get("stream_options")
                 include_usage = isinstance(options, dict) and options.get("include_usage") is True
                 events = answer.openai_events(include_usage)
-            self._send_events(events, {id_header: request_id})
+            self._send_events(events, {id_header: request_id}, directives.stream_delay)
             return
         body = answer.anthropic() if api == "anthropic" else answer.openai()
         self._send_json(200, body, {id_header: request_id})

@@ -489,3 +489,29 @@ def test_gateway_mode_renames_headers_the_way_litellm_does(provider_server_facto
     assert "x-request-id" not in answer.headers
     with pytest.raises(ValueError, match="unknown gateway"):
         SandboxServer(gateway="nginx")
+
+
+def test_stream_delay_lets_partial_output_be_read_while_the_answer_streams(provider_server):
+    # Each delta is flushed at once; the 30 s of pacing after it would otherwise hit the read
+    # timeout (a bound, not a measurement).
+    body = {
+        "model": "m",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": "[sandbox:stream-delay=30] one two three"}],
+    }
+    headers = {"x-api-key": KEY, "anthropic-version": "2026-10-21"}
+    seen = []
+    with httpx.stream(
+        "POST", f"{provider_server.url}/v1/messages", json=body, headers=headers, timeout=10
+    ) as answer:
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                seen.append(line.removeprefix("event: "))
+            if seen and seen[-1] == "content_block_delta" and line.startswith("data: "):
+                first = json.loads(line.removeprefix("data: "))["delta"]["text"]
+                break
+    provider_server.stop()  # wakes the pacing
+    assert first == answer_text("m", "", body["messages"][0]["content"]).split()[0]
+    assert "message_stop" not in seen
+    assert parse_directives("[sandbox:stream-delay=99]").stream_delay == MAX_SLEEP

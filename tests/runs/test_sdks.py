@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from runs.sandbox import MODELS, answer_text, word_count
+from runs.sandbox import ECHO_ENCODINGS, MODELS, answer_text, word_count
 from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     provider_expected_keys,
     provider_server,
@@ -303,3 +303,21 @@ def test_anthropic_2026_10_21_refuses_sampling_parameters_sent_as_extra_body(pro
     # the sandbox) refuse it at version 2026-10-21.
     with pytest.raises(anthropic.BadRequestError, match="temperature"):
         _ask_anthropic(_anthropic(provider_server), "hi", extra_body={"temperature": 0.2})
+
+
+@pytest.mark.parametrize("encoding", ["raw", "base64"])
+def test_answer_key_directive_reaches_both_sdks_in_the_answer_text(provider_server, encoding):
+    prompt = f"[sandbox:answer-key={encoding}] hi"
+    message = _ask_anthropic(_anthropic(provider_server), prompt)
+    completion = _ask_openai(_openai(provider_server), prompt)
+    shown = ECHO_ENCODINGS[encoding]
+    assert message.content[0].text.endswith(f"key presented: {shown(ANTHROPIC_KEY)}")
+    assert completion.choices[0].message.content.endswith(f"key presented: {shown(OPENAI_KEY)}")
+
+
+def test_stream_delay_directive_still_streams_every_delta(provider_server):
+    prompt = "[sandbox:stream-delay=0.001] a b c"
+    with _anthropic(provider_server).messages.stream(
+        model="claude-test", max_tokens=64, messages=[{"role": "user", "content": prompt}]
+    ) as stream:
+        assert "".join(stream.text_stream) == answer_text("claude-test", "", prompt)
