@@ -30,6 +30,9 @@ Directives anywhere in the request body make it misbehave on purpose:
   [sandbox:echo-key=ENCODING]   the same, with the key encoded (see ECHO_ENCODINGS)
   [sandbox:answer-key=ENCODING] successful answers end with the key presented, encoded
   [sandbox:malformed]           answer 200 with a body that is not the API's answer
+  [sandbox:stream-error]        a streamed answer breaks off after its first text delta with
+                                the API's in-stream error (Anthropic `event: error`, overloaded;
+                                OpenAI a `data:` chunk carrying `error`)
 
 Only the standard library is used, and only loopback addresses are accepted: the sandbox is
 never reachable from another machine. `requests` keeps what it received, keys included, for
@@ -143,6 +146,7 @@ class Directives:
     echo_encoding: str = "raw"
     answer_key: str | None = None  # the encoding successful answers echo the key in
     malformed: bool = False
+    stream_error: bool = False
 
 
 class DirectiveError(ValueError):
@@ -168,7 +172,7 @@ def parse_directives(text: str) -> Directives:
     found: dict[str, Any] = {}
     for match in DIRECTIVE.finditer(text):
         inner = match.group(1).strip()
-        if inner in ("echo-key", "malformed"):
+        if inner in ("echo-key", "malformed", "stream-error"):
             found[inner.replace("-", "_")] = True
             continue
         if inner == "answer-key":
@@ -386,9 +390,10 @@ class _Answer:
             "total_tokens": self.input_tokens + self.output_tokens,
         }
 
-    def anthropic_events(self) -> Iterator[tuple[bytes, bool]]:
+    def anthropic_events(self, break_off: bool = False) -> Iterator[tuple[bytes, bool]]:
         """The Messages event stream (`event:` and `data:` lines, as the API sends them), each
-        event with whether it carries text."""
+        event with whether it carries text; `break_off` ends it with an error event after the
+        first text delta."""
         message = {**self.anthropic(), "content": [], "stop_reason": None}
         message["usage"] = {"input_tokens": self.input_tokens, "output_tokens": 0}
         yield _sse({"type": "message_start", "message": message}, "message_start"), False
@@ -399,6 +404,10 @@ class _Answer:
             delta = {"type": "text_delta", "text": piece}
             event = {"type": "content_block_delta", "index": 0, "delta": delta}
             yield _sse(event, "content_block_delta"), True
+            if break_off:
+                message = "sandbox: the stream broke off as the request asked"
+                yield _sse(_error_payload("anthropic", 529, message), "error"), False
+                return
         yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"), False
         delta = {
             "stop_reason": "max_tokens" if self.truncated else "end_turn",
@@ -411,9 +420,12 @@ class _Answer:
         )
         yield _sse({"type": "message_stop"}, "message_stop"), False
 
-    def openai_events(self, include_usage: bool) -> Iterator[tuple[bytes, bool]]:
+    def openai_events(
+        self, include_usage: bool, break_off: bool = False
+    ) -> Iterator[tuple[bytes, bool]]:
         """Chat Completions chunks (`data:` lines only, ending in `data: [DONE]`), each with
-        whether it carries text."""
+        whether it carries text; `break_off` ends them with an error chunk after the first
+        text delta."""
         base = {
             "id": f"chatcmpl-sandbox-{self.number}",
             "object": "chat.completion.chunk",
@@ -429,6 +441,10 @@ class _Answer:
         yield chunk({"role": "assistant", "content": ""}), False
         for piece in self.pieces():
             yield chunk({"content": piece}), True
+            if break_off:
+                message = "sandbox: the stream broke off as the request asked"
+                yield _sse(_error_payload("openai", 500, message)), False
+                return
         yield chunk({}, "length" if self.truncated else "stop"), False
         if include_usage:
             yield _sse({**base, "choices": [], "usage": self._openai_usage()}), False
@@ -703,11 +719,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         answer = _Answer.build(request_number, model, system, prompt, max_tokens, echoed)
         if payload.get("stream") is True:
             if api == "anthropic":
-                events = answer.anthropic_events()
+                events = answer.anthropic_events(break_off=directives.stream_error)
             else:
                 options = payload.get("stream_options")
                 include_usage = isinstance(options, dict) and options.get("include_usage") is True
-                events = answer.openai_events(include_usage)
+                events = answer.openai_events(include_usage, break_off=directives.stream_error)
             self._send_events(events, {id_header: request_id}, directives.stream_delay)
             return
         body = answer.anthropic() if api == "anthropic" else answer.openai()

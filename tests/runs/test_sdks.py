@@ -321,3 +321,22 @@ def test_stream_delay_directive_still_streams_every_delta(provider_server):
         model="claude-test", max_tokens=64, messages=[{"role": "user", "content": prompt}]
     ) as stream:
         assert "".join(stream.text_stream) == answer_text("claude-test", "", prompt)
+
+
+def test_stream_error_directive_raises_in_both_sdks_after_partial_output(provider_server):
+    prompt = "[sandbox:stream-error] one two three"
+    received = []
+    stream = _anthropic(provider_server).messages.stream(
+        model="claude-test", max_tokens=64, messages=[{"role": "user", "content": prompt}]
+    )
+    with pytest.raises(anthropic.APIStatusError) as from_anthropic, stream as events:
+        received.extend(events.text_stream)
+    assert received == [answer_text("claude-test", "", prompt).split()[0]]
+    assert from_anthropic.value.body["error"]["type"] == "overloaded_error"
+
+    received.clear()
+    with pytest.raises(openai.APIError, match="broke off") as from_openai:  # noqa: PT012
+        for chunk in _ask_openai(_openai(provider_server), prompt, stream=True):
+            received.extend(choice.delta.content or "" for choice in chunk.choices)
+    assert "".join(received) == answer_text("gpt-test", "", prompt).split()[0]
+    assert from_openai.value.body["type"] == "server_error"
