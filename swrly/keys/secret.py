@@ -33,7 +33,10 @@ from swrly.keys.errors import SecretDiscarded
 REDACTED_TEXT = "ProviderSecret(****)"
 DISCARDED_TEXT = "ProviderSecret(discarded)"
 
-_registry_lock = threading.Lock()
+# Re-entrant: a ProviderSecret's finalizer (_LiveKey.release) can run inside a garbage
+# collection that an allocation under this lock triggered, in the same thread; a plain Lock
+# deadlocks there.
+_registry_lock = threading.RLock()
 # By id(): one entry per live key holder, kept while a secret or a scope holds it.
 _registry: dict[int, _LiveKey] = {}
 _scope: contextvars.ContextVar[list[_LiveKey] | None] = contextvars.ContextVar(
@@ -44,7 +47,7 @@ _scope: contextvars.ContextVar[list[_LiveKey] | None] = contextvars.ContextVar(
 def _reset_lock_in_child() -> None:
     """A fresh lock after fork: one held by another thread of the parent would never be freed."""
     global _registry_lock
-    _registry_lock = threading.Lock()
+    _registry_lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_reset_lock_in_child)
@@ -82,7 +85,11 @@ class _LiveKey:
 
 def _live_keys() -> list[_LiveKey]:
     with _registry_lock:
-        return list(_registry.values())
+        while True:
+            try:
+                return list(_registry.values())
+            except RuntimeError:  # a finalizer released a key while the list was being built
+                continue
 
 
 def live_secrets() -> frozenset[str]:

@@ -6,6 +6,7 @@ import json
 import logging
 import pickle
 import secrets
+import threading
 
 import pytest
 from django.core.serializers.json import DjangoJSONEncoder
@@ -13,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.utils.encoders import JSONEncoder as DRFJSONEncoder
 
+from swrly.keys import secret as secret_module
 from swrly.keys.errors import SecretDiscarded
 from swrly.keys.secret import REDACTED_TEXT, ProviderSecret, live_secrets
 
@@ -213,3 +215,23 @@ def test_key_id_hex_is_carried_for_audit(value):
     with ProviderSecret(value, key_id_hex="0123456789abcdef") as secret:
         assert secret.key_id_hex == "0123456789abcdef"
         assert "0123456789abcdef" not in repr(secret)
+
+
+def test_a_secret_finalized_while_the_registry_lock_is_held_does_not_deadlock():
+    # A garbage collection triggered by an allocation under the registry lock runs finalizers in
+    # the same thread: releasing a key there must not wait for the lock it already holds.
+    value = "sk-ant-api03-finalized-under-lock-0123456789"
+    done = threading.Event()
+
+    def drop_under_lock():
+        held = ProviderSecret(value)
+        with secret_module._registry_lock:
+            del held  # the last reference: its finalizer runs here, in this thread
+            assert value not in secret_module.live_secrets()
+        done.set()
+
+    worker = threading.Thread(target=drop_under_lock, daemon=True)
+    worker.start()
+    worker.join(timeout=10)  # a bound: a deadlock never ends
+    assert done.is_set()
+    assert value not in live_secrets()
