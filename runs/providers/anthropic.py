@@ -1,7 +1,10 @@
-"""The Anthropic Messages API on the wire: POST /v1/messages with x-api-key.
+"""The Anthropic Messages API on the wire: POST /v1/messages, API version 2026-10-21.
 
-https://docs.anthropic.com/en/api/messages — the request carries the key in `x-api-key` and the
-API version in `anthropic-version`; the answer's text is the concatenation of its text blocks.
+https://platform.claude.com/docs/en/api/messages — the request carries the key in `x-api-key`
+(still the documented header for an API key; the SDKs from 2.0 send `Authorization: Bearer`,
+which the API also accepts) and the API version in `anthropic-version`. Version 2026-10-21
+removed `temperature`, `top_p` and `top_k`: a request carrying any of them is a 400, so a step's
+temperature is not sent to Anthropic. The answer's text is the concatenation of its text blocks.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from runs.providers.base import (
     require_int,
 )
 
-API_VERSION = "2023-06-01"
+API_VERSION = "2026-10-21"
 
 
 def auth_headers(key: str) -> dict[str, str]:
@@ -25,7 +28,8 @@ def auth_headers(key: str) -> dict[str, str]:
 
 
 def build_body(call: ModelCall) -> dict[str, Any]:
-    """The Messages request body; optional fields only when set."""
+    """The Messages request body; optional fields only when set. No sampling parameters: the
+    API version spoken here refuses them (`call.temperature` applies to OpenAI only)."""
     body: dict[str, Any] = {
         "model": call.model,
         "max_tokens": call.max_tokens,
@@ -33,8 +37,6 @@ def build_body(call: ModelCall) -> dict[str, Any]:
     }
     if call.system:
         body["system"] = call.system
-    if call.temperature is not None:
-        body["temperature"] = call.temperature
     return body
 
 

@@ -34,7 +34,7 @@ class ModelCall:
     prompt: str
     system: str = ""
     max_tokens: int = 1024
-    temperature: float | None = None
+    temperature: float | None = None  # sent to OpenAI only: Anthropic 2026-10-21 refuses it
 
 
 @dataclass(frozen=True)

@@ -100,36 +100,81 @@ def backoff_delay(retry: int) -> float:
     return random.uniform(0.0, ceiling)  # noqa: S311  (jitter spreads load; it guards nothing)
 
 
+# Response headers, as providers send them and as gateways rename them: the one table of names.
+# A gateway may pass a provider's headers through unchanged (a reverse proxy), re-send each
+# under a prefix (LiteLLM's proxy answers every upstream header as `llm_provider-<name>`), or
+# answer with the other API's name when it translates between the two APIs. The first name
+# present wins: the provider's own name first, unprefixed before prefixed. docs/operations.md
+# lists the same names.
+GATEWAY_HEADER_PREFIXES = ("", "llm_provider-")
+REQUEST_ID_HEADERS = ("request-id", "x-request-id")  # Anthropic's, OpenAI's
+RETRY_AFTER_HEADERS = (("retry-after-ms", 0.001), ("retry-after", 1.0))  # (name, seconds per unit)
+
+
+def request_id_header_names(protocol: WireProtocol) -> tuple[str, ...]:
+    """Where `protocol`'s request id may arrive, in the order they are read."""
+    own = protocol.request_id_header
+    names = [own, *(name for name in REQUEST_ID_HEADERS if name != own)]
+    return tuple(prefix + name for name in names for prefix in GATEWAY_HEADER_PREFIXES)
+
+
+def retry_after_header_names() -> tuple[str, ...]:
+    """Where a retry delay may arrive, in the order they are read."""
+    return tuple(
+        prefix + name for prefix in GATEWAY_HEADER_PREFIXES for name, _ in RETRY_AFTER_HEADERS
+    )
+
+
+def _retry_after_value(name: str, value: str, per_unit: float) -> float | None:
+    value = value.strip()
+    try:
+        return float(value) * per_unit
+    except ValueError:
+        pass
+    if not name.endswith("retry-after"):
+        return None  # only retry-after may be an HTTP date
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()
+
+
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """The delay a provider asked for (`retry-after-ms`, or `retry-after` in seconds or as an
-    HTTP date), capped at RETRY_AFTER_CAP; None when absent or unreadable."""
+    """The delay a provider asked for, capped at RETRY_AFTER_CAP; None when absent or unreadable.
+
+    `retry-after-ms` (OpenAI's finer-grained variant) or `retry-after` (seconds or an HTTP date),
+    as sent or under a gateway's prefix (see RETRY_AFTER_HEADERS / GATEWAY_HEADER_PREFIXES).
+    """
     seconds: float | None = None
-    if "retry-after-ms" in headers:  # OpenAI's finer-grained variant
-        try:
-            seconds = float(headers["retry-after-ms"]) / 1000
-        except ValueError:
-            seconds = None
-    if seconds is None and "retry-after" in headers:
-        value = headers["retry-after"].strip()
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            seconds = (when - datetime.now(UTC)).total_seconds()
+    for prefix in GATEWAY_HEADER_PREFIXES:
+        for name, per_unit in RETRY_AFTER_HEADERS:
+            if prefix + name in headers:
+                seconds = _retry_after_value(name, headers[prefix + name], per_unit)
+                if seconds is not None:
+                    break
+        if seconds is not None:
+            break
     if seconds is None or not math.isfinite(seconds):
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
+def response_request_id(headers: httpx.Headers, protocol: WireProtocol) -> str:
+    """The provider's request id from its own header or a gateway's renaming ('' if none)."""
+    for name in request_id_header_names(protocol):
+        value = headers.get(name, "").strip()
+        if value:
+            return redact(value)[:REQUEST_ID_LIMIT]
+    return ""
+
+
 def _request_id(response: httpx.Response | None, protocol: WireProtocol) -> str:
     if response is None:
         return ""
-    return redact(response.headers.get(protocol.request_id_header, ""))[:REQUEST_ID_LIMIT]
+    return response_request_id(response.headers, protocol)
 
 
 def _elapsed_ms(started: float) -> int:

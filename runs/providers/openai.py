@@ -1,7 +1,10 @@
 """The OpenAI Chat Completions API on the wire: POST /v1/chat/completions with a Bearer key.
 
-https://platform.openai.com/docs/api-reference/chat — the sandbox provider speaks this protocol
-too, so `sandbox` steps use this module.
+https://platform.openai.com/docs/api-reference/chat — the output limit travels as
+`max_completion_tokens` (`max_tokens` is deprecated there and refused by reasoning models); the
+system prompt as a `system` message, which every chat model and OpenAI-compatible gateway
+accepts (`developer` is its newer name for reasoning models, which treat `system` the same).
+The sandbox provider speaks this protocol too, so `sandbox` steps use this module.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def build_body(call: ModelCall) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": call.model,
         "messages": messages,
-        "max_tokens": call.max_tokens,
+        "max_completion_tokens": call.max_tokens,
     }
     if call.temperature is not None:
         body["temperature"] = call.temperature

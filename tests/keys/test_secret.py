@@ -6,6 +6,7 @@ import json
 import logging
 import pickle
 import secrets
+import threading
 
 import pytest
 from django.core.serializers.json import DjangoJSONEncoder
@@ -13,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.utils.encoders import JSONEncoder as DRFJSONEncoder
 
+from swrly.keys import secret as secret_module
 from swrly.keys.errors import SecretDiscarded
 from swrly.keys.secret import REDACTED_TEXT, ProviderSecret, live_secrets
 
@@ -218,9 +220,6 @@ def test_key_id_hex_is_carried_for_audit(value):
 def test_a_secret_collected_while_the_registry_is_locked_neither_deadlocks_nor_lingers():
     # The garbage collector runs finalizers inside any allocation, also one made while the
     # registry lock is held (seen: a log record redacted during httpx's debug logging).
-    import threading
-
-    from swrly.keys import secret as secret_module
 
     canary = "sk-ant-canary-finalizer-0123456789abcdef"
     done = threading.Event()

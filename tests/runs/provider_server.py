@@ -18,8 +18,9 @@ Import the fixtures into a test module (or a conftest) and ask for them by name:
   override that fixture by parametrizing it, as above, or by redefining it. Through
   pytest-django's `settings` it sets DEBUG = True (plain http on loopback needs it) and points
   every provider (anthropic, openai, sandbox) at the server.
-- `provider_server_factory(expected_keys=None, providers=...)`: the same for a second server, or
-  for one that serves only some providers; the last one started is the one configured.
+- `provider_server_factory(expected_keys=None, providers=..., gateway=None)`: the same for a
+  second server, for one that serves only some providers, or for one that answers through a
+  gateway's header renaming (`gateway="litellm"`); the last one started is the one configured.
 - `retry_delays`: replaces the provider client's back-off sleep with a recorder; the list it
   returns holds every delay, in seconds, that a retry would have waited. Retries still go to
   the server for real.
@@ -58,9 +59,11 @@ def provider_server_factory(settings: Any) -> Iterator[Callable[..., SandboxServ
     started: list[SandboxServer] = []
 
     def start(
-        expected_keys: Iterable[str] | None = None, providers: Iterable[str] = ALL_PROVIDERS
+        expected_keys: Iterable[str] | None = None,
+        providers: Iterable[str] = ALL_PROVIDERS,
+        gateway: str | None = None,
     ) -> SandboxServer:
-        server = SandboxServer(expected_keys=expected_keys).start()
+        server = SandboxServer(expected_keys=expected_keys, gateway=gateway).start()
         started.append(server)
         settings.DEBUG = True
         settings.PROVIDER_BASE_URLS = dict.fromkeys(providers, server.url)

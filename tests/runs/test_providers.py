@@ -81,15 +81,14 @@ def test_anthropic_messages_round_trip(provider_server_factory, retry_delays):
     [received] = server.requests
     assert (received.method, received.path) == ("POST", "/v1/messages")
     assert received.headers["x-api-key"] == key
-    assert received.headers["anthropic-version"] == "2023-06-01"
+    assert received.headers["anthropic-version"] == "2026-10-21"
     assert received.headers["content-type"] == "application/json"
     assert "authorization" not in received.headers
-    assert received.body == {
+    assert received.body == {  # no temperature: API version 2026-10-21 refuses it (400)
         "model": "claude-test",
         "max_tokens": 64,
         "messages": [{"role": "user", "content": call.prompt}],
         "system": "You are terse.",
-        "temperature": 0.2,
     }
     assert retry_delays == []
 
@@ -115,7 +114,7 @@ def test_openai_chat_completions_round_trip(provider, provider_server_factory):
             {"role": "system", "content": "Be kind."},
             {"role": "user", "content": "Say hello to the sandbox"},
         ],
-        "max_tokens": 32,
+        "max_completion_tokens": 32,  # max_tokens is deprecated in Chat Completions
     }
 
 
@@ -125,7 +124,7 @@ def test_optional_fields_are_left_out_when_unset(provider_server):
     _call("openai", secret)
     anthropic, openai = (request.body for request in provider_server.requests)
     assert set(anthropic) == {"model", "max_tokens", "messages"}
-    assert set(openai) == {"model", "messages", "max_tokens"}
+    assert set(openai) == {"model", "messages", "max_completion_tokens"}
     assert openai["messages"] == [{"role": "user", "content": "Say hello to the sandbox"}]
 
 

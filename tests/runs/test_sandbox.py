@@ -3,6 +3,7 @@
 # The fixtures imported from provider_server are requested by name as arguments.
 # ruff: noqa: F811
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from runs.providers import ModelCall, call_provider
 from runs.sandbox import (
     ECHO_ENCODINGS,
     MAX_SLEEP,
+    MODELS,
     DirectiveError,
     SandboxServer,
     answer_text,
@@ -119,6 +121,8 @@ def test_a_missing_key_is_refused_in_each_apis_own_error_shape(provider_server):
     assert openai.json()["error"]["code"] == "invalid_api_key"
     assert anthropic.json()["type"] == "error"
     assert anthropic.json()["error"]["type"] == "authentication_error"
+    assert anthropic.json()["request_id"] == anthropic.headers["request-id"]
+    assert "request_id" not in openai.json()
 
 
 @pytest.mark.parametrize("provider_expected_keys", [{KEY}])
@@ -127,13 +131,21 @@ def test_only_expected_keys_are_accepted(provider_server):
     assert _anthropic(provider_server).status_code == 200
     assert _openai(provider_server, key=KEY + "x").status_code == 401
     assert _anthropic(provider_server, key="sk-someone-elses-key-123456").status_code == 401
-    # a Bearer key is not an Anthropic key
-    wrong_header = httpx.post(
-        f"{provider_server.url}/v1/messages",
-        json={"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
-        headers={"authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"},
+    # Anthropic takes the key as x-api-key or as a Bearer token (the 2.x SDKs send the latter);
+    # when both are sent, x-api-key is the one checked
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    bearer = {"authorization": f"Bearer {KEY}", "anthropic-version": "2026-10-21"}
+    url = f"{provider_server.url}/v1/messages"
+    assert httpx.post(url, json=body, headers=bearer).status_code == 200
+    both = {**bearer, "x-api-key": "sk-someone-elses-key-123456"}
+    assert httpx.post(url, json=body, headers=both).status_code == 401
+    # OpenAI takes only a Bearer token
+    openai_x_api_key = httpx.post(
+        f"{provider_server.url}/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        headers={"x-api-key": KEY},
     )
-    assert wrong_header.status_code == 401
+    assert openai_x_api_key.status_code == 401
 
 
 def test_the_server_logs_what_it_received(provider_server):
@@ -160,7 +172,10 @@ def test_anthropic_requires_a_version_header_and_a_valid_body(provider_server):
 
 def test_unknown_paths_and_the_index(provider_server):
     assert httpx.get(provider_server.url + "/").json()["sandbox"] is True
-    assert httpx.get(provider_server.url + "/v1/models").status_code == 404
+    auth = {"authorization": f"Bearer {KEY}"}
+    missing_get = httpx.get(provider_server.url + "/v1/nothing", headers=auth)
+    assert missing_get.status_code == 404
+    assert missing_get.headers["x-request-id"].startswith("req_sandbox_")
     missing = httpx.post(provider_server.url + "/v1/completions", json={}, headers={})
     assert missing.status_code == 404
 
@@ -337,3 +352,166 @@ def test_the_management_command_refuses_a_non_loopback_host():
     )
     assert result.returncode != 0
     assert "loopback" in result.stderr
+
+
+def _events(response):
+    """(event, data) pairs of a server-sent event stream; data parsed as JSON where it is."""
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        data = fields.get("data", "")
+        events.append((fields.get("event"), data if data == "[DONE]" else json.loads(data)))
+    return events
+
+
+def test_anthropic_streams_the_messages_event_sequence(provider_server):
+    answer = _anthropic(provider_server, "one two three", stream=True)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert answer.headers["request-id"] == "req_sandbox_1"
+    events = _events(answer)
+    names = [name for name, _ in events]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-4:] == [
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert all(data["type"] == name for name, data in events)  # each event names its type
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == answer_text("m", "", "one two three")
+    assert events[0][1]["message"]["usage"]["input_tokens"] == 3
+    assert events[-2][1]["usage"]["output_tokens"] == len(text.split())
+    assert events[-2][1]["delta"]["stop_reason"] == "end_turn"
+
+
+def test_openai_streams_chunks_then_usage_then_done(provider_server):
+    plain = _events(_openai(provider_server, "a b", stream=True))
+    assert plain[-1] == (None, "[DONE]")
+    assert all("usage" not in data for _, data in plain[:-1])
+    with_usage = _events(
+        _openai(provider_server, "a b", stream=True, stream_options={"include_usage": True})
+    )
+    chunks = [data for _, data in with_usage[:-1]]
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == answer_text("m", "", "a b")
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 2,
+        "completion_tokens": len(text.split()),
+        "total_tokens": 2 + len(text.split()),
+    }
+    assert _openai(provider_server, "x", stream="yes").status_code == 400
+
+
+def test_openai_developer_messages_are_the_system_prompt(provider_server):
+    messages = [{"role": "developer", "content": "be nice"}, {"role": "user", "content": "hi"}]
+    answer = _openai(provider_server, messages=messages).json()
+    assert answer["choices"][0]["message"]["content"] == answer_text("m", "be nice", "hi")
+    tool = _openai(provider_server, messages=[{"role": "tool", "content": "x"}])
+    assert tool.status_code == 400
+
+
+def test_anthropic_versions_and_the_sampling_parameters_2026_10_21_removed(provider_server):
+    assert _anthropic(provider_server, version="2023-06-01", temperature=0.5).status_code == 200
+    for name in ("temperature", "top_p", "top_k"):
+        refused = _anthropic(provider_server, version="2026-10-21", **{name: 1})
+        assert refused.status_code == 400
+        assert refused.json()["error"] == {
+            "type": "invalid_request_error",
+            "message": f"{name}: Extra inputs are not permitted",
+        }
+    unknown = _anthropic(provider_server, version="2024-01-01")
+    assert unknown.status_code == 400
+    assert "not a known version" in unknown.json()["error"]["message"]
+
+
+def test_count_tokens_counts_the_input_without_max_tokens(provider_server):
+    answer = httpx.post(
+        f"{provider_server.url}/v1/messages/count_tokens",
+        json={
+            "model": "m",
+            "system": "be brief",
+            "messages": [{"role": "user", "content": "a b c"}],
+        },
+        headers={"x-api-key": KEY, "anthropic-version": "2026-10-21"},
+    )
+    assert answer.status_code == 200
+    assert answer.json() == {"input_tokens": 5}
+    assert answer.headers["request-id"].startswith("req_sandbox_")
+    unauthenticated = httpx.post(
+        f"{provider_server.url}/v1/messages/count_tokens",
+        json={"model": "m", "messages": [{"role": "user", "content": "a"}]},
+        headers={"anthropic-version": "2026-10-21"},
+    )
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.json()["error"]["type"] == "authentication_error"
+
+
+def test_models_are_listed_in_the_shape_of_the_api_asked(provider_server):
+    openai = httpx.get(
+        f"{provider_server.url}/v1/models", headers={"authorization": f"Bearer {KEY}"}
+    )
+    anthropic = httpx.get(
+        f"{provider_server.url}/v1/models",
+        headers={"x-api-key": KEY, "anthropic-version": "2026-10-21"},
+    )
+    assert openai.json()["object"] == "list"
+    assert [model["id"] for model in openai.json()["data"]] == list(MODELS)
+    assert "x-request-id" in openai.headers
+    assert anthropic.json()["has_more"] is False
+    assert {model["type"] for model in anthropic.json()["data"]} == {"model"}
+    assert "request-id" in anthropic.headers
+    one = httpx.get(
+        f"{provider_server.url}/v1/models/{MODELS[0]}", headers={"authorization": f"Bearer {KEY}"}
+    )
+    assert one.json()["id"] == MODELS[0]
+    assert httpx.get(f"{provider_server.url}/v1/models").status_code == 401
+
+
+def test_gateway_mode_renames_headers_the_way_litellm_does(provider_server_factory):
+    server = provider_server_factory(gateway="litellm")
+    limited = _openai(server, "[sandbox:status=429] [sandbox:retry-after=3]")
+    assert limited.status_code == 429
+    assert limited.headers["llm_provider-x-request-id"] == "req_sandbox_1"
+    assert limited.headers["llm_provider-retry-after"] == "3"
+    assert limited.headers["request-id"] == "req_sandbox_1"  # LiteLLM copies the id there
+    assert "x-request-id" not in limited.headers
+    assert "retry-after" not in limited.headers
+    assert "llm_provider-request-id" not in limited.headers
+    assert limited.headers["x-litellm-call-id"]
+    answer = _openai(server)
+    assert answer.headers["llm_provider-request-id"] == "req_sandbox_2"
+    assert answer.headers["llm_provider-x-request-id"] == "req_sandbox_2"
+    assert "x-request-id" not in answer.headers
+    with pytest.raises(ValueError, match="unknown gateway"):
+        SandboxServer(gateway="nginx")
+
+
+def test_stream_delay_lets_partial_output_be_read_while_the_answer_streams(provider_server):
+    # Each delta is flushed at once; the 30 s of pacing after it would otherwise hit the read
+    # timeout (a bound, not a measurement).
+    body = {
+        "model": "m",
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": "[sandbox:stream-delay=30] one two three"}],
+    }
+    headers = {"x-api-key": KEY, "anthropic-version": "2026-10-21"}
+    seen = []
+    with httpx.stream(
+        "POST", f"{provider_server.url}/v1/messages", json=body, headers=headers, timeout=10
+    ) as answer:
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                seen.append(line.removeprefix("event: "))
+            if seen and seen[-1] == "content_block_delta" and line.startswith("data: "):
+                first = json.loads(line.removeprefix("data: "))["delta"]["text"]
+                break
+    provider_server.stop()  # wakes the pacing
+    assert first == answer_text("m", "", body["messages"][0]["content"]).split()[0]
+    assert "message_stop" not in seen
+    assert parse_directives("[sandbox:stream-delay=99]").stream_delay == MAX_SLEEP

@@ -1,4 +1,4 @@
-"""`python manage.py sandbox-provider [--port P] [--host 127.0.0.1]`: serve the sandbox provider.
+"""`manage.py sandbox-provider [--port P] [--host 127.0.0.1] [--gateway litellm]`: the sandbox.
 
 It only serves: a run reaches it only where PROVIDER_BASE_URLS names it (`sandbox=<url>`), and
 plain http:// is allowed there only with DEBUG (see runs.providers.egress).
@@ -11,7 +11,14 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from runs.sandbox import ANTHROPIC_PATH, OPENAI_PATH, SandboxServer
+from runs.sandbox import (
+    ANTHROPIC_PATH,
+    COUNT_TOKENS_PATH,
+    GATEWAYS,
+    MODELS_PATH,
+    OPENAI_PATH,
+    SandboxServer,
+)
 
 DEFAULT_PORT = 8765
 
@@ -35,11 +42,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--host", default="127.0.0.1", help="A loopback address; anything else is refused."
         )
+        parser.add_argument(
+            "--gateway",
+            choices=GATEWAYS,
+            default=None,
+            help="Rename response headers the way this gateway does (to rehearse one).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = options["host"], options["port"]
         try:
-            server = SandboxServer(host=host, port=port).start()
+            server = SandboxServer(host=host, port=port, gateway=options["gateway"]).start()
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         except OSError as exc:
@@ -48,7 +61,8 @@ class Command(BaseCommand):
         lines = [
             f"Sandbox provider listening on {server.url} (loopback only; Ctrl-C stops it)",
             f"  POST {server.url}{OPENAI_PATH}  (Authorization: Bearer <any key>)",
-            f"  POST {server.url}{ANTHROPIC_PATH}  (x-api-key, anthropic-version)",
+            f"  POST {server.url}{ANTHROPIC_PATH}  (x-api-key or Bearer, anthropic-version)",
+            f"  POST {server.url}{COUNT_TOKENS_PATH}, GET {server.url}{MODELS_PATH}",
             "Point Swrly at it (plain http:// needs DEBUG=True):",
             f"  PROVIDER_BASE_URLS=sandbox={server.url}",
         ]
