@@ -58,10 +58,16 @@ def api_token_for_secret(presented: str) -> ApiToken | None:
     return token
 
 
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
 def api_token_mark_used(token: ApiToken) -> None:
-    """Record the token's last use."""
-    token.last_used_at = timezone.now()
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=token.last_used_at)
+    """Record the token's last use, at most once a minute: most requests write nothing."""
+    now = timezone.now()
+    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+        return
+    token.last_used_at = now
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
 
 
 # --- Audit log -------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email, validate_slug
-from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 
@@ -447,19 +447,34 @@ def key_rotation_finish(
     return rotation
 
 
-@transaction.atomic
-def provider_key_seen(*, tenant: Tenant, provider: str, fingerprint: str, hint: str) -> ProviderKey:
-    """Count one use of a customer key (by fingerprint) for the tenant's key history."""
+def provider_key_seen(*, tenant: Tenant, provider: str, fingerprint: str, hint: str) -> None:
+    """Count one use of a customer key (by fingerprint) for the tenant's key history.
+
+    One statement (INSERT … ON CONFLICT DO UPDATE), atomic on its own: no row lock is held
+    beyond it, so concurrent runs of the same key never wait for each other here.
+    """
     now = timezone.now()
-    record, created = ProviderKey.objects.select_for_update().get_or_create(
-        tenant=tenant,
-        provider=provider,
-        fingerprint=fingerprint,
-        defaults={"hint": hint, "first_seen_at": now, "last_seen_at": now, "use_count": 1},
-    )
-    if not created:
-        ProviderKey.objects.filter(pk=record.pk).update(
-            last_seen_at=now, use_count=F("use_count") + 1
+    fields = ProviderKey._meta
+    q = connection.ops.quote_name
+    table = q(fields.db_table)
+    columns = ("id", "tenant_id", "provider", "fingerprint", "hint", "first_seen_at",
+               "last_seen_at", "use_count")  # fmt: skip
+    values = [
+        fields.get_field("id").get_db_prep_value(uuid.uuid4(), connection),
+        fields.get_field("tenant").get_db_prep_value(tenant.pk, connection),
+        provider,
+        fingerprint,
+        hint,
+        fields.get_field("first_seen_at").get_db_prep_value(now, connection),
+        fields.get_field("last_seen_at").get_db_prep_value(now, connection),
+        1,
+    ]
+    unique = ", ".join(q(name) for name in ("tenant_id", "provider", "fingerprint"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(q(c) for c in columns)}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT ({unique}) DO UPDATE SET "
+            f"{q('last_seen_at')} = EXCLUDED.{q('last_seen_at')}, "
+            f"{q('use_count')} = {table}.{q('use_count')} + 1",
+            values,
         )
-        record.refresh_from_db()
-    return record

@@ -5,6 +5,7 @@ import pytest
 from django.conf import settings
 
 from swrly.keys.fingerprint import fingerprint, key_hint
+from tenants.models import ProviderKey
 from tenants.services import provider_key_seen
 
 
@@ -45,12 +46,10 @@ def test_provider_key_history_counts_uses_per_fingerprint(acme):
     old = fingerprint(provider="openai", key="sk-proj-" + "o" * 40 + "OLD1")
     new = fingerprint(provider="openai", key="sk-proj-" + "n" * 40 + "NEW2")
     provider_key_seen(tenant=acme.tenant, provider="openai", fingerprint=old.value, hint=old.hint)
-    second = provider_key_seen(
-        tenant=acme.tenant, provider="openai", fingerprint=old.value, hint=old.hint
-    )
-    replacement = provider_key_seen(
-        tenant=acme.tenant, provider="openai", fingerprint=new.value, hint=new.hint
-    )
+    provider_key_seen(tenant=acme.tenant, provider="openai", fingerprint=old.value, hint=old.hint)
+    provider_key_seen(tenant=acme.tenant, provider="openai", fingerprint=new.value, hint=new.hint)
+    second = ProviderKey.objects.get(tenant=acme.tenant, fingerprint=old.value)
+    replacement = ProviderKey.objects.get(tenant=acme.tenant, fingerprint=new.value)
     assert second.use_count == 2
     assert second.last_seen_at > second.first_seen_at
     assert replacement.use_count == 1
