@@ -219,6 +219,19 @@ def audit_record(
         return _append(tenant, action, actor, target, metadata, request)
 
 
+def _lock_head(chain: str) -> AuditChainHead:
+    """The chain's head row, locked until the transaction ends (created for a first event).
+
+    Every writer of a chain takes this lock before any other audit row (the flood counters
+    included), so two writers never wait for each other in opposite orders.
+    """
+    head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
+    if head is None:  # the chain's first event (get_or_create copes with a concurrent first)
+        AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_hash": GENESIS_HASH})
+        head = AuditChainHead.objects.select_for_update().get(chain=chain)
+    return head
+
+
 def _append(
     tenant: Tenant | None,
     action: str,
@@ -228,10 +241,7 @@ def _append(
     request: HttpRequest | None,
 ) -> AuditEvent:
     chain = chain_for(tenant)
-    head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
-    if head is None:  # the chain's first event (get_or_create copes with a concurrent first)
-        AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_hash": GENESIS_HASH})
-        head = AuditChainHead.objects.select_for_update().get(chain=chain)
+    head = _lock_head(chain)
     # Round-trip through JSON so the hash covers exactly what the database will return.
     metadata = json.loads(json.dumps(_normalized(metadata or {}), sort_keys=True))
     ip = client_ip(request) if request is not None else None
@@ -292,6 +302,7 @@ def audit_record_bounded(
     ip = client_ip(request) if request is not None else None
     source = f"{actor.label}|{ip or '-'}"[:300]
     with transaction.atomic():
+        _lock_head(chain)  # first, as every chain writer does (see _lock_head)
         if AuditSuppression.objects.filter(chain=chain, window_start__lt=window).exists():
             _flush_suppressed(chain=chain, before=window)
         total = _count_one(chain, action, _ALL_SOURCES, window)
@@ -349,6 +360,7 @@ def audit_flush_suppressed(*, before: int | None = None) -> int:
 
 def _flush_suppressed(*, chain: str, before: int) -> int:
     """Turn one chain's closed windows into `audit.suppressed` events; delete their counters."""
+    _lock_head(chain)
     rows = list(
         AuditSuppression.objects.select_for_update()
         .filter(chain=chain, window_start__lt=before)

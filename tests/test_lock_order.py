@@ -3,7 +3,10 @@
 Found by the seeded contract run on PostgreSQL, each as a 500: a DELETE racing a PATCH of the
 same workflow deadlocked (the delete audited first and then waited for the row; the update held
 the row and waited for the chain), and removing a member locked the tenant row too, which any
-concurrent audit write of the tenant needs at commit (its event references the tenant).
+concurrent audit write of the tenant needs at commit (its event references the tenant); and a
+denied access recorded inside a transaction that had already audited waited for the audit flood
+counter held by another denied access waiting for the chain head (every chain writer now takes
+the head first).
 """
 
 import threading
@@ -130,3 +133,54 @@ def test_a_member_removed_while_the_tenant_is_audited_does_not_deadlock(acme):
     # then
     assert errors == []
     assert not Membership.objects.filter(pk=membership.pk).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_denied_access_inside_an_audited_transaction_does_not_deadlock_with_another(acme):
+    # Found by the seeded contract on PostgreSQL (a 503 on DELETE /members/{id}/): a transaction
+    # that audited first and then recorded a denied access (the flood-bounded writer) waited for
+    # the flood counter row, held by another denied access that waited for the chain head.
+    from tenants.access import access_denied
+
+    actor = Actor.system("tests")
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def audited_then_denied() -> None:
+        try:
+            with transaction.atomic():
+                audit_record(tenant=acme.tenant, action="token.revoked", actor=actor, target="t")
+                holding.set()
+                release.wait(timeout=30)
+                access_denied(
+                    tenant=acme.tenant, actor=actor, target="t", reason="first", request=None
+                )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def denied() -> None:
+        try:
+            holding.wait(timeout=30)
+            access_denied(
+                tenant=acme.tenant, actor=actor, target="u", reason="second", request=None
+            )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=audited_then_denied), threading.Thread(target=denied)]
+    for thread in threads:
+        thread.start()
+    holding.wait(timeout=30)
+    for _ in range(3000):  # until the second writer waits for a lock the first holds
+        if _waiting_for_a_lock():
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert AuditEvent.objects.filter(tenant=acme.tenant, action="access.denied").count() == 2

@@ -1,5 +1,6 @@
 """One JSON error shape for every API error: {"error": {"code", "message", "fields"}}."""
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -8,6 +9,8 @@ from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+log = logging.getLogger(__name__)
 
 
 def _fields(detail: Any) -> dict:
@@ -31,6 +34,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         # statement timeout: transient, so a clean 503 rather than a 500. The transaction the
         # error ended was rolled back; the broken connection is dropped so the next request
         # opens a fresh one.
+        log.warning("database error, answered 503: %s", type(exc).__name__, exc_info=exc)
         connection.close_if_unusable_or_obsolete()
         exc = DatabaseUnavailable()
     elif isinstance(exc, Http404):
