@@ -92,7 +92,7 @@ def workflow_delete(
     workflow_update, which holds the workflow row when it audits.
     """
     pk, name = workflow.pk, workflow.name
-    Workflow.objects.select_for_update().filter(pk=pk).first()
+    Workflow.objects.select_for_update(of=("self",)).filter(pk=pk).first()
     workflow.delete()
     audit_record(
         tenant=workflow.tenant,

@@ -225,10 +225,10 @@ def _lock_head(chain: str) -> AuditChainHead:
     Every writer of a chain takes this lock before any other audit row (the flood counters
     included), so two writers never wait for each other in opposite orders.
     """
-    head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
+    head = AuditChainHead.objects.select_for_update(of=("self",)).filter(chain=chain).first()
     if head is None:  # the chain's first event (get_or_create copes with a concurrent first)
         AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_hash": GENESIS_HASH})
-        head = AuditChainHead.objects.select_for_update().get(chain=chain)
+        head = AuditChainHead.objects.select_for_update(of=("self",)).get(chain=chain)
     return head
 
 
@@ -362,7 +362,7 @@ def _flush_suppressed(*, chain: str, before: int) -> int:
     """Turn one chain's closed windows into `audit.suppressed` events; delete their counters."""
     _lock_head(chain)
     rows = list(
-        AuditSuppression.objects.select_for_update()
+        AuditSuppression.objects.select_for_update(of=("self",))
         .filter(chain=chain, window_start__lt=before)
         .order_by("window_start", "action", "-count", "source")
     )
@@ -701,7 +701,7 @@ def audit_checkpoint_chain(chain: str, *, force: bool = False) -> AuditCheckpoin
     after rotating the signing key, so that every chain gets a checkpoint by the new key).
     """
     with transaction.atomic():
-        head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
+        head = AuditChainHead.objects.select_for_update(of=("self",)).filter(chain=chain).first()
         if head is None or head.seq == 0:
             return None
         last = AuditCheckpoint.objects.filter(chain=chain).order_by("-seq").first()

@@ -68,7 +68,7 @@ def _authority(by: Principal, tenant: Tenant) -> str:
         return Role.OWNER
     if by.via == TokenOrigin.PAGE:
         role = (
-            Membership.objects.select_for_update()
+            Membership.objects.select_for_update(of=("self",))
             .filter(tenant=tenant, user_id=by.user_id)
             .values_list("role", flat=True)
             .first()
@@ -76,7 +76,11 @@ def _authority(by: Principal, tenant: Tenant) -> str:
         if role is None:
             raise AuthorityLost("you are no longer a member of this tenant")
         return role
-    token = ApiToken.objects.select_for_update().filter(pk=by.token.pk, tenant=tenant).first()
+    token = (
+        ApiToken.objects.select_for_update(of=("self",))
+        .filter(pk=by.token.pk, tenant=tenant)
+        .first()
+    )
     if token is None or token.revoked_at is not None:
         raise AuthorityLost("the API token was revoked")
     refusal = token_authority_refusal(
@@ -178,7 +182,9 @@ def _locked(membership: Membership) -> Membership:
 
 def _lock_owners(tenant: Tenant) -> list[Membership]:
     return list(
-        Membership.objects.select_for_update().filter(tenant=tenant, role=Role.OWNER).order_by("pk")
+        Membership.objects.select_for_update(of=("self",))
+        .filter(tenant=tenant, role=Role.OWNER)
+        .order_by("pk")
     )
 
 

@@ -184,3 +184,35 @@ def test_a_denied_access_inside_an_audited_transaction_does_not_deadlock_with_an
         thread.join(timeout=60)
     assert errors == []
     assert AuditEvent.objects.filter(tenant=acme.tenant, action="access.denied").count() == 2
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
+def test_writers_lock_only_their_own_rows(acme, globex):
+    # Found by the seeded contract on PostgreSQL (503s on DELETE /tokens/{id}/ and /members/…):
+    # a model's default ordering joins the tenant, and a bare FOR UPDATE then locked the tenant
+    # row too — which every concurrent audit event of the tenant needs at commit (its foreign
+    # key check), so they deadlocked. Every row lock names its own table (FOR UPDATE OF …).
+    from django.test.utils import CaptureQueriesContext
+
+    owner, admin = acme.api(Role.OWNER), acme.api(Role.ADMIN)
+    developer = Membership.objects.get(tenant=acme.tenant, user=acme.users[Role.DEVELOPER])
+    workflow = acme.workflow()
+    with CaptureQueriesContext(connection) as captured:
+        created = admin.post(
+            "/api/v1/tokens/", {"name": "t", "role": Role.DEVELOPER}, "application/json"
+        )
+        assert created.status_code == 201
+        assert admin.delete(f"/api/v1/tokens/{created.json()['id']}/").status_code == 200
+        assert (
+            owner.patch(
+                f"/api/v1/members/{developer.pk}/", {"role": Role.AUDITOR}, "application/json"
+            ).status_code
+            == 200
+        )
+        assert owner.delete(f"/api/v1/members/{developer.pk}/").status_code == 204
+        assert owner.delete(f"/api/v1/workflows/{workflow.pk}/").status_code == 204
+        assert globex.api(Role.OWNER).get(f"/api/v1/workflows/{workflow.pk}/").status_code == 404
+    locking = [q["sql"] for q in captured.captured_queries if "FOR UPDATE" in q["sql"]]
+    assert locking  # the services did lock rows
+    for sql in locking:
+        assert "FOR UPDATE OF" in sql, sql
