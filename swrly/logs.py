@@ -10,12 +10,13 @@ and the worker's provider calls together. Log records are redacted when they are
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -108,25 +109,18 @@ def logging_config(*, log_format: str, level: str) -> dict:
     }
 
 
-def connect_celery_signals() -> None:
-    """Carry the request id from the publisher to the task, through the message headers."""
-    from celery.signals import before_task_publish, task_postrun, task_prerun
+@contextlib.contextmanager
+def request_id_scope(value: str | None) -> Iterator[None]:
+    """Log with `value` (or a new id, when it is not a safe one) as the request id."""
+    token = request_id.set(accept_request_id(value))
+    try:
+        yield
+    finally:
+        request_id.reset(token)
 
-    tokens: dict[str, contextvars.Token] = {}
 
-    @before_task_publish.connect(weak=False)
-    def _stamp(headers: dict | None = None, **_: Any) -> None:
-        rid = request_id.get()
-        if headers is not None and rid:
-            headers[TASK_HEADER] = rid
-
-    @task_prerun.connect(weak=False)
-    def _restore(task_id: str = "", task: Any = None, **_: Any) -> None:
-        rid = getattr(getattr(task, "request", None), TASK_HEADER, None)
-        tokens[task_id] = request_id.set(accept_request_id(rid))
-
-    @task_postrun.connect(weak=False)
-    def _clear(task_id: str = "", **_: Any) -> None:
-        token = tokens.pop(task_id, None)
-        if token is not None:
-            request_id.reset(token)
+def stamp_task_headers(headers: dict | None = None, **_: Any) -> None:
+    """before_task_publish: carry the current request id in the task's message headers."""
+    rid = request_id.get()
+    if headers is not None and rid:
+        headers[TASK_HEADER] = rid
