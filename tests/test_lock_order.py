@@ -10,6 +10,7 @@ the head first).
 """
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from django.db import connection, connections, transaction
@@ -31,54 +32,68 @@ def _waiting_for_a_lock() -> int:
         return cursor.fetchone()[0]
 
 
+def _race(first: Callable[[Callable[[], None]], None], second: Callable[[], None]) -> list:
+    """Run `first` until it calls `pause()` (holding its locks), then `second`; once `second`
+    waits for a lock, let `first` go on. Returns what either raised (a deadlock among them)."""
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def pause() -> None:
+        holding.set()
+        release.wait(timeout=30)
+
+    def run(write: Callable[[], None]) -> None:
+        try:
+            write()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def after_first() -> None:
+        holding.wait(timeout=30)
+        second()
+
+    threads = [
+        threading.Thread(target=run, args=(lambda: first(pause),)),
+        threading.Thread(target=run, args=(after_first,)),
+    ]
+    for thread in threads:
+        thread.start()
+    holding.wait(timeout=30)
+    for _ in range(3000):  # until the second writer waits for a lock the first holds
+        if _waiting_for_a_lock():
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    return errors
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
 def test_a_workflow_deleted_while_it_is_updated_does_not_deadlock(acme):
     # given: an update holds the workflow's row and has yet to write its audit event
     workflow = acme.workflow()
     actor = Actor.system("tests")
-    holding, errors = threading.Event(), []
-    release = threading.Event()
 
-    def update() -> None:
-        try:
-            with transaction.atomic():
-                Workflow.objects.filter(pk=workflow.pk).update(description="changed")
-                holding.set()
-                release.wait(timeout=30)
-                audit_record(
-                    tenant=acme.tenant,
-                    action="workflow.updated",
-                    actor=actor,
-                    target=f"workflow:{workflow.pk}",
-                    metadata={"fields": ["description"]},
-                )
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+    def update(pause: Callable[[], None]) -> None:
+        with transaction.atomic():
+            Workflow.objects.filter(pk=workflow.pk).update(description="changed")
+            pause()
+            audit_record(
+                tenant=acme.tenant,
+                action="workflow.updated",
+                actor=actor,
+                target=f"workflow:{workflow.pk}",
+                metadata={"fields": ["description"]},
+            )
 
     def delete() -> None:
-        try:
-            holding.wait(timeout=30)
-            workflow_delete(workflow=Workflow.objects.get(pk=workflow.pk), actor=actor)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        workflow_delete(workflow=Workflow.objects.get(pk=workflow.pk), actor=actor)
 
-    updater, deleter = threading.Thread(target=update), threading.Thread(target=delete)
-    updater.start()
-    deleter.start()
     # when: the delete is blocked on a lock, the update goes on to audit
-    holding.wait(timeout=30)
-    for _ in range(3000):
-        if _waiting_for_a_lock():
-            break
-        threading.Event().wait(0.01)
-    release.set()
-    updater.join(timeout=60)
-    deleter.join(timeout=60)
+    errors = _race(update, delete)
     # then: both committed, in order
     assert errors == []
     assert not Workflow.objects.filter(pk=workflow.pk).exists()
@@ -96,40 +111,17 @@ def test_a_member_removed_while_the_tenant_is_audited_does_not_deadlock(acme):
     # given: a transaction holds the tenant's audit chain and has yet to commit its event
     membership = Membership.objects.get(user=acme.users[Role.DEVELOPER])
     actor = Actor.system("tests")
-    holding, release, errors = threading.Event(), threading.Event(), []
 
-    def audit() -> None:
-        try:
-            with transaction.atomic():
-                audit_record(tenant=acme.tenant, action="run.created", actor=actor, target="x")
-                holding.set()
-                release.wait(timeout=30)
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+    def audit(pause: Callable[[], None]) -> None:
+        with transaction.atomic():
+            audit_record(tenant=acme.tenant, action="run.created", actor=actor, target="x")
+            pause()
 
     def remove() -> None:
-        try:
-            holding.wait(timeout=30)
-            membership_remove(membership=membership, by=Principal.console("tests"))
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        membership_remove(membership=membership, by=Principal.console("tests"))
 
-    threads = [threading.Thread(target=audit), threading.Thread(target=remove)]
-    for thread in threads:
-        thread.start()
     # when: the removal waits for the chain, the audit commits
-    holding.wait(timeout=30)
-    for _ in range(3000):
-        if _waiting_for_a_lock():
-            break
-        threading.Event().wait(0.01)
-    release.set()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = _race(audit, remove)
     # then
     assert errors == []
     assert not Membership.objects.filter(pk=membership.pk).exists()
@@ -144,45 +136,17 @@ def test_a_denied_access_inside_an_audited_transaction_does_not_deadlock_with_an
     from tenants.access import access_denied
 
     actor = Actor.system("tests")
-    holding, release, errors = threading.Event(), threading.Event(), []
 
-    def audited_then_denied() -> None:
-        try:
-            with transaction.atomic():
-                audit_record(tenant=acme.tenant, action="token.revoked", actor=actor, target="t")
-                holding.set()
-                release.wait(timeout=30)
-                access_denied(
-                    tenant=acme.tenant, actor=actor, target="t", reason="first", request=None
-                )
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+    def audited_then_denied(pause: Callable[[], None]) -> None:
+        with transaction.atomic():
+            audit_record(tenant=acme.tenant, action="token.revoked", actor=actor, target="t")
+            pause()
+            access_denied(tenant=acme.tenant, actor=actor, target="t", reason="1st", request=None)
 
     def denied() -> None:
-        try:
-            holding.wait(timeout=30)
-            access_denied(
-                tenant=acme.tenant, actor=actor, target="u", reason="second", request=None
-            )
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        access_denied(tenant=acme.tenant, actor=actor, target="u", reason="2nd", request=None)
 
-    threads = [threading.Thread(target=audited_then_denied), threading.Thread(target=denied)]
-    for thread in threads:
-        thread.start()
-    holding.wait(timeout=30)
-    for _ in range(3000):  # until the second writer waits for a lock the first holds
-        if _waiting_for_a_lock():
-            break
-        threading.Event().wait(0.01)
-    release.set()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    assert _race(audited_then_denied, denied) == []
     assert AuditEvent.objects.filter(tenant=acme.tenant, action="access.denied").count() == 2
 
 
