@@ -137,6 +137,24 @@ class AppendOnlyError(Exception):
     """An attempt to change or remove an audit event."""
 
 
+class AppendOnlyModel(models.Model):
+    """A row written once: the ORM refuses to change or delete it (and a PostgreSQL trigger
+    refuses it to SQL)."""
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not self._state.adding:
+            raise AppendOnlyError(f"{self._meta.verbose_name_plural} cannot be updated")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError(f"{self._meta.verbose_name_plural} cannot be deleted")
+
+
 PLATFORM_CHAIN = "platform"
 
 
@@ -157,7 +175,7 @@ class AuditChainHead(models.Model):
         return f"{self.chain}@{self.seq}"
 
 
-class AuditEvent(models.Model):
+class AuditEvent(AppendOnlyModel):
     """One security-relevant action. Append-only and hash-chained per tenant."""
 
     id = models.BigAutoField(primary_key=True)
@@ -189,8 +207,6 @@ class AuditEvent(models.Model):
     hash_version = models.PositiveSmallIntegerField(default=1)
     key_id = models.CharField(max_length=16, blank=True, default="")
 
-    objects = AppendOnlyQuerySet.as_manager()
-
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -204,16 +220,8 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.chain}#{self.seq} {self.action}"
 
-    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if not self._state.adding:
-            raise AppendOnlyError("audit events cannot be updated")
-        super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        raise AppendOnlyError("audit events cannot be deleted")
-
-
-class AuditCheckpoint(models.Model):
+class AuditCheckpoint(AppendOnlyModel):
     """A signed statement that a chain's event `seq` had hash `head_hash`. Append-only.
 
     The Ed25519 signature (by the key `key_id`, published at /api/v1/audit-keys/) covers a
@@ -233,8 +241,6 @@ class AuditCheckpoint(models.Model):
     key_id = models.CharField(max_length=16)
     signature = models.CharField(max_length=128)
 
-    objects = AppendOnlyQuerySet.as_manager()
-
     class Meta:
         ordering = ["chain", "seq"]
         constraints = [
@@ -245,14 +251,6 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint {self.chain}#{self.seq}"
-
-    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if not self._state.adding:
-            raise AppendOnlyError("audit checkpoints cannot be updated")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        raise AppendOnlyError("audit checkpoints cannot be deleted")
 
 
 class ProviderKey(models.Model):
