@@ -5,6 +5,7 @@ from runs import views
 app_name = "runs"
 
 urlpatterns = [
-    path("", views.RunListView.as_view(), name="run-list"),
-    path("<uuid:run_id>/", views.RunDetailView.as_view(), name="run-detail"),
+    path("", views.DashboardView.as_view(), name="dashboard"),
+    path("runs/", views.RunListView.as_view(), name="run-list"),
+    path("runs/<uuid:run_id>/", views.RunDetailView.as_view(), name="run-detail"),
 ]

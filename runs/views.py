@@ -1,10 +1,14 @@
-"""Run pages under /t/<tenant-slug>/runs/: the runs list and one run with its key timeline."""
+"""Run pages under /t/<tenant-slug>/: the dashboard, the runs list and one run with its key
+timeline."""
+
+from datetime import UTC
 
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils import timezone
 
 from runs.forms import RunFilterForm
-from runs.models import Run
+from runs.models import Run, RunStatus
 from runs.selectors import (
     PAGE_SIZE,
     RunCursor,
@@ -12,15 +16,69 @@ from runs.selectors import (
     run_history,
     run_page,
     run_steps,
+    runs_needing_attention,
+    runs_per_day,
     workflows_for_filter,
 )
+from swrly.web.charts import last_days, stacked_bars
 from tenants.access import get_for_tenant
-from tenants.models import WRITE_ROLES
-from tenants.views import TenantPageView
+from tenants.models import AUDIT_READ_ROLES, WRITE_ROLES
+from tenants.pages import TenantPageView
+from tenants.selectors import (
+    key_events_per_day,
+    key_rotations,
+    recent_audit_events,
+    tenant_facts,
+)
 
 # Who sees a run's input, its prompts and its outputs: everyone but auditors, who review what
 # ran and with which key, never what was said.
 CONTENT_ROLES = WRITE_ROLES
+
+
+DASHBOARD_DAYS = 14
+KEY_EVENT_SERIES = [
+    ("key.deposited", "deposited"),
+    ("key.consumed", "consumed"),
+    ("key.discarded", "discarded"),
+    ("key.expired", "expired"),
+    ("key.missing", "missing"),
+    ("key.rejected", "rejected"),
+    ("key.rewrapped", "rewrapped"),
+]
+
+
+class DashboardView(TenantPageView):
+    """The dashboard: runs and key events per day, recent rotations, failed runs."""
+
+    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
+        days = last_days(timezone.now().astimezone(UTC).date(), DASHBOARD_DAYS)
+        key_counts = key_events_per_day(tenant=self.tenant, since=days[0])
+        known = {action for action, _ in KEY_EVENT_SERIES}
+        extra = sorted({action for _, action in key_counts} - known)
+        return self.page(
+            "runs/dashboard.html",
+            **tenant_facts(tenant=self.tenant),
+            runs_chart=stacked_bars(
+                title="Runs per day by status",
+                days=days,
+                series=list(RunStatus.choices),
+                counts=runs_per_day(tenant=self.tenant, since=days[0]),
+                unit="runs",
+            ),
+            key_chart=stacked_bars(
+                title="Key events per day",
+                days=days,
+                series=KEY_EVENT_SERIES + [(action, action) for action in extra],
+                counts=key_counts,
+                unit="key events",
+            ),
+            rotations=key_rotations(tenant=self.tenant, limit=5),
+            failed_runs=runs_needing_attention(tenant=self.tenant, limit=10),
+            recent_events=recent_audit_events(tenant=self.tenant, limit=10)
+            if self.membership.role in AUDIT_READ_ROLES
+            else None,
+        )
 
 
 class RunListView(TenantPageView):

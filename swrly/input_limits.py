@@ -4,7 +4,7 @@ PostgreSQL's `text` and `jsonb` cannot hold U+0000, and no UTF-8 column can hold
 surrogate (U+D800 to U+DFFF, which JSON's `\\ud800` escape can produce): such a value would reach
 the database deep inside a service, after keys were deposited, and answer 500. Deeply nested
 JSON exhausts the recursion of the parser and of everything that walks the value afterwards.
-Both are refused at the door instead: the JSON parser of the API (tenants/api/parsers.py) and
+Both are refused at the door instead: the JSON parser of the API (swrly/web/parsers.py) and
 the request middleware (query strings and form bodies, swrly/middleware.py) use these checks.
 """
 

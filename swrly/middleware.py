@@ -84,7 +84,7 @@ class StorableInputMiddleware:
     view, form, sign-in backend or audit write sees it; a path that does names nothing (404).
 
     PostgreSQL refuses such text with an error deep inside the view (a 500). JSON bodies of the
-    API get the same check from its parser (tenants/api/parsers.py).
+    API get the same check from its parser (swrly/web/parsers.py).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:

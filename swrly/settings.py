@@ -337,12 +337,12 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.api.authentication.ApiTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.api.permissions.HasTenantRole"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["tenants.api.parsers.SafeJSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "tenants.api.schema.SwrlyAutoSchema",
-    "EXCEPTION_HANDLER": "tenants.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["swrly.web.parsers.SafeJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "swrly.web.schema.SwrlyAutoSchema",
+    "EXCEPTION_HANDLER": "swrly.web.errors.exception_handler",
     # No ?format= switch: content negotiation is by Accept only (an unknown format was a 404).
     "URL_FORMAT_OVERRIDE": None,
-    "DEFAULT_THROTTLE_CLASSES": ["tenants.api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["swrly.web.throttling.TokenRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 # Proxies (CIDRs) whose X-Forwarded-For is believed; the client address is the first hop from

@@ -14,11 +14,11 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", PasswordChangeView.as_view(), name="password-change"),
     path("t/<slug:tenant_slug>/", include("tenants.urls")),
-    path("t/<slug:tenant_slug>/runs/", include("runs.urls")),
-    path("api/v1/", include("tenants.api.urls")),
+    path("t/<slug:tenant_slug>/", include("runs.urls")),
+    path("api/v1/", include("swrly.api")),
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "swrly.views.bad_request"
-handler404 = "swrly.views.not_found"
-handler500 = "swrly.views.server_error"
+handler400 = "swrly.web.error_pages.bad_request"
+handler404 = "swrly.web.error_pages.not_found"
+handler500 = "swrly.web.error_pages.server_error"

@@ -1,12 +1,11 @@
-"""Tenant pages under /t/<tenant-slug>/: dashboard, key history, audit log, members, tokens."""
+"""Tenant pages under /t/<tenant-slug>/: key history, audit log, members, tokens."""
 
 from datetime import UTC
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import (
     HttpRequest,
@@ -16,23 +15,12 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
-from django.urls import reverse, reverse_lazy
-from django.utils import timezone
-from django.utils.decorators import method_decorator
-from django.views import View
-from django.views.decorators.cache import never_cache
+from django.urls import reverse_lazy
 
-from runs.models import RunStatus
-from runs.selectors import (
-    provider_key_history,
-    runs_needing_attention,
-    runs_per_day,
-)
-from swrly.charts import last_days, stacked_bars
-from tenants.access import access_denied, get_for_tenant, membership_for_request, scoped
-from tenants.audit import Actor, audit_record
+from runs.selectors import provider_key_history
+from tenants.access import get_for_tenant, scoped
+from tenants.audit import audit_record
 from tenants.audit_export import csv_lines, jsonl_lines
-from tenants.authority import Principal
 from tenants.forms import (
     ACTION_SUGGESTIONS,
     ApiTokenCreateForm,
@@ -43,20 +31,17 @@ from tenants.forms import (
 from tenants.models import (
     AUDIT_READ_ROLES,
     MANAGE_ROLES,
-    READ_ROLES,
     ApiToken,
     Membership,
     Role,
 )
+from tenants.pages import TenantPageView
 from tenants.selectors import (
     audit_chain_status,
     audit_event_page,
     audit_events_filtered,
-    key_events_per_day,
     key_rotations,
     memberships_for_user,
-    recent_audit_events,
-    tenant_facts,
 )
 from tenants.services import (
     api_token_create,
@@ -66,96 +51,6 @@ from tenants.services import (
     membership_remove,
 )
 from tenants.signals import audit_user_event
-
-
-@method_decorator(never_cache, name="dispatch")
-class TenantPageView(LoginRequiredMixin, View):
-    """Resolves the tenant and the user's membership before any handler runs.
-
-    A non-member gets the same 404 as an unknown tenant; a member whose role is not in
-    `allowed_roles` gets 403. Both refusals are audited.
-    """
-
-    allowed_roles: frozenset = READ_ROLES
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return self.handle_no_permission()
-        self.membership = membership_for_request(request=request, slug=kwargs["tenant_slug"])
-        self.tenant = self.membership.tenant
-        self.actor = Actor.for_user(request.user)
-        if self.membership.role not in self.allowed_roles:
-            access_denied(
-                tenant=self.tenant,
-                actor=self.actor,
-                target=request.path,
-                reason=f"role {self.membership.role} not allowed",
-                request=request,
-            )
-            raise PermissionDenied
-        return super().dispatch(request, *args, **kwargs)
-
-    def page(self, template: str, **context: Any) -> HttpResponse:
-        context.update(
-            tenant=self.tenant,
-            membership=self.membership,
-            can_manage=self.membership.role in MANAGE_ROLES,
-            can_read_audit=self.membership.role in AUDIT_READ_ROLES,
-        )
-        return render(self.request, template, context)
-
-    @property
-    def by(self) -> Principal:
-        """The signed-in member as services check their authority."""
-        return Principal.member(self.membership, user=self.request.user)
-
-    def url(self, name: str) -> str:
-        return reverse(name, kwargs={"tenant_slug": self.tenant.slug})
-
-
-DASHBOARD_DAYS = 14
-KEY_EVENT_SERIES = [
-    ("key.deposited", "deposited"),
-    ("key.consumed", "consumed"),
-    ("key.discarded", "discarded"),
-    ("key.expired", "expired"),
-    ("key.missing", "missing"),
-    ("key.rejected", "rejected"),
-    ("key.rewrapped", "rewrapped"),
-]
-
-
-class TenantHomeView(TenantPageView):
-    """The dashboard: runs and key events per day, recent rotations, failed runs."""
-
-    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
-        days = last_days(timezone.now().astimezone(UTC).date(), DASHBOARD_DAYS)
-        key_counts = key_events_per_day(tenant=self.tenant, since=days[0])
-        known = {action for action, _ in KEY_EVENT_SERIES}
-        extra = sorted({action for _, action in key_counts} - known)
-        return self.page(
-            "tenants/tenant_home.html",
-            **tenant_facts(tenant=self.tenant),
-            runs_chart=stacked_bars(
-                title="Runs per day by status",
-                days=days,
-                series=list(RunStatus.choices),
-                counts=runs_per_day(tenant=self.tenant, since=days[0]),
-                unit="runs",
-            ),
-            key_chart=stacked_bars(
-                title="Key events per day",
-                days=days,
-                series=KEY_EVENT_SERIES + [(action, action) for action in extra],
-                counts=key_counts,
-                unit="key events",
-            ),
-            rotations=key_rotations(tenant=self.tenant, limit=5),
-            failed_runs=runs_needing_attention(tenant=self.tenant, limit=10),
-            recent_events=recent_audit_events(tenant=self.tenant, limit=10)
-            if self.membership.role in AUDIT_READ_ROLES
-            else None,
-        )
 
 
 class KeyHistoryView(TenantPageView):
@@ -371,7 +266,7 @@ def home(request: HttpRequest) -> HttpResponse:
         return redirect("login")
     memberships = memberships_for_user(request.user)
     if len(memberships) == 1:
-        return redirect("tenants:home", tenant_slug=memberships[0].tenant.slug)
+        return redirect("runs:dashboard", tenant_slug=memberships[0].tenant.slug)
     return render(request, "tenants/tenant_list.html", {"memberships": memberships})
 
 

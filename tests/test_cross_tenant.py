@@ -58,7 +58,7 @@ def _acme_run_page(world):
 
 # name -> (method, kwargs for an acme object, form data)
 PAGE_CASES = {
-    "tenants:home": ("get", None, None),
+    "runs:dashboard": ("get", None, None),
     "tenants:member-list": ("get", None, None),
     "tenants:member-add": ("post", None, {"email": "intruder@example.com", "role": "owner"}),
     "tenants:member-role": ("post", _acme_member, {"role": "auditor"}),

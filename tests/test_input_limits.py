@@ -309,7 +309,7 @@ def test_a_nul_in_an_object_id_is_a_404_like_any_unknown_id(path, acme):
     assert response.json()["error"]["code"] == "not_found"
 
 
-PAGES = ["tenants:home", "tenants:audit-list", "tenants:member-list", "tenants:apitoken-list"]
+PAGES = ["runs:dashboard", "tenants:audit-list", "tenants:member-list", "tenants:apitoken-list"]
 PAGES += ["tenants:key-history", "tenants:audit-export-csv", "runs:run-list"]
 
 

@@ -8,7 +8,7 @@ from rest_framework import serializers
 from runs.models import Run, RunError, RunStatus, StepRun, Workflow
 from runs.workflow_spec import SpecError, validate_steps
 from swrly.keys.secret import ProviderSecret
-from tenants.api.base import StrictSerializerMixin
+from swrly.web.serializers import StrictSerializerMixin
 from tenants.models import Role
 
 PROMPT_FIELDS = ("system", "prompt")

@@ -33,9 +33,9 @@ from runs.services import (
 )
 from runs.workflow_spec import SpecError
 from swrly import keys
+from swrly.web.pagination import NewestFirstPagination
 from tenants.access import get_for_tenant
 from tenants.api.base import TenantViewSet
-from tenants.api.pagination import NewestFirstPagination
 
 
 class KeyStoreUnavailableError(APIException):

@@ -8,7 +8,7 @@ cannot reach another tenant's rows by forgetting a filter.
 from typing import Any, ClassVar
 
 from django.db.models import Model, QuerySet
-from rest_framework import serializers, viewsets
+from rest_framework import viewsets
 
 from tenants.access import get_for_tenant, scoped
 from tenants.audit import Actor
@@ -64,14 +64,3 @@ class TenantViewSet(viewsets.GenericViewSet):
         )
         self.check_object_permissions(self.request, obj)
         return obj
-
-
-class StrictSerializerMixin:
-    """Unknown fields in a write are an error, not silently ignored."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - {n for n, f in self.fields.items() if not f.read_only})
-            if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().to_internal_value(data)

@@ -2,7 +2,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from tenants.api.base import StrictSerializerMixin
+from swrly.web.serializers import StrictSerializerMixin
 from tenants.models import (
     ApiToken,
     AuditEvent,

@@ -16,9 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from swrly.web.pagination import NewestFirstPagination
 from tenants.access import scoped
 from tenants.api.base import TenantViewSet
-from tenants.api.pagination import NewestFirstPagination
 from tenants.api.serializers import (
     ApiTokenCreatedSerializer,
     ApiTokenSerializer,

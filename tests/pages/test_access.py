@@ -33,7 +33,7 @@ def _pages(world) -> dict[str, tuple[str, list[str]]]:
     """name -> (url, roles allowed)"""
     run = world.runs[0]
     return {
-        "dashboard": (reverse("tenants:home", args=["acme"]), ALL_ROLES),
+        "dashboard": (reverse("runs:dashboard", args=["acme"]), ALL_ROLES),
         "runs": (reverse("runs:run-list", args=["acme"]), ALL_ROLES),
         "run": (reverse("runs:run-detail", args=["acme", run.pk]), ALL_ROLES),
         "keys": (reverse("tenants:key-history", args=["acme"]), ALL_ROLES),

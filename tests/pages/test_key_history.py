@@ -120,5 +120,5 @@ def test_the_query_count_is_the_same_for_5_and_60_keys_and_rotations(acme):
 
 def test_the_page_is_linked_from_the_nav_for_every_role(acme):
     for role in Role:
-        html = acme.client(role).get(reverse("tenants:home", args=["acme"])).content.decode()
+        html = acme.client(role).get(reverse("runs:dashboard", args=["acme"])).content.decode()
         assert 'href="/t/acme/keys/"' in html

@@ -73,7 +73,7 @@ def test_failed_login_for_an_unknown_user_goes_to_the_platform_chain(db):
 
 
 def test_pages_need_a_login(acme):
-    response = Client().get(reverse("tenants:home", args=["acme"]))
+    response = Client().get(reverse("runs:dashboard", args=["acme"]))
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
 

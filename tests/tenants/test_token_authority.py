@@ -461,7 +461,7 @@ def test_existing_tokens_get_their_origin_and_chain_from_the_audit_log(acme):
 
 
 def test_authority_lost_in_a_service_answers_the_api_error_shape():
-    from tenants.api.errors import exception_handler
+    from swrly.web.errors import exception_handler
 
     response = exception_handler(AuthorityLost("the API token was revoked"), {})
 

@@ -1,4 +1,4 @@
-"""The view that serves the OpenAPI schema (apart from tenants/api/schema.py, which the
+"""The view that serves the OpenAPI schema (apart from swrly/web/schema.py, which the
 settings name as the schema class: drf-spectacular's views import it back)."""
 
 import threading

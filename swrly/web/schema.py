@@ -1,6 +1,6 @@
 """The OpenAPI schema's error responses: every operation documents the errors it can answer.
 
-All of them share one body, `{"error": {"code", "message", "fields"}}` (tenants/api/errors.py).
+All of them share one body, `{"error": {"code", "message", "fields"}}` (swrly/web/errors.py).
 """
 
 from typing import Any

@@ -1,0 +1,14 @@
+from typing import Any
+
+from rest_framework import serializers
+
+
+class StrictSerializerMixin:
+    """Unknown fields in a write are an error, not silently ignored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - {n for n, f in self.fields.items() if not f.read_only})
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
