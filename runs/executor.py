@@ -22,7 +22,8 @@ from django.utils import timezone
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
 from runs.providers import ModelCall, ProviderError, call_provider, provider_client
 from runs.providers.base import KEY_LEAK_BLOCKED
-from runs.services import discard_token_best_effort
+from runs.queue import enqueue_run
+from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import render
 from swrly import keys
 from swrly.keys.fingerprint import fingerprint
@@ -380,8 +381,6 @@ def runs_requeue(*, now: datetime | None = None) -> int:
     until its keys expired. If the run's first message is only late (a backlog), the second
     delivery finds the run claimed and does nothing.
     """
-    from runs.tasks import execute_run
-
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.RUN_REQUEUE_AFTER)
     unclaimed = Q(status=RunStatus.QUEUED, keys_expire_at__gt=now) & (
@@ -404,7 +403,7 @@ def runs_requeue(*, now: datetime | None = None) -> int:
                 # Inside the transaction: if the broker refuses, nothing is recorded and the
                 # next sweep tries again. A worker that gets the message first waits for the
                 # commit (its claim updates the same row).
-                execute_run.delay(str(run.pk))
+                enqueue_run(run.pk)
         except Exception as exc:  # the broker is down: the next sweep takes over
             log.warning(
                 "the sweep stopped: run %s could not be enqueued again (%s)",

@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from runs.models import IdempotencyKey, Run, RunError, RunStatus, StepRun, StepStatus, Workflow
 from runs.providers.egress import EgressRefused, provider_base_url
+from runs.queue import enqueue_run
+from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import PROVIDERS, SpecError, validate_input, validate_steps
 from swrly import keys
 from swrly.keys.fingerprint import fingerprint
@@ -285,15 +287,6 @@ def run_create(
     return run
 
 
-def discard_token_best_effort(tenant_id: Any, run_id: Any, provider: str) -> bool | None:
-    """DEL a token; None when the key store is down (the token then expires at its TTL)."""
-    try:
-        return keys.discard(tenant_id=tenant_id, run_id=run_id, provider=provider)
-    except keys.KeyStoreUnavailable:
-        log.warning("could not discard the %s token of run %s; it expires", provider, run_id)
-        return None
-
-
 ORPHAN_TOKEN_IDLE = 120  # seconds: far beyond any request's deadline (gunicorn's is 30 s)
 
 
@@ -388,10 +381,8 @@ def _enqueue(run: Run) -> None:
 
     Never raises: it runs after the commit, when the request must answer with its run.
     """
-    from runs.tasks import execute_run
-
     try:
-        execute_run.delay(str(run.pk))
+        enqueue_run(run.pk)
     except Exception:
         log.exception("could not queue run %s; failing it and discarding its keys", run.pk)
         try:

@@ -6,6 +6,7 @@ from typing import Any
 from celery import shared_task
 
 from runs.executor import ClaimFailed, run_execute, runs_reap
+from runs.queue import EXECUTE_RUN
 from runs.services import orphan_tokens_sweep
 
 log = logging.getLogger(__name__)
@@ -13,9 +14,7 @@ log = logging.getLogger(__name__)
 CLAIM_RETRY_DELAY = 10  # seconds; the sweeper takes over if the database stays away longer
 
 
-@shared_task(
-    name="runs.tasks.execute_run", bind=True, acks_late=True, ignore_result=True, max_retries=5
-)
+@shared_task(name=EXECUTE_RUN, bind=True, acks_late=True, ignore_result=True, max_retries=5)
 def execute_run(self: Any, run_id: str) -> None:
     """Execute one run (a duplicate delivery finds it claimed and does nothing).
 
