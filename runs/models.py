@@ -2,7 +2,6 @@
 
 import uuid
 
-from django.conf import settings
 from django.db import models
 
 from tenants.models import Tenant
@@ -81,9 +80,6 @@ class Run(models.Model):
     error_code = models.CharField(max_length=32, choices=RunError.choices, blank=True)
     error_message = models.TextField(blank=True)
     triggered_by = models.CharField(max_length=300)
-    triggered_by_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     # {provider: {"fingerprint": hex, "hint": "sk-…abcd"}}: which key ran the run, never the key.
     key_fingerprints = models.JSONField(default=dict, blank=True)
     keys_expire_at = models.DateTimeField(null=True, blank=True)

@@ -8,9 +8,8 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -156,6 +155,11 @@ class IdempotencyConflict(ValidationError):
     """An Idempotency-Key already used for a different request."""
 
 
+class IdempotencyRace(Exception):
+    """A concurrent request with the same Idempotency-Key recorded it first: its run is the
+    answer (`run_for_idempotency_key`), and this request created nothing."""
+
+
 def run_request_hash(
     *, workflow: Workflow, run_input: Any, provider_keys: dict[str, ProviderSecret]
 ) -> str:
@@ -199,7 +203,6 @@ def run_create(
     run_input: Any,
     provider_keys: dict[str, ProviderSecret],
     actor: Actor,
-    user: AbstractBaseUser | None = None,
     request: HttpRequest | None = None,
     idempotency: tuple[str, str] | None = None,
 ) -> Run:
@@ -210,7 +213,7 @@ def run_create(
     Redis fails, in which case no run is left behind and its tokens are discarded (or, if Redis
     does not answer the DEL either, deleted later by `orphan_tokens_sweep`). `idempotency` is
     (Idempotency-Key, request hash): recorded before any key is deposited, so a concurrent
-    duplicate fails with IntegrityError before it deposits anything. The key-store calls come
+    duplicate fails with IdempotencyRace before it deposits anything. The key-store calls come
     before the first audit event, so a slow Redis never holds the tenant's audit-chain lock;
     once the run is committed, nothing on this path discards its tokens (they belong to the
     run, which a worker or the reaper ends).
@@ -227,16 +230,14 @@ def run_create(
 
     try:
         with transaction.atomic():
-            run = _run_insert(run_id, tenant, workflow, run_input, actor, user)
+            run = _run_insert(run_id, tenant, workflow, run_input, actor)
             if idempotency is not None:
                 IdempotencyKey.objects.filter(
                     tenant=tenant,
                     key=idempotency[0],
                     created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW,
                 ).delete()
-                IdempotencyKey.objects.create(
-                    tenant=tenant, key=idempotency[0], request_hash=idempotency[1], run=run
-                )
+                _idempotency_key_record(tenant=tenant, idempotency=idempotency, run=run)
             deposited = []
             for provider in run.providers:
                 plaintext = provider_keys[provider].reveal()
@@ -285,6 +286,26 @@ def run_create(
                 discard_token_best_effort(tenant.pk, run_id, provider)
         raise
     return run
+
+
+def _idempotency_key_record(*, tenant: Tenant, idempotency: tuple[str, str], run: Run) -> None:
+    """Record the run's Idempotency-Key; IdempotencyRace when a concurrent request holds it.
+
+    Only a violation of the key's unique constraint is that race: the insert runs in a
+    savepoint, and an IntegrityError is a race only when the key is then found recorded (under
+    READ COMMITTED the competing insert has committed by the time ours fails). Any other
+    IntegrityError is raised as it is.
+    """
+    key, request_hash = idempotency
+    try:
+        with transaction.atomic():
+            IdempotencyKey.objects.create(
+                tenant=tenant, key=key, request_hash=request_hash, run=run
+            )
+    except IntegrityError:
+        if not IdempotencyKey.objects.filter(tenant=tenant, key=key).exists():
+            raise
+        raise IdempotencyRace(key) from None
 
 
 ORPHAN_TOKEN_IDLE = 120  # seconds: far beyond any request's deadline (gunicorn's is 30 s)
@@ -345,7 +366,6 @@ def _run_insert(
     workflow: Workflow,
     run_input: dict,
     actor: Actor,
-    user: AbstractBaseUser | None,
 ) -> Run:
     run = Run.objects.create(
         id=run_id,
@@ -355,7 +375,6 @@ def _run_insert(
         steps=workflow.steps,
         input=run_input,
         triggered_by=actor.label,
-        triggered_by_user=user if user is not None and user.is_authenticated else None,
     )
     step_runs = StepRun.objects.bulk_create(
         StepRun(

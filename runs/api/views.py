@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from django.db import IntegrityError
 from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -22,6 +21,7 @@ from runs.models import Run, Workflow
 from runs.selectors import run_history
 from runs.services import (
     IdempotencyConflict,
+    IdempotencyRace,
     RunFinished,
     run_cancel,
     run_create,
@@ -194,9 +194,7 @@ class RunViewSet(
                         request=request,
                         idempotency=idempotency,
                     )
-                except IntegrityError:
-                    if idempotency is None:
-                        raise
+                except IdempotencyRace:
                     # A concurrent request with the same key won; answer with its run.
                     run = run_for_idempotency_key(
                         tenant=self.tenant, key=idempotency[0], request_hash=idempotency[1]

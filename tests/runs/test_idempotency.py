@@ -92,3 +92,39 @@ def test_concurrent_retries_make_one_run(acme, workflow, key_store):
     assert len({r.json()["id"] for r in results}) == 1
     assert Run.objects.count() == 1
     assert len(list(key_store.scan_iter(match=KEY_PATTERN))) == 1
+
+
+def test_losing_the_race_for_a_key_answers_the_winners_run(acme, workflow, key_store, monkeypatch):
+    from runs.api import views
+
+    first = _post(acme, workflow, "raced")
+    lookups = []
+    looked_up = views.run_for_idempotency_key
+
+    def not_yet_committed(**kwargs):  # the winner commits after the loser's look-up
+        lookups.append(kwargs["key"])
+        return None if len(lookups) == 1 else looked_up(**kwargs)
+
+    monkeypatch.setattr(views, "run_for_idempotency_key", not_yet_committed)
+    second = _post(acme, workflow, "raced")
+    assert second.status_code == 202
+    assert second["Idempotent-Replayed"] == "true"
+    assert second.json()["id"] == first.json()["id"]
+    assert lookups == ["raced", "raced"]
+    assert Run.objects.count() == 1
+    assert len(list(key_store.scan_iter(match=KEY_PATTERN))) == 1
+
+
+def test_another_integrity_error_is_not_taken_for_the_race(acme, workflow, key_store, monkeypatch):
+    from django.db import IntegrityError
+
+    from runs import services
+
+    def broken(**kwargs):
+        raise IntegrityError("some other constraint")
+
+    monkeypatch.setattr(services, "provider_key_seen", broken)
+    with pytest.raises(IntegrityError, match="some other constraint"):
+        _post(acme, workflow, "not-a-race")
+    assert not Run.objects.exists()
+    assert not list(key_store.scan_iter(match=KEY_PATTERN))
