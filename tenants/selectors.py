@@ -1,6 +1,6 @@
 """Reads of tenant data: memberships and API tokens, the audit log, key rotations.
 
-Everything after api_token_mark_used() is bound to one tenant through tenants.access.scoped().
+Everything after api_token_for_secret() is bound to one tenant through tenants.access.scoped().
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce, TruncDate
-from django.utils import timezone
 
 from tenants.access import scoped
 from tenants.audit import ChainReport, audit_verify_chain, chain_for
@@ -56,18 +55,6 @@ def api_token_for_secret(presented: str) -> ApiToken | None:
     if token is None or not token_matches(presented, token.digest):
         return None
     return token
-
-
-LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-def api_token_mark_used(token: ApiToken) -> None:
-    """Record the token's last use, at most once a minute: most requests write nothing."""
-    now = timezone.now()
-    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
-        return
-    token.last_used_at = now
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
 
 
 # --- Audit log -------------------------------------------------------------------------------

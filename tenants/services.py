@@ -2,6 +2,7 @@
 
 import secrets
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -407,6 +408,18 @@ def api_token_refuse(*, token: ApiToken, refusal: str, request: HttpRequest | No
         reason=f"token without authority: {refusal}",
         request=request,
     )
+
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def api_token_mark_used(token: ApiToken) -> None:
+    """Record the token's last use, at most once a minute: most requests write nothing."""
+    now = timezone.now()
+    if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+        return
+    token.last_used_at = now
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
 
 
 def key_rotation_start(*, actor: Actor, to_key_id: str) -> KeyRotation:

@@ -10,8 +10,8 @@ from tenants.access import access_denied
 from tenants.audit import Actor
 from tenants.authority import Principal, token_authority_refusal
 from tenants.models import ApiToken, Tenant
-from tenants.selectors import api_token_for_secret, api_token_mark_used
-from tenants.services import api_token_refuse
+from tenants.selectors import api_token_for_secret
+from tenants.services import api_token_mark_used, api_token_refuse
 
 
 @dataclass(frozen=True)
