@@ -1,8 +1,9 @@
 """The BYOK token store in Redis: deposit once (SET EX NX), consume once (GETDEL), discard (DEL).
 
 Each operation is a single Redis command, so nothing is ever half-written and exactly one
-consumer can ever take a token. Redis failures become KeyStoreUnavailable. This module never
-logs and never puts a key, a token or the Redis URL in an exception.
+consumer can ever take a token. Redis failures become KeyStoreUnavailable. It logs one thing
+only, a token that fails to open (to `swrly.security`: the error and the tenant, run and
+provider ids); no log line and no exception of it ever holds a key, a token or the Redis URL.
 """
 
 from __future__ import annotations
