@@ -19,8 +19,8 @@ from django.utils.log import AdminEmailHandler
 
 from runs.executor import run_execute
 from runs.models import Run, RunError, RunStatus, StepStatus
-from runs.sandbox import ECHO_ENCODINGS
 from swrly import keys
+from swrly.dev.sandbox import ECHO_ENCODINGS
 from swrly.keys.encodings import base64_forms
 from swrly.keys.errors import InvalidKey, KeyServiceError
 from swrly.keys.fingerprint import fingerprint

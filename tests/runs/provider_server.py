@@ -13,7 +13,7 @@ Import the fixtures into a test module (or a conftest) and ask for them by name:
         ...  # call_provider("anthropic" | "openai" | "sandbox", ...) now reaches the sandbox
         assert provider_server.requests[-1].headers["x-api-key"] == "sk-test-key"
 
-- `provider_server`: a started `runs.sandbox.SandboxServer`, stopped after the test. It
+- `provider_server`: a started `swrly.dev.sandbox.SandboxServer`, stopped after the test. It
   accepts only the keys in `provider_expected_keys` (None by default: any non-empty key);
   override that fixture by parametrizing it, as above, or by redefining it. Through
   pytest-django's `settings` it sets DEBUG = True (plain http on loopback needs it) and points
@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from runs.providers import client as provider_client
-from runs.sandbox import SandboxServer
+from swrly.dev.sandbox import SandboxServer
 from swrly.keys.secret import ProviderSecret
 
 ALL_PROVIDERS = ("anthropic", "openai", "sandbox")

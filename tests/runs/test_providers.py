@@ -23,7 +23,7 @@ from runs.providers.anthropic import parse_answer as parse_anthropic
 from runs.providers.base import UnexpectedAnswer, error_summary
 from runs.providers.client import BACKOFF_BASE, RETRY_AFTER_CAP, retry_after_seconds
 from runs.providers.openai import parse_answer as parse_openai
-from runs.sandbox import REDIRECT_TARGET, answer_text, word_count
+from swrly.dev.sandbox import REDIRECT_TARGET, answer_text, word_count
 from swrly.keys.redaction import REDACTED
 from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     make_secret,
