@@ -259,9 +259,9 @@ def send(
 
     Returns the first 2xx answer; raises ProviderError for everything else. A caller's `client`
     may be passed to reuse connections: redirects, timeouts and auth are still set per request,
-    so its defaults cannot change where or how the key travels. `pause(seconds)` waits between
-    attempts (the back-off or the provider's retry-after); a caller that keeps its own clock
-    passes its own.
+    so its defaults cannot change where or how the key travels. `pause(seconds)` is how it waits
+    between attempts (the back-off, or the provider's retry-after): time.sleep unless the caller
+    passes another (the tests pass a recorder).
     """
     started = time.monotonic()
     try:
