@@ -18,7 +18,7 @@ install: $(STAMP)
 
 ## make run: the whole platform on http://127.0.0.1:8000/ (Ctrl-C stops it)
 run: $(STAMP)
-	$(BIN)/python -m swrly.devstack
+	$(BIN)/python -m swrly.dev.devstack
 
 ## make test: lint, format check, migrations check, and the test suite
 test: $(STAMP) lint

@@ -219,7 +219,7 @@ def main() -> int:
     parser.add_argument("--redis-url", help="default: an embedded Valkey")
     options = parser.parse_args()
 
-    from swrly.devstack import start_embedded_valkey
+    from swrly.dev.devstack import start_embedded_valkey
     from swrly.keys.keyring import generate_key
 
     workdir = Path(tempfile.mkdtemp(prefix="swrly-contract-"))
@@ -280,7 +280,7 @@ def main() -> int:
             "PROVIDER_BASE_URLS": f"sandbox=http://127.0.0.1:{sandbox_port}",
         }
         sandbox = subprocess.Popen(
-            [*manage, "sandbox-provider", "--port", str(sandbox_port)],
+            [str(BIN / "python"), "-m", "swrly.dev.sandbox", "--port", str(sandbox_port)],
             env=seed_env,
             stdout=subprocess.DEVNULL,
         )

@@ -32,7 +32,7 @@ def configure() -> str:
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swrly.settings")
     if not os.environ.get("REDIS_URL"):
-        from swrly.devstack import start_embedded_valkey
+        from swrly.dev.devstack import start_embedded_valkey
 
         _valkey = start_embedded_valkey()
         os.environ["REDIS_URL"] = _valkey.connection_url + "/0"

@@ -64,8 +64,8 @@ def prepare(workdir: Path) -> None:
 def world():
     from django.conf import settings
 
-    from runs.sandbox import SandboxServer
     from runs.services import workflow_create
+    from swrly.dev.sandbox import SandboxServer
     from tenants.audit import Actor
     from tenants.authority import Principal
     from tenants.models import Role
@@ -131,7 +131,7 @@ def bench_executor(tenant, workflow, token: str, runs: int) -> None:
     from django.test import Client
 
     from runs.executor import run_execute
-    from runs.sandbox import OPENAI_PATH
+    from swrly.dev.sandbox import OPENAI_PATH
 
     client = Client(headers={"Authorization": f"Bearer {token}"})
     body = {

@@ -80,8 +80,13 @@ def _with_db_retry(what: str, write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
-    """Execute a queued run. Returns None when the run was not queued (already claimed)."""
+def run_execute(
+    *, run_id: str, worker: str | None = None, pause: Callable[[float], None] = time.sleep
+) -> Run | None:
+    """Execute a queued run. Returns None when the run was not queued (already claimed).
+
+    `pause(seconds)` waits between a provider call's attempts (see runs.providers.client.send).
+    """
     worker = worker or worker_name()
     actor = Actor.system(f"worker {worker}")
     run = _claim(run_id, worker, actor)
@@ -91,7 +96,7 @@ def run_execute(*, run_id: str, worker: str | None = None) -> Run | None:
     secrets: dict[str, ProviderSecret] = {}
     try:
         secrets = _take_keys(run, actor)
-        _run_steps(run, secrets, actor)
+        _run_steps(run, secrets, actor, pause)
     except RunAborted as aborted:
         _finish(run, actor, RunStatus.FAILED, aborted.code, aborted.message, secrets)
     except _Stopped:
@@ -212,13 +217,15 @@ class _Stopped(Exception):
     """The run may not go on: a cancellation was requested, or the reaper already ended it."""
 
 
-def _run_steps(run: Run, secrets: dict[str, ProviderSecret], actor: Actor) -> None:
+def _run_steps(
+    run: Run, secrets: dict[str, ProviderSecret], actor: Actor, pause: Callable[[float], None]
+) -> None:
     step_runs = _with_db_retry(
         f"reading the steps of run {run.pk}",
         lambda: list(StepRun.objects.filter(run=run).order_by("position")),
     )
     with provider_client() as client:  # the run's steps share connections
-        _run_steps_with(run, step_runs, secrets, client, actor)
+        _run_steps_with(run, step_runs, secrets, client, actor, pause)
 
 
 def _run_steps_with(
@@ -227,6 +234,7 @@ def _run_steps_with(
     secrets: dict[str, ProviderSecret],
     client: Any,
     actor: Actor,
+    pause: Callable[[float], None],
 ) -> None:
     # Outputs are redacted before anything uses them: stored, or rendered into a later step's
     # prompt, a key a provider echoed (in any encoding) is already [REDACTED].
@@ -250,7 +258,11 @@ def _run_steps_with(
         )
         try:
             result = call_provider(
-                step["provider"], secret=secrets[step["provider"]], call=call, client=client
+                step["provider"],
+                secret=secrets[step["provider"]],
+                call=call,
+                client=client,
+                pause=pause,
             )
         except ProviderError as exc:
             step_run.status = StepStatus.FAILED

@@ -13,7 +13,7 @@ _HINTS = {
     "SECRET_KEY": "Set SECRET_KEY (or SECRET_KEY_FILE) to a long random value.",
     "BYOK_ENCRYPTION_KEY": (
         "Set BYOK_ENCRYPTION_KEY (or BYOK_ENCRYPTION_KEY_FILE) to 32 random bytes in urlsafe "
-        "base64 (python -m swrly.devstack --generate-key prints one)."
+        "base64 (python -m swrly.dev.devstack --generate-key prints one)."
     ),
     "AUDIT_CHAIN_KEY": (
         "Set AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE) to 32 random bytes in urlsafe base64 "

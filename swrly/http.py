@@ -26,6 +26,16 @@ def _parse(value: str) -> _Address | None:
     return address
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine: `localhost` or a loopback IP."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _trusted(address: _Address, networks: tuple[_Network, ...]) -> bool:
     return any(address in network for network in networks)
 

@@ -61,9 +61,6 @@ RETRY_AFTER_CAP = 30.0  # a provider's retry-after is honoured up to this many s
 USER_AGENT = "swrly"
 REQUEST_ID_LIMIT = 200
 
-# Replaced by tests so that back-off is recorded instead of waited for.
-_sleep: Callable[[float], None] = time.sleep
-
 
 @dataclass(frozen=True)
 class Delivery:
@@ -256,12 +253,15 @@ def send(
     secret: ProviderSecret,
     body: dict[str, Any],
     client: httpx.Client | None = None,
+    pause: Callable[[float], None] = time.sleep,
 ) -> Delivery:
     """POST `body` to `provider`'s allowed base URL + `protocol.path`, with bounded retries.
 
     Returns the first 2xx answer; raises ProviderError for everything else. A caller's `client`
     may be passed to reuse connections: redirects, timeouts and auth are still set per request,
-    so its defaults cannot change where or how the key travels.
+    so its defaults cannot change where or how the key travels. `pause(seconds)` is how it waits
+    between attempts (the back-off, or the provider's retry-after): time.sleep unless the caller
+    passes another (the tests pass a recorder).
     """
     started = time.monotonic()
     try:
@@ -345,7 +345,7 @@ def send(
                 reason[:200],
                 delay,
             )
-            _sleep(delay)
+            pause(delay)
 
 
 def call_provider(
@@ -354,13 +354,21 @@ def call_provider(
     secret: ProviderSecret,
     call: ModelCall,
     client: httpx.Client | None = None,
+    pause: Callable[[float], None] = time.sleep,
 ) -> ModelResult:
-    """Run one model call with the customer's key; ProviderError (redacted) when it fails."""
+    """Run one model call with the customer's key; ProviderError (redacted) when it fails.
+
+    `client` and `pause` are passed on to send()."""
     protocol = PROTOCOLS.get(provider)
     if protocol is None:
         raise ProviderError(EGRESS_REFUSED, f"egress refused: unknown provider {provider!r}")
     delivery = send(
-        provider, protocol=protocol, secret=secret, body=protocol.build_body(call), client=client
+        provider,
+        protocol=protocol,
+        secret=secret,
+        body=protocol.build_body(call),
+        client=client,
+        pause=pause,
     )
     response = delivery.response
     try:

@@ -4,25 +4,17 @@ A customer key can only travel to a base URL the operator configured for that pr
 workflow or a request names a provider, never an address.
 """
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from django.conf import settings
+
+from swrly.http import is_loopback
 
 PROVIDERS = ("anthropic", "openai", "sandbox")
 
 
 class EgressRefused(Exception):
     """The provider has no allowed base URL (or its URL breaks the rules)."""
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def base_url_problem(provider: str, url: str, *, debug: bool) -> str | None:
@@ -39,7 +31,7 @@ def base_url_problem(provider: str, url: str, *, debug: bool) -> str | None:
     if parts.scheme == "https":
         return None
     if parts.scheme == "http":
-        if not _is_loopback(parts.hostname):
+        if not is_loopback(parts.hostname):
             return "plain http:// is allowed only for a loopback address"
         if not debug:
             return "plain http:// (even on loopback) is allowed only with DEBUG"

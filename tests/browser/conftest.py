@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runs.conftest import celery_worker, key_store  # noqa: F401  (pytest fixtures)
+from tests.runs.conftest import celery_worker  # noqa: F401  (a pytest fixture)
 from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     provider_expected_keys,
     provider_server,

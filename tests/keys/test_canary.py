@@ -10,6 +10,7 @@ step's request to another provider, the DEBUG technical 500 page and the error e
 
 import logging
 import secrets
+import time
 import uuid
 
 import pytest
@@ -19,8 +20,8 @@ from django.utils.log import AdminEmailHandler
 
 from runs.executor import run_execute
 from runs.models import Run, RunError, RunStatus, StepStatus
-from runs.sandbox import ECHO_ENCODINGS
 from swrly import keys
+from swrly.dev.sandbox import ECHO_ENCODINGS
 from swrly.keys.encodings import base64_forms
 from swrly.keys.errors import InvalidKey, KeyServiceError
 from swrly.keys.fingerprint import fingerprint
@@ -130,10 +131,10 @@ def _trigger(world, steps, provider_keys, run_input=None, client=None):
     return api.post("/api/v1/runs/", body, "application/json")
 
 
-def _run(world, steps, provider_keys, run_input=None):
+def _run(world, steps, provider_keys, run_input=None, pause=time.sleep):
     response = _trigger(world, steps, provider_keys, run_input)
     assert response.status_code == 202, response.content
-    return run_execute(run_id=response.json()["id"])
+    return run_execute(run_id=response.json()["id"], pause=pause)
 
 
 def _everything_shown(world, run, caplog) -> list[str]:
@@ -173,7 +174,7 @@ def test_a_key_echoed_in_an_error_in_any_encoding_is_redacted_everywhere(
     ]
     # when the run fails
     with caplog.at_level(logging.DEBUG):
-        run = _run(acme, steps, {"anthropic": canary})
+        run = _run(acme, steps, {"anthropic": canary}, pause=retry_delays.append)
     # then the stored error, the logs, the page and the API show it redacted
     assert (run.status, run.error_code) == (RunStatus.FAILED, RunError.PROVIDER_ERROR)
     assert "key presented: " in run.step_runs.get().error

@@ -8,7 +8,6 @@ from celery.signals import before_task_publish
 
 from runs.models import FINISHED, Run
 from swrly.celery import app
-from swrly.keys.store import get_client
 from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     make_secret,
     provider_expected_keys,
@@ -17,15 +16,6 @@ from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     retry_delays,
 )
 from tests.runs.real_workers import broker, workers  # noqa: F401  (pytest fixtures)
-
-
-@pytest.fixture
-def key_store():
-    """This test worker's key-store database, empty before and after the test."""
-    client = get_client()
-    client.flushdb()
-    yield client
-    client.flushdb()
 
 
 @pytest.fixture

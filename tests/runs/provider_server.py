@@ -10,10 +10,11 @@ Import the fixtures into a test module (or a conftest) and ask for them by name:
     @pytest.mark.parametrize("provider_expected_keys", [{"sk-test-key"}])
     def test_something(provider_server, retry_delays):
         secret = make_secret("sk-test-key")
-        ...  # call_provider("anthropic" | "openai" | "sandbox", ...) now reaches the sandbox
+        ...  # call_provider("anthropic" | "openai" | "sandbox", ..., pause=retry_delays.append)
+        ...  # now reaches the sandbox
         assert provider_server.requests[-1].headers["x-api-key"] == "sk-test-key"
 
-- `provider_server`: a started `runs.sandbox.SandboxServer`, stopped after the test. It
+- `provider_server`: a started `swrly.dev.sandbox.SandboxServer`, stopped after the test. It
   accepts only the keys in `provider_expected_keys` (None by default: any non-empty key);
   override that fixture by parametrizing it, as above, or by redefining it. Through
   pytest-django's `settings` it sets DEBUG = True (plain http on loopback needs it) and points
@@ -21,9 +22,9 @@ Import the fixtures into a test module (or a conftest) and ask for them by name:
 - `provider_server_factory(expected_keys=None, providers=..., gateway=None)`: the same for a
   second server, for one that serves only some providers, or for one that answers through a
   gateway's header renaming (`gateway="litellm"`); the last one started is the one configured.
-- `retry_delays`: replaces the provider client's back-off sleep with a recorder; the list it
-  returns holds every delay, in seconds, that a retry would have waited. Retries still go to
-  the server for real.
+- `retry_delays`: a list to record the waits between attempts: pass `pause=retry_delays.append`
+  to call_provider(), send() or run_execute() and it holds every delay, in seconds, that a
+  retry would have waited. Retries still go to the server for real.
 - `make_secret(value=None)`: a ProviderSecret (a fresh random sandbox key when no value).
 """
 
@@ -35,8 +36,7 @@ from typing import Any
 
 import pytest
 
-from runs.providers import client as provider_client
-from runs.sandbox import SandboxServer
+from swrly.dev.sandbox import SandboxServer
 from swrly.keys.secret import ProviderSecret
 
 ALL_PROVIDERS = ("anthropic", "openai", "sandbox")
@@ -84,8 +84,7 @@ def provider_server(
 
 
 @pytest.fixture
-def retry_delays(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The back-off delays the provider client asked for, recorded instead of slept."""
-    delays: list[float] = []
-    monkeypatch.setattr(provider_client, "_sleep", delays.append)
-    return delays
+def retry_delays() -> list[float]:
+    """An empty list; pass `pause=retry_delays.append` to call_provider (or run_execute) and it
+    holds the delays a retry would have waited, recorded instead of slept."""
+    return []

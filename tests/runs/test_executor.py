@@ -110,7 +110,7 @@ def test_provider_errors_are_retried_then_fail_provider_error(
 ):
     settings.PROVIDER_MAX_RETRIES = 2
     run = _queued_run(acme, _steps("[sandbox:status=500] always failing"))
-    run = run_execute(run_id=str(run.pk))
+    run = run_execute(run_id=str(run.pk), pause=retry_delays.append)
     assert (run.status, run.error_code) == (RunStatus.FAILED, RunError.PROVIDER_ERROR)
     step = run.step_runs.get()
     assert (step.http_status, step.attempts) == (500, 3)
@@ -122,7 +122,7 @@ def test_a_transient_429_is_retried_and_the_run_succeeds(
     acme, key_store, provider_server, retry_delays
 ):
     run = _queued_run(acme, _steps("[sandbox:fail=1 status=429] [sandbox:retry-after=3] busy"))
-    run = run_execute(run_id=str(run.pk))
+    run = run_execute(run_id=str(run.pk), pause=retry_delays.append)
     assert run.status == RunStatus.SUCCEEDED, run.error_message
     assert run.step_runs.get().attempts == 2
     assert retry_delays == [3.0]

@@ -83,7 +83,10 @@ def test_a_call_through_the_gateway_records_the_request_id_and_honours_retry_aft
     server = provider_server_factory(gateway="litellm")
 
     result = call_provider(
-        provider, secret=make_secret(), call=ModelCall(model="m", prompt=BUSY, max_tokens=50)
+        provider,
+        secret=make_secret(),
+        call=ModelCall(model="m", prompt=BUSY, max_tokens=50),
+        pause=retry_delays.append,
     )
 
     assert (result.attempts, result.request_id) == (2, "req_sandbox_2")
@@ -100,6 +103,7 @@ def test_a_failed_call_through_the_gateway_keeps_the_request_id(
             "openai",
             secret=make_secret(),
             call=ModelCall(model="m", prompt="[sandbox:status=400] nope"),
+            pause=retry_delays.append,
         )
     assert (caught.value.http_status, caught.value.request_id) == (400, "req_sandbox_1")
 
@@ -119,7 +123,7 @@ def test_a_run_step_through_the_gateway_records_the_request_id(
     )
     assert created.status_code == 202, created.content
 
-    run = run_execute(run_id=created.json()["id"])
+    run = run_execute(run_id=created.json()["id"], pause=retry_delays.append)
 
     assert run.status == RunStatus.SUCCEEDED, run.error_message
     step = Run.objects.get(pk=run.pk).step_runs.get()

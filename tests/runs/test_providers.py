@@ -1,7 +1,7 @@
 """The provider clients against a real sandbox server over real HTTP: nothing is mocked.
 
-Only the back-off sleep is replaced (by `retry_delays`, a recorder), so retries still reach the
-server but the tests do not wait for them.
+Only the wait between attempts is replaced (`pause=retry_delays.append`, a recorder passed to
+call_provider), so retries still reach the server but the tests do not wait for them.
 """
 
 # The fixtures imported from provider_server are requested by name as arguments.
@@ -12,6 +12,7 @@ import logging
 import pickle
 import secrets
 import socket
+import time
 from datetime import UTC, datetime
 
 import httpx
@@ -23,7 +24,7 @@ from runs.providers.anthropic import parse_answer as parse_anthropic
 from runs.providers.base import UnexpectedAnswer, error_summary
 from runs.providers.client import BACKOFF_BASE, RETRY_AFTER_CAP, retry_after_seconds
 from runs.providers.openai import parse_answer as parse_openai
-from runs.sandbox import REDIRECT_TARGET, answer_text, word_count
+from swrly.dev.sandbox import REDIRECT_TARGET, answer_text, word_count
 from swrly.keys.redaction import REDACTED
 from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     make_secret,
@@ -36,15 +37,18 @@ from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
 OPENAI_SHAPED = ("openai", "sandbox")
 
 
-def _call(provider, secret, prompt="Say hello to the sandbox", **fields):
+def _call(provider, secret, prompt="Say hello to the sandbox", *, pause=time.sleep, **fields):
     return call_provider(
-        provider, secret=secret, call=ModelCall(model="model-1", prompt=prompt, **fields)
+        provider,
+        secret=secret,
+        call=ModelCall(model="model-1", prompt=prompt, **fields),
+        pause=pause,
     )
 
 
-def _fails(provider, secret, prompt, **fields) -> ProviderError:
+def _fails(provider, secret, prompt, *, pause=time.sleep, **fields) -> ProviderError:
     with pytest.raises(ProviderError) as caught:
-        _call(provider, secret, prompt, **fields)
+        _call(provider, secret, prompt, pause=pause, **fields)
     return caught.value
 
 
@@ -65,7 +69,9 @@ def test_anthropic_messages_round_trip(provider_server_factory, retry_delays):
         temperature=0.2,
     )
 
-    result = call_provider("anthropic", secret=make_secret(key), call=call)
+    result = call_provider(
+        "anthropic", secret=make_secret(key), call=call, pause=retry_delays.append
+    )
 
     expected_text = answer_text("claude-test", "You are terse.", call.prompt)
     assert result == ModelResult(
@@ -132,7 +138,7 @@ def test_optional_fields_are_left_out_when_unset(provider_server):
     ("provider", "status"), [("anthropic", 307), ("openai", 302), ("sandbox", 308)]
 )
 def test_a_redirect_is_never_followed(provider, status, provider_server, retry_delays):
-    error = _fails(provider, make_secret(), f"[sandbox:status={status}]")
+    error = _fails(provider, make_secret(), f"[sandbox:status={status}]", pause=retry_delays.append)
 
     assert (error.code, error.http_status, error.attempts) == ("provider_error", status, 1)
     assert "redirect" in error.message
@@ -165,7 +171,7 @@ def test_a_callers_client_cannot_turn_on_redirects_or_add_credentials(provider_s
 def test_401_and_403_fail_as_auth_errors_without_retry(
     provider, status, provider_server, retry_delays
 ):
-    error = _fails(provider, make_secret(), f"[sandbox:status={status}]")
+    error = _fails(provider, make_secret(), f"[sandbox:status={status}]", pause=retry_delays.append)
 
     assert error.code == "provider_auth_failed"
     assert (error.http_status, error.attempts) == (status, 1)
@@ -180,7 +186,9 @@ def test_a_key_the_provider_does_not_know_fails_as_auth_error(
 ):
     provider_server_factory(expected_keys={"sk-the-right-key-0123456789"})
 
-    error = _fails(provider, make_secret("sk-a-wrong-key-0123456789"), "hello")
+    error = _fails(
+        provider, make_secret("sk-a-wrong-key-0123456789"), "hello", pause=retry_delays.append
+    )
 
     assert (error.code, error.http_status, error.attempts) == ("provider_auth_failed", 401, 1)
     assert retry_delays == []
@@ -190,7 +198,7 @@ def test_a_key_the_provider_does_not_know_fails_as_auth_error(
 def test_429_honours_retry_after_then_succeeds(provider, provider_server, retry_delays):
     prompt = "[sandbox:fail=2 status=429] [sandbox:retry-after=3] go"
 
-    result = _call(provider, make_secret(), prompt)
+    result = _call(provider, make_secret(), prompt, pause=retry_delays.append)
 
     assert (result.attempts, result.http_status, result.request_id) == (3, 200, "req_sandbox_3")
     assert retry_delays == [3.0, 3.0]
@@ -201,7 +209,7 @@ def test_429_honours_retry_after_then_succeeds(provider, provider_server, retry_
 def test_retry_after_as_an_http_date_is_honoured(provider_server, retry_delays):
     with time_machine.travel(datetime(2030, 1, 1, tzinfo=UTC), tick=False):
         prompt = "[sandbox:fail=1 status=429] [sandbox:retry-after=Tue, 01 Jan 2030 00:00:12 GMT]"
-        result = _call("openai", make_secret(), prompt)
+        result = _call("openai", make_secret(), prompt, pause=retry_delays.append)
 
     assert result.attempts == 2
     assert retry_delays == [12.0]
@@ -209,7 +217,10 @@ def test_retry_after_as_an_http_date_is_honoured(provider_server, retry_delays):
 
 def test_retry_after_is_capped(provider_server, retry_delays):
     result = _call(
-        "anthropic", make_secret(), "[sandbox:fail=1 status=503] [sandbox:retry-after=600]"
+        "anthropic",
+        make_secret(),
+        "[sandbox:fail=1 status=503] [sandbox:retry-after=600]",
+        pause=retry_delays.append,
     )
     assert result.attempts == 2
     assert retry_delays == [RETRY_AFTER_CAP]
@@ -231,7 +242,7 @@ def test_server_errors_are_retried_up_to_the_limit(
 ):
     settings.PROVIDER_MAX_RETRIES = 3
 
-    error = _fails(provider, make_secret(), f"[sandbox:status={status}]")
+    error = _fails(provider, make_secret(), f"[sandbox:status={status}]", pause=retry_delays.append)
 
     assert (error.code, error.http_status, error.attempts) == ("provider_error", status, 4)
     assert error.request_id == "req_sandbox_4"  # from the last answer
@@ -246,13 +257,15 @@ def test_server_errors_are_retried_up_to_the_limit(
 
 def test_no_retries_when_the_limit_is_zero(provider_server, retry_delays, settings):
     settings.PROVIDER_MAX_RETRIES = 0
-    error = _fails("openai", make_secret(), "[sandbox:status=500]")
+    error = _fails("openai", make_secret(), "[sandbox:status=500]", pause=retry_delays.append)
     assert error.attempts == 1
     assert retry_delays == []
 
 
 def test_a_server_error_then_success(provider_server, retry_delays):
-    result = _call("sandbox", make_secret(), "[sandbox:fail=1 status=500] once")
+    result = _call(
+        "sandbox", make_secret(), "[sandbox:fail=1 status=500] once", pause=retry_delays.append
+    )
     assert (result.attempts, result.http_status) == (2, 200)
     assert len(retry_delays) == 1
 
@@ -261,7 +274,7 @@ def test_a_connection_refused_is_retried_then_fails(settings, retry_delays):
     settings.DEBUG = True
     settings.PROVIDER_BASE_URLS = {"openai": f"http://127.0.0.1:{_closed_port()}"}
 
-    error = _fails("openai", make_secret(), "hello")
+    error = _fails("openai", make_secret(), "hello", pause=retry_delays.append)
 
     assert error.code == "provider_error"
     assert (error.http_status, error.request_id) == (None, "")
@@ -274,7 +287,7 @@ def test_a_connection_refused_is_retried_then_fails(settings, retry_delays):
 def test_a_read_timeout_is_not_retried(provider_server, retry_delays, settings):
     settings.PROVIDER_READ_TIMEOUT = 0.3
 
-    error = _fails("anthropic", make_secret(), "[sandbox:sleep=5] slow")
+    error = _fails("anthropic", make_secret(), "[sandbox:sleep=5] slow", pause=retry_delays.append)
 
     assert (error.code, error.attempts, error.http_status) == ("timeout", 1, None)
     assert "not retried" in error.message
@@ -286,7 +299,9 @@ def test_a_read_timeout_is_not_retried(provider_server, retry_delays, settings):
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_a_bad_request_is_not_retried(provider, provider_server, retry_delays):
-    error = _fails(provider, make_secret(), "hello", max_tokens=0)  # the sandbox refuses 0
+    error = _fails(
+        provider, make_secret(), "hello", max_tokens=0, pause=retry_delays.append
+    )  # the sandbox refuses 0
 
     assert (error.code, error.http_status, error.attempts) == ("provider_error", 400, 1)
     assert "max_tokens" in error.message
@@ -375,7 +390,7 @@ def test_a_key_echoed_by_the_provider_is_redacted(
 
     # when a step's call gets that answer
     with caplog.at_level(logging.DEBUG):
-        error = _fails(provider, make_secret(canary), prompt)
+        error = _fails(provider, make_secret(canary), prompt, pause=retry_delays.append)
 
     # then the key is nowhere in what the error or the logs say
     assert REDACTED in error.message
@@ -389,9 +404,9 @@ def test_the_key_is_never_logged(provider_server, retry_delays, caplog):
     key = "sk-ant-api03-" + secrets.token_urlsafe(32)
     secret = make_secret(key)
     with caplog.at_level(logging.DEBUG):
-        _call("anthropic", secret)
-        _call("openai", secret, "[sandbox:fail=1 status=429] again")
-        _fails("anthropic", secret, "[sandbox:status=401]")
+        _call("anthropic", secret, pause=retry_delays.append)
+        _call("openai", secret, "[sandbox:fail=1 status=429] again", pause=retry_delays.append)
+        _fails("anthropic", secret, "[sandbox:status=401]", pause=retry_delays.append)
     assert caplog.records  # httpx and the retry did log
     assert key not in caplog.text
     assert REDACTED not in caplog.text  # nothing even tried to log it
@@ -410,7 +425,7 @@ def test_egress_is_refused_outside_the_allow_list(urls, debug, problem, settings
     settings.DEBUG = debug
     settings.PROVIDER_BASE_URLS = urls
 
-    error = _fails("anthropic", make_secret(), "hello")
+    error = _fails("anthropic", make_secret(), "hello", pause=retry_delays.append)
 
     assert (error.code, error.attempts, error.http_status) == ("egress_refused", 0, None)
     assert problem in error.message

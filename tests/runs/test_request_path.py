@@ -15,7 +15,7 @@ from runs.models import Run, RunStatus
 from runs.services import orphan_tokens_sweep, run_create
 from swrly import keys
 from swrly.celery import app
-from swrly.devstack import start_embedded_valkey
+from swrly.dev.devstack import start_embedded_valkey
 from swrly.keys.secret import ProviderSecret
 from swrly.keys.store import KEY_PATTERN, redis_key
 from tenants.audit import Actor

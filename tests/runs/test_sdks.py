@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from runs.sandbox import ECHO_ENCODINGS, MODELS, answer_text, word_count
+from swrly.dev.sandbox import ECHO_ENCODINGS, MODELS, answer_text, word_count
 from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     provider_expected_keys,
     provider_server,

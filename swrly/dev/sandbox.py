@@ -1,6 +1,6 @@
 """The sandbox provider: a deterministic model on loopback speaking the OpenAI and Anthropic APIs.
 
-For tests, benchmarks and `make run` (`python manage.py sandbox-provider`). It serves, as the
+For tests, benchmarks and `make run` (`python -m swrly.dev.sandbox`, see main()). It serves, as the
 providers do today:
 
 - OpenAI (`Authorization: Bearer <key>`): `POST /v1/chat/completions` (`system`, `developer`,
@@ -34,23 +34,26 @@ Directives anywhere in the request body make it misbehave on purpose:
                                 the API's in-stream error (Anthropic `event: error`, overloaded;
                                 OpenAI a `data:` chunk carrying `error`)
 
-Only the standard library is used, and only loopback addresses are accepted: the sandbox is
+Only the standard library (and swrly.http's loopback test) is used, and only loopback addresses
+are accepted: the sandbox is
 never reachable from another machine. `requests` keeps what it received, keys included, for
 test assertions; it lives in memory only and is never logged.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import collections
 import contextlib
 import hashlib
 import hmac
 import http.server
-import ipaddress
 import json
 import logging
+import os
 import re
+import signal
 import socket
 import socketserver
 import sys
@@ -62,6 +65,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from swrly.http import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -228,15 +233,6 @@ def answer_text(model: str, system: str, prompt: str) -> str:
 def word_count(*texts: str) -> int:
     """The sandbox's token count: whitespace-separated words."""
     return sum(len(text.split()) for text in texts)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _text_of(content: Any, where: str) -> str:
@@ -784,7 +780,7 @@ class SandboxServer:
         expected_keys: Iterable[str] | None = None,
         gateway: str | None = None,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"the sandbox binds only to a loopback address, not {host!r}")
         if gateway is not None and gateway not in GATEWAYS:
             raise ValueError(f"unknown gateway {gateway!r} (known: {', '.join(GATEWAYS)})")
@@ -902,3 +898,81 @@ class SandboxServer:
         for expected in self.expected_keys:  # every comparison runs: no early exit
             allowed |= hmac.compare_digest(presented, expected.encode())
         return allowed
+
+
+DEFAULT_PORT = 8765
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m swrly.dev.sandbox [--port P] [--host 127.0.0.1] [--gateway litellm]`.
+
+    Serves until Ctrl-C or SIGTERM. It only serves: a run reaches it only where
+    PROVIDER_BASE_URLS names it (`sandbox=<url>`), and plain http:// is allowed there only with
+    DEBUG (see runs.providers.egress). It touches neither the database nor the key store, so it
+    starts in a bare checkout.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m swrly.dev.sandbox",
+        description="Serve the sandbox model provider (OpenAI- and Anthropic-compatible, "
+        "deterministic) on loopback until Ctrl-C.",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (printed)."
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="A loopback address; anything else is refused."
+    )
+    parser.add_argument(
+        "--gateway",
+        choices=GATEWAYS,
+        default=None,
+        help="Rename response headers the way this gateway does (to rehearse one).",
+    )
+    options = parser.parse_args(argv)
+    host, port = options.host, options.port
+    try:
+        server = SandboxServer(host=host, port=port, gateway=options.gateway).start()
+    except ValueError as exc:
+        print(f"Error: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    except OSError as exc:
+        print(f"Error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swrly.settings")
+    from django.conf import settings
+
+    configured = settings.PROVIDER_BASE_URLS.get("sandbox")
+    lines = [
+        f"Sandbox provider listening on {server.url} (loopback only; Ctrl-C stops it)",
+        f"  POST {server.url}{OPENAI_PATH}  (Authorization: Bearer <any key>)",
+        f"  POST {server.url}{ANTHROPIC_PATH}  (x-api-key or Bearer, anthropic-version)",
+        f"  POST {server.url}{COUNT_TOKENS_PATH}, GET {server.url}{MODELS_PATH}",
+        "Point Swrly at it (plain http:// needs DEBUG=True):",
+        f"  PROVIDER_BASE_URLS=sandbox={server.url}",
+    ]
+    if configured and configured.rstrip("/") == server.url:
+        lines.append("These settings already name it.")
+    elif configured:
+        lines.append(f"These settings name the sandbox at {configured}, not here.")
+    else:
+        lines.append("These settings do not name the sandbox: runs cannot reach it yet.")
+    print("\n".join(lines), flush=True)  # noqa: T201
+    # Ctrl-C works even when started in the background with SIGINT ignored; SIGTERM stops it
+    # the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("Sandbox provider stopped.", flush=True)  # noqa: T201
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

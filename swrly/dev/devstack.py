@@ -1,4 +1,5 @@
-"""`make run`: the whole platform on one machine, for development and demos.
+"""`make run` (`python -m swrly.dev.devstack`): the whole platform on one machine, for development
+and demos.
 
 Writes a local `.env` with fresh secrets on first run, migrates, starts an embedded Valkey
 server (unless REDIS_URL is set), a run worker, a maintenance worker, beat and the web server,
@@ -22,7 +23,7 @@ from typing import Any
 
 from swrly.keys.keyring import generate_key
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
 DEMO_TENANT = "acme"
 DEMO_OWNER = "owner@acme.example"
 RUN_QUEUE = "celery"
@@ -78,15 +79,20 @@ def start_embedded_valkey() -> Any:
     return server
 
 
-def _manage(*args: str, env: dict[str, str], capture: bool = False) -> str:
+def _run_python(*args: str, env: dict[str, str], capture: bool = False) -> str:
     result = subprocess.run(  # noqa: S603
-        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        [sys.executable, *args],
         env=env,
+        cwd=BASE_DIR,
         check=True,
         text=True,
         stdout=subprocess.PIPE if capture else None,
     )
     return result.stdout or ""
+
+
+def _manage(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    return _run_python(str(BASE_DIR / "manage.py"), *args, env=env, capture=capture)
 
 
 def _free_port() -> int:
@@ -191,14 +197,9 @@ def main() -> int:
             env["PROVIDER_BASE_URLS"] = f"sandbox=http://127.0.0.1:{sandbox_port}"
             processes.append(
                 subprocess.Popen(  # noqa: S603
-                    [
-                        sys.executable,
-                        str(BASE_DIR / "manage.py"),
-                        "sandbox-provider",
-                        "--port",
-                        str(sandbox_port),
-                    ],
+                    [sys.executable, "-m", "swrly.dev.sandbox", "--port", str(sandbox_port)],
                     env=env,
+                    cwd=BASE_DIR,
                 )
             )
         _manage("migrate", "--noinput", env=env)
@@ -212,7 +213,8 @@ def main() -> int:
             "--exist-ok",
             env=env,
         )
-        *_, workflow_id, token = _manage("seed-demo", DEMO_TENANT, env=env, capture=True).split()
+        seeded = _run_python("-m", "swrly.dev.seed_demo", DEMO_TENANT, env=env, capture=True)
+        *_, workflow_id, token = seeded.split()
         schedule = Path(tempfile.gettempdir()) / "swrly-celerybeat-schedule"
         for command in celery_commands(schedule=schedule):
             processes.append(subprocess.Popen(command, env=env, cwd=BASE_DIR))  # noqa: S603

@@ -9,7 +9,7 @@ import os
 import secrets
 from urllib.parse import urlsplit, urlunsplit
 
-from swrly.devstack import start_embedded_valkey
+from swrly.dev.devstack import start_embedded_valkey
 from swrly.keys.keyring import generate_key
 
 _valkey = None

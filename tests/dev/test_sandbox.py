@@ -1,4 +1,4 @@
-"""The sandbox provider, spoken to over real HTTP, and its `sandbox-provider` command."""
+"""The sandbox provider, spoken to over real HTTP, and `python -m swrly.dev.sandbox`."""
 
 # The fixtures imported from provider_server are requested by name as arguments.
 # ruff: noqa: F811
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from runs.providers import ModelCall, call_provider
-from runs.sandbox import (
+from swrly.dev.sandbox import (
     ECHO_ENCODINGS,
     MAX_SLEEP,
     MODELS,
@@ -304,10 +304,10 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def test_the_management_command_serves_until_ctrl_c():
+def test_the_command_serves_until_ctrl_c():
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "sandbox-provider", "--port", str(port)],
+        [sys.executable, "-m", "swrly.dev.sandbox", "--port", str(port)],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
@@ -340,9 +340,9 @@ def test_the_management_command_serves_until_ctrl_c():
             process.wait()
 
 
-def test_the_management_command_refuses_a_non_loopback_host():
+def test_the_command_refuses_a_non_loopback_host():
     result = subprocess.run(
-        [sys.executable, "manage.py", "sandbox-provider", "--host", "0.0.0.0"],  # noqa: S104
+        [sys.executable, "-m", "swrly.dev.sandbox", "--host", "0.0.0.0"],  # noqa: S104
         cwd=ROOT,
         env=os.environ.copy(),
         capture_output=True,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import psutil
 
-from swrly.devstack import ensure_env_file, read_env_file
+from swrly.dev.devstack import ensure_env_file, read_env_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_first_run_writes_fresh_secrets_privately(tmp_path):
@@ -87,7 +87,7 @@ def _start_stack(tmp_path, port):
         PYTHONUNBUFFERED="1",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "swrly.devstack"],
+        [sys.executable, "-m", "swrly.dev.devstack"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -153,7 +153,7 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
             assert b"Sign in" in response.read()
         assert "owner@acme.example" in output
         assert "one-time password" in output
-        assert "sandbox-provider" in names
+        assert "swrly.dev.sandbox" in names
 
         # the printed curl triggers a run that the stack's worker completes
         run = _trigger_printed_curl(output, port)
@@ -187,7 +187,7 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
 def test_the_stack_runs_beat_alone_and_maintenance_on_its_own_worker(tmp_path):
     from django.conf import settings
 
-    from swrly import devstack
+    from swrly.dev import devstack
 
     run_worker, maintenance_worker, beat = devstack.celery_commands(schedule=tmp_path / "s")
     assert devstack.RUN_QUEUE == settings.CELERY_TASK_DEFAULT_QUEUE

@@ -1,1 +1,0 @@
-"""`sandbox-provider`: the deterministic local model provider."""
