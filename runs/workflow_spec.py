@@ -1,6 +1,6 @@
 """The shape of a workflow's steps, and their prompt templates.
 
-A step is a dict:
+A step is a dict whose fields STEP_FIELDS declares (types, limits, defaults, messages):
 
     {"name": "summarize", "provider": "anthropic", "model": "claude-…",
      "system": "optional", "prompt": "Summarize {{ input.text }}",
