@@ -131,7 +131,7 @@ def bench_executor(tenant, workflow, token: str, runs: int) -> None:
     from django.test import Client
 
     from runs.executor import run_execute
-    from swrly.dev.sandbox import OPENAI_PATH
+    from swrly.providers import PROVIDERS
 
     client = Client(headers={"Authorization": f"Bearer {token}"})
     body = {
@@ -149,8 +149,8 @@ def bench_executor(tenant, workflow, token: str, runs: int) -> None:
 
     from django.conf import settings
 
-    url = settings.PROVIDER_BASE_URLS["sandbox"] + OPENAI_PATH
-    headers = {"Authorization": f"Bearer {KEY}"}
+    url = settings.PROVIDER_BASE_URLS["sandbox"] + PROVIDERS["sandbox"].wire.path
+    headers = PROVIDERS["sandbox"].wire.auth_headers(KEY)
     prompt = {
         "model": "sandbox-1",
         "messages": [{"role": "user", "content": "Outline BYOK"}],

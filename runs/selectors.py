@@ -26,7 +26,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce, TruncDate
 
 from runs.models import Run, RunStatus, StepRun, Workflow
-from runs.workflow_spec import PROVIDERS
+from swrly.providers import PROVIDER_NAMES
 from tenants.access import scoped
 from tenants.audit import chain_for
 from tenants.models import AuditEvent, ProviderKey, Tenant
@@ -459,7 +459,7 @@ def provider_key_history(*, tenant: Tenant) -> dict[str, list[ProviderKeyRow]]:
         ),
     )
     uses_key = Q()
-    for provider in PROVIDERS:
+    for provider in PROVIDER_NAMES:
         in_lifetime = in_lifetime.annotate(
             **{f"fp_{provider}": KT(f"key_fingerprints__{provider}__fingerprint")}
         )

@@ -17,12 +17,13 @@ from runs.models import IdempotencyKey, Run, RunError, RunStatus, StepRun, StepS
 from runs.providers.egress import EgressRefused, provider_base_url
 from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
-from runs.workflow_spec import PROVIDERS, SpecError, validate_input, validate_steps
+from runs.workflow_spec import SpecError, validate_input, validate_steps
 from swrly import keys
 from swrly.keys.fingerprint import fingerprint
 from swrly.keys.redaction import secret_in
 from swrly.keys.rotation import idle_live_tokens
 from swrly.keys.secret import ProviderSecret
+from swrly.providers import BASE_URL_SETTING, PROVIDER_NAMES
 from tenants.audit import Actor, audit_record
 from tenants.models import Tenant
 from tenants.services import provider_key_seen
@@ -113,14 +114,14 @@ def _check_provider_keys(workflow: Workflow, provider_keys: dict[str, ProviderSe
             provider_base_url(provider)
         except EgressRefused:
             errors[f"provider_keys.{provider}"] = [
-                f"{provider} is not enabled on this platform (PROVIDER_BASE_URLS)"
+                f"{provider} is not enabled on this platform ({BASE_URL_SETTING})"
             ]
     if errors:  # no key is taken for a run that could not reach its provider
         raise SpecError(errors)
     for provider in sorted(set(provider_keys) - needed):
         errors[f"provider_keys.{provider}"] = [
-            f"unknown provider (known: {', '.join(PROVIDERS)})"
-            if provider not in PROVIDERS
+            f"unknown provider (known: {', '.join(PROVIDER_NAMES)})"
+            if provider not in PROVIDER_NAMES
             else f"this workflow does not use {provider}; send only the keys it needs"
         ]
     for provider in sorted(needed - set(provider_keys)):

@@ -1,6 +1,6 @@
 """The shape of a workflow's steps, and their prompt templates.
 
-A step is a dict:
+A step is a dict whose fields STEP_FIELDS declares (types, limits, defaults, messages):
 
     {"name": "summarize", "provider": "anthropic", "model": "claude-…",
      "system": "optional", "prompt": "Summarize {{ input.text }}",
@@ -14,15 +14,137 @@ substitution pass with no code execution: a value that itself contains `{{ … }
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-PROVIDERS = ("anthropic", "openai", "sandbox")
+from swrly.providers import PROVIDER_NAMES
+
 MAX_STEPS = 20
-STEP_FIELDS = {"name", "provider", "model", "system", "prompt", "max_tokens", "temperature"}
-REQUIRED_FIELDS = ("name", "provider", "model", "prompt")
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _REFERENCE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+
+
+# --- The step's fields: one declaration that validates steps and describes them in OpenAPI ---
+# (runs.api.serializers builds the schema's `Step` from STEP_FIELDS.)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepField:
+    """One field of a step. A field that is absent takes `default` unless it is `required`."""
+
+    name: str
+    required: bool = True
+    default: Any = None
+    help_text: str = ""
+
+    def fits(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    @property
+    def message(self) -> str:
+        """What a value that does not fit is told."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Text(StepField):
+    min_length: int
+    max_length: int
+    pattern: str | None = None  # the whole value must match
+    noun: str = "text"
+    pattern_message: str = ""  # the message when there is a pattern
+    unique: bool = False  # no earlier step has the same value
+    templated: bool = False  # {{ … }} references are checked
+
+    def fits(self, value: Any) -> bool:
+        return (
+            isinstance(value, str)
+            and self.min_length <= len(value) <= self.max_length
+            and (self.pattern is None or re.fullmatch(self.pattern, value) is not None)
+        )
+
+    @property
+    def message(self) -> str:
+        if self.pattern:
+            return self.pattern_message
+        return f"{self.noun} of {self.min_length} to {self.max_length} characters"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice(StepField):
+    choices: tuple[str, ...]
+
+    def fits(self, value: Any) -> bool:
+        return value in self.choices
+
+    @property
+    def message(self) -> str:
+        return f"must be one of {', '.join(self.choices)}"
+
+
+def _is_number(value: Any, kinds: type | tuple[type, ...]) -> bool:
+    return not isinstance(value, bool) and isinstance(value, kinds)  # bool is not a number
+
+
+@dataclass(frozen=True, kw_only=True)
+class Integer(StepField):
+    minimum: int
+    maximum: int
+
+    def fits(self, value: Any) -> bool:
+        return _is_number(value, int) and self.minimum <= value <= self.maximum
+
+    @property
+    def message(self) -> str:
+        return f"an integer from {self.minimum} to {self.maximum}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Number(StepField):
+    minimum: int
+    maximum: int
+    nullable: bool = False
+
+    def fits(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        return _is_number(value, (int, float)) and self.minimum <= value <= self.maximum
+
+    @property
+    def message(self) -> str:
+        return f"a number from {self.minimum} to {self.maximum}" + (
+            ", or null" if self.nullable else ""
+        )
+
+
+STEP_FIELDS: tuple[StepField, ...] = (
+    Text(
+        name="name",
+        min_length=1,
+        max_length=63,
+        pattern=r"[a-z][a-z0-9_]{0,62}",
+        pattern_message="lower-case letters, digits and _, starting with a letter",
+        unique=True,
+        help_text="Unique within the workflow; later steps use {{ steps.NAME.output }}.",
+    ),
+    Choice(name="provider", choices=PROVIDER_NAMES),
+    Text(name="model", min_length=1, max_length=200, noun="a model name"),
+    Text(
+        name="system", required=False, default="", min_length=0, max_length=20_000, templated=True
+    ),
+    Text(name="prompt", min_length=1, max_length=50_000, templated=True),
+    Integer(name="max_tokens", required=False, default=1024, minimum=1, maximum=100_000),
+    Number(
+        name="temperature",
+        required=False,
+        default=None,
+        minimum=0,
+        maximum=2,
+        nullable=True,
+        help_text="Sent to OpenAI-protocol providers only.",
+    ),
+)
+FIELD_NAMES = frozenset(field.name for field in STEP_FIELDS)
 
 
 class SpecError(ValueError):
@@ -75,17 +197,7 @@ def validate_steps(steps: Any) -> list[dict]:
         for field, message in problems:
             errors.setdefault(f"{where}.{field}", []).append(message)
         if not problems:
-            normalized.append(
-                {
-                    "name": step["name"],
-                    "provider": step["provider"],
-                    "model": step["model"],
-                    "system": step.get("system", ""),
-                    "prompt": step["prompt"],
-                    "max_tokens": step.get("max_tokens", 1024),
-                    "temperature": step.get("temperature"),
-                }
-            )
+            normalized.append({f.name: step.get(f.name, f.default) for f in STEP_FIELDS})
         if isinstance(step.get("name"), str):
             names.append(step["name"])
     if errors:
@@ -94,47 +206,33 @@ def validate_steps(steps: Any) -> list[dict]:
 
 
 def _step_problems(step: dict, earlier: list[str]) -> list[tuple[str, str]]:
-    problems = [(field, "unknown field") for field in sorted(set(step) - STEP_FIELDS)]
-    problems += [(field, "is required") for field in REQUIRED_FIELDS if field not in step]
-    name = step.get("name")
-    if "name" in step and not (isinstance(name, str) and _NAME.fullmatch(name)):
-        problems.append(("name", "lower-case letters, digits and _, starting with a letter"))
-    elif name in earlier:
-        problems.append(("name", f"'{name}' is used by an earlier step"))
-    if "provider" in step and step["provider"] not in PROVIDERS:
-        problems.append(("provider", f"must be one of {', '.join(PROVIDERS)}"))
-    model = step.get("model")
-    if "model" in step and not (isinstance(model, str) and 0 < len(model) <= 200):
-        problems.append(("model", "a model name of 1 to 200 characters"))
-    for field, limit in (("system", 20_000), ("prompt", 50_000)):
-        value = step.get(field)
-        if field not in step:
-            continue
-        if not isinstance(value, str) or len(value) > limit or (field == "prompt" and not value):
-            problems.append(
-                (field, f"text of {'1' if field == 'prompt' else '0'} to {limit} characters")
-            )
-            continue
-        try:
-            for path in references(value):
-                if problem := _check_reference(path, earlier):
-                    problems.append((field, problem))
-        except ValueError as exc:
-            problems.append((field, str(exc)))
-    max_tokens = step.get("max_tokens", 1024)
-    if (
-        isinstance(max_tokens, bool)
-        or not isinstance(max_tokens, int)
-        or not 1 <= max_tokens <= 100_000
-    ):
-        problems.append(("max_tokens", "an integer from 1 to 100000"))
-    temperature = step.get("temperature")
-    if temperature is not None and (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not 0 <= temperature <= 2
-    ):
-        problems.append(("temperature", "a number from 0 to 2, or null"))
+    """(field, message) for each problem of one step, unknown and missing fields first."""
+    problems = [(name, "unknown field") for name in sorted(set(step) - FIELD_NAMES)]
+    problems += [(f.name, "is required") for f in STEP_FIELDS if f.required and f.name not in step]
+    for field in STEP_FIELDS:
+        if field.name in step:
+            problems += [(field.name, m) for m in _value_problems(field, step[field.name], earlier)]
+    return problems
+
+
+def _value_problems(field: StepField, value: Any, earlier: list[str]) -> list[str]:
+    if not field.fits(value):
+        return [field.message]
+    if isinstance(field, Text) and field.unique and value in earlier:
+        return [f"'{value}' is used by an earlier step"]
+    if isinstance(field, Text) and field.templated:
+        return _template_problems(value, earlier)
+    return []
+
+
+def _template_problems(template: str, earlier: list[str]) -> list[str]:
+    problems = []
+    try:
+        for path in references(template):
+            if problem := _check_reference(path, earlier):
+                problems.append(problem)
+    except ValueError as exc:
+        problems.append(str(exc))
     return problems
 
 

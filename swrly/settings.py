@@ -11,6 +11,7 @@ from pathlib import Path
 import environ
 
 from swrly.logs import logging_config
+from swrly.providers import default_base_urls
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -165,12 +166,12 @@ DEFAULT_EXCEPTION_REPORTER = "swrly.keys.redaction.RedactingExceptionReporter"
 # The only places a customer's key is ever sent. Operators may add `sandbox` or point a provider
 # at their own gateway; plain http:// is accepted only for loopback and only with DEBUG
 # (swrly.E003). Nothing in a workflow or a request can name another address.
-# An entry with an empty value (`openai=`) disables that provider.
+# An entry with an empty value (`openai=`) disables that provider. The defaults (Anthropic's
+# and OpenAI's public APIs) are the registry's (swrly/providers.py).
 PROVIDER_BASE_URLS = {
     name: url
     for name, url in {
-        "anthropic": "https://api.anthropic.com",
-        "openai": "https://api.openai.com",
+        **default_base_urls(),
         **env.dict("PROVIDER_BASE_URLS", default={}),
     }.items()
     if url

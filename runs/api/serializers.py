@@ -2,11 +2,22 @@
 
 from typing import Any
 
+from django.core.validators import MaxLengthValidator, MinLengthValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from runs.models import Run, RunError, RunStatus, StepRun, Workflow
-from runs.workflow_spec import SpecError, validate_steps
+from runs.workflow_spec import (
+    MAX_STEPS,
+    STEP_FIELDS,
+    Choice,
+    Integer,
+    Number,
+    SpecError,
+    StepField,
+    Text,
+    validate_steps,
+)
 from swrly.keys.secret import ProviderSecret
 from swrly.web.serializers import StrictSerializerMixin
 from tenants.models import Role
@@ -19,20 +30,60 @@ def _is_auditor(context: dict) -> bool:
     return bool(request) and getattr(request.user, "role", None) == Role.AUDITOR
 
 
-class StepSerializer(serializers.Serializer):
-    """One workflow step, as the OpenAPI schema shows it (runs.workflow_spec validates it)."""
+def _schema_field(field: StepField) -> serializers.Field:
+    """The DRF field that shows `field` in the OpenAPI schema (its limits, default and help)."""
+    options: dict[str, Any] = {"help_text": field.help_text or None}
+    if not field.required:
+        options["default"] = field.default
+    match field:
+        case Text(pattern=str(pattern)):
+            return serializers.RegexField(
+                f"^{pattern}$", min_length=field.min_length, max_length=field.max_length, **options
+            )
+        case Text():
+            return serializers.CharField(
+                min_length=field.min_length or None,
+                max_length=field.max_length,
+                allow_blank=field.min_length == 0,
+                trim_whitespace=False,
+                **options,
+            )
+        case Choice():
+            return serializers.ChoiceField(choices=list(field.choices), **options)
+        case Integer():
+            return serializers.IntegerField(
+                min_value=field.minimum, max_value=field.maximum, **options
+            )
+        case Number():
+            return serializers.FloatField(
+                min_value=field.minimum,
+                max_value=field.maximum,
+                allow_null=field.nullable,
+                **options,
+            )
+    raise TypeError(f"no schema for {type(field).__name__}")
 
-    name = serializers.CharField()
-    provider = serializers.ChoiceField(choices=["anthropic", "openai", "sandbox"])
-    model = serializers.CharField()
-    system = serializers.CharField(required=False, allow_blank=True)
-    prompt = serializers.CharField()
-    max_tokens = serializers.IntegerField(required=False)
-    temperature = serializers.FloatField(required=False, allow_null=True)
+
+# One workflow step in the OpenAPI schema, made from the declaration that validates steps
+# (runs.workflow_spec.STEP_FIELDS): the schema cannot drift from the validation.
+StepSerializer = type(
+    "StepSerializer",
+    (serializers.Serializer,),
+    {
+        "__doc__": "One workflow step.",
+        "__module__": __name__,
+        **{field.name: _schema_field(field) for field in STEP_FIELDS},
+    },
+)
 
 
 @extend_schema_field(StepSerializer(many=True))
 class StepsField(serializers.JSONField):
+    def __init__(self, **kwargs: Any) -> None:
+        # The schema's minItems and maxItems; validate_steps has enforced both before they run.
+        kwargs.setdefault("validators", [MinLengthValidator(1), MaxLengthValidator(MAX_STEPS)])
+        super().__init__(**kwargs)
+
     def to_internal_value(self, data: Any) -> list[dict]:
         try:
             return validate_steps(data)

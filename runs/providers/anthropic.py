@@ -1,9 +1,8 @@
-"""The Anthropic Messages API on the wire: POST /v1/messages, API version 2026-10-21.
+"""The Anthropic Messages API's body and answer (its path and headers: swrly.providers).
 
 https://platform.claude.com/docs/en/api/messages — the request carries the key in `x-api-key`
-(still the documented header for an API key; the SDKs from 2.0 send `Authorization: Bearer`,
-which the API also accepts) and the API version in `anthropic-version`. Version 2026-10-21
-removed `temperature`, `top_p` and `top_k`: a request carrying any of them is a 400, so a step's
+and the API version (2026-10-21) in `anthropic-version`. Version 2026-10-21 removed
+`temperature`, `top_p` and `top_k`: a request carrying any of them is a 400, so a step's
 temperature is not sent to Anthropic. The answer's text is the concatenation of its text blocks.
 """
 
@@ -18,13 +17,7 @@ from runs.providers.base import (
     WireProtocol,
     require_int,
 )
-
-API_VERSION = "2026-10-21"
-
-
-def auth_headers(key: str) -> dict[str, str]:
-    """The headers that carry the key (and the API version Anthropic requires with it)."""
-    return {"x-api-key": key, "anthropic-version": API_VERSION}
+from swrly.providers import ANTHROPIC_MESSAGES
 
 
 def build_body(call: ModelCall) -> dict[str, Any]:
@@ -63,10 +56,7 @@ def parse_answer(payload: Any) -> ParsedAnswer:
 
 
 ANTHROPIC = WireProtocol(
-    name="Anthropic Messages",
-    path="/v1/messages",
-    request_id_header="request-id",
-    auth_headers=auth_headers,
+    wire=ANTHROPIC_MESSAGES,
     build_body=build_body,
     parse_answer=parse_answer,
 )

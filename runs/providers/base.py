@@ -1,8 +1,9 @@
 """What a model call asks for, what it returns, how it fails, and how a provider's wire looks.
 
 `ModelCall`, `ModelResult` and `ProviderError` are the whole interface the executor sees; a
-`WireProtocol` describes one provider API (path, auth headers, body, answer parsing) for the
-single sending wrapper in `runs.providers.client`.
+`WireProtocol` pairs one API's wire facts (`swrly.providers.WireFormat`: path, auth and
+request-id headers) with the code that builds its body and parses its answer, for the single
+sending wrapper in `runs.providers.client`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swrly.keys.redaction import redact
+from swrly.providers import WireFormat
 
 # Codes a failed step carries; the executor stores them as the run's error code.
 PROVIDER_AUTH_FAILED = "provider_auth_failed"
@@ -104,12 +106,9 @@ class ParsedAnswer:
 
 @dataclass(frozen=True)
 class WireProtocol:
-    """One provider API: where to POST, how the key travels, the body, and the answer."""
+    """One provider API: its wire facts (from the registry), the body, and the answer."""
 
-    name: str
-    path: str
-    request_id_header: str
-    auth_headers: Callable[[str], dict[str, str]]  # the plaintext key → headers carrying it
+    wire: WireFormat
     build_body: Callable[[ModelCall], dict[str, Any]]
     parse_answer: Callable[[Any], ParsedAnswer]  # raises UnexpectedAnswer
 

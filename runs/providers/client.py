@@ -48,12 +48,19 @@ from runs.providers.egress import EgressRefused, provider_base_url
 from runs.providers.openai import OPENAI
 from swrly.keys.redaction import foreign_key_in, redact
 from swrly.keys.secret import ProviderSecret
+from swrly.providers import (
+    GATEWAY_HEADER_PREFIXES,
+    PROVIDERS,
+    RETRY_AFTER_HEADERS,
+    WireFormat,
+    request_id_header_names,
+)
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("swrly.security")
 
-# Which wire protocol each provider name speaks; the sandbox imitates OpenAI.
-PROTOCOLS: dict[str, WireProtocol] = {"anthropic": ANTHROPIC, "openai": OPENAI, "sandbox": OPENAI}
+# The code for each wire format; which format a provider speaks is the registry's to say.
+_PROTOCOLS: dict[WireFormat, WireProtocol] = {p.wire: p for p in (ANTHROPIC, OPENAI)}
 
 BACKOFF_BASE = 0.5  # seconds; the ceiling of the first retry's random delay
 BACKOFF_CAP = 8.0  # the largest random delay
@@ -97,31 +104,6 @@ def backoff_delay(retry: int) -> float:
     return random.uniform(0.0, ceiling)  # noqa: S311  (jitter spreads load; it guards nothing)
 
 
-# Response headers, as providers send them and as gateways rename them: the one table of names.
-# A gateway may pass a provider's headers through unchanged (a reverse proxy), re-send each
-# under a prefix (LiteLLM's proxy answers every upstream header as `llm_provider-<name>`), or
-# answer with the other API's name when it translates between the two APIs. The first name
-# present wins: the provider's own name first, unprefixed before prefixed. docs/operations.md
-# lists the same names.
-GATEWAY_HEADER_PREFIXES = ("", "llm_provider-")
-REQUEST_ID_HEADERS = ("request-id", "x-request-id")  # Anthropic's, OpenAI's
-RETRY_AFTER_HEADERS = (("retry-after-ms", 0.001), ("retry-after", 1.0))  # (name, seconds per unit)
-
-
-def request_id_header_names(protocol: WireProtocol) -> tuple[str, ...]:
-    """Where `protocol`'s request id may arrive, in the order they are read."""
-    own = protocol.request_id_header
-    names = [own, *(name for name in REQUEST_ID_HEADERS if name != own)]
-    return tuple(prefix + name for name in names for prefix in GATEWAY_HEADER_PREFIXES)
-
-
-def retry_after_header_names() -> tuple[str, ...]:
-    """Where a retry delay may arrive, in the order they are read."""
-    return tuple(
-        prefix + name for prefix in GATEWAY_HEADER_PREFIXES for name, _ in RETRY_AFTER_HEADERS
-    )
-
-
 def _retry_after_value(name: str, value: str, per_unit: float) -> float | None:
     value = value.strip()
     try:
@@ -143,7 +125,8 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
     """The delay a provider asked for, capped at RETRY_AFTER_CAP; None when absent or unreadable.
 
     `retry-after-ms` (OpenAI's finer-grained variant) or `retry-after` (seconds or an HTTP date),
-    as sent or under a gateway's prefix (see RETRY_AFTER_HEADERS / GATEWAY_HEADER_PREFIXES).
+    as sent or under a gateway's prefix (swrly.providers: RETRY_AFTER_HEADERS,
+    GATEWAY_HEADER_PREFIXES).
     """
     seconds: float | None = None
     for prefix in GATEWAY_HEADER_PREFIXES:
@@ -161,7 +144,7 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
 
 def response_request_id(headers: httpx.Headers, protocol: WireProtocol) -> str:
     """The provider's request id from its own header or a gateway's renaming ('' if none)."""
-    for name in request_id_header_names(protocol):
+    for name in request_id_header_names(protocol.wire):
         value = headers.get(name, "").strip()
         if value:
             return redact(value)[:REQUEST_ID_LIMIT]
@@ -201,7 +184,7 @@ def _post(
         return client.post(
             url,
             content=content,
-            headers={**_headers(), **protocol.auth_headers(secret.reveal())},
+            headers={**_headers(), **protocol.wire.auth_headers(secret.reveal())},
             timeout=timeout,
             follow_redirects=False,
             auth=None,  # a caller's client cannot add credentials of its own
@@ -240,7 +223,7 @@ def _encode(body: dict[str, Any]) -> bytes:
 @sensitive_variables("key_headers", "headers", "text")
 def _carries_foreign_key(protocol: WireProtocol, secret: ProviderSecret, content: bytes) -> bool:
     """Whether the body or headers carry a live key other than `secret`'s, in any encoding."""
-    key_headers = protocol.auth_headers(secret.reveal())
+    key_headers = protocol.wire.auth_headers(secret.reveal())
     headers = [f"{name}: {value}" for name, value in {**_headers(), **key_headers}.items()]
     text = "\n".join([content.decode("utf-8", errors="replace"), *headers])
     return foreign_key_in(text, own=secret)
@@ -255,7 +238,7 @@ def send(
     client: httpx.Client | None = None,
     pause: Callable[[float], None] = time.sleep,
 ) -> Delivery:
-    """POST `body` to `provider`'s allowed base URL + `protocol.path`, with bounded retries.
+    """POST `body` to `provider`'s allowed base URL + `protocol.wire.path`, with bounded retries.
 
     Returns the first 2xx answer; raises ProviderError for everything else. A caller's `client`
     may be passed to reuse connections: redirects, timeouts and auth are still set per request,
@@ -265,7 +248,7 @@ def send(
     """
     started = time.monotonic()
     try:
-        url = provider_base_url(provider) + protocol.path
+        url = provider_base_url(provider) + protocol.wire.path
     except EgressRefused as exc:
         raise ProviderError(
             EGRESS_REFUSED, f"egress refused: {exc}", latency_ms=_elapsed_ms(started)
@@ -359,9 +342,10 @@ def call_provider(
     """Run one model call with the customer's key; ProviderError (redacted) when it fails.
 
     `client` and `pause` are passed on to send()."""
-    protocol = PROTOCOLS.get(provider)
-    if protocol is None:
+    spec = PROVIDERS.get(provider) if isinstance(provider, str) else None
+    if spec is None:
         raise ProviderError(EGRESS_REFUSED, f"egress refused: unknown provider {provider!r}")
+    protocol = _PROTOCOLS[spec.wire]
     delivery = send(
         provider,
         protocol=protocol,
@@ -377,7 +361,7 @@ def call_provider(
         raise ProviderError(
             PROVIDER_ERROR,
             f"{provider} answered HTTP {response.status_code} with a body that is not a "
-            f"{protocol.name} answer ({exc}): {error_summary(response.text)}",
+            f"{protocol.wire.name} answer ({exc}): {error_summary(response.text)}",
             http_status=response.status_code,
             request_id=_request_id(response, protocol),
             attempts=delivery.attempts,

@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from swrly.http import is_loopback
-
-PROVIDERS = ("anthropic", "openai", "sandbox")
+from swrly.providers import BASE_URL_SETTING, PROVIDER_NAMES
 
 
 class EgressRefused(Exception):
@@ -19,8 +18,8 @@ class EgressRefused(Exception):
 
 def base_url_problem(provider: str, url: str, *, debug: bool) -> str | None:
     """Why `url` may not be `provider`'s base URL, or None when it may."""
-    if provider not in PROVIDERS:
-        return f"unknown provider {provider!r} (known: {', '.join(PROVIDERS)})"
+    if provider not in PROVIDER_NAMES:
+        return f"unknown provider {provider!r} (known: {', '.join(PROVIDER_NAMES)})"
     parts = urlsplit(url)
     if parts.username or parts.password:
         return "must not carry credentials"
@@ -41,10 +40,10 @@ def base_url_problem(provider: str, url: str, *, debug: bool) -> str | None:
 
 def provider_base_url(provider: str) -> str:
     """The allowed base URL for `provider` (no trailing slash); EgressRefused otherwise."""
-    url = settings.PROVIDER_BASE_URLS.get(provider)
+    url = getattr(settings, BASE_URL_SETTING).get(provider)
     if not url:
         raise EgressRefused(f"no base URL is configured for provider {provider!r}")
     problem = base_url_problem(provider, url, debug=settings.DEBUG)
     if problem:
-        raise EgressRefused(f"PROVIDER_BASE_URLS[{provider}] {problem}")
+        raise EgressRefused(f"{BASE_URL_SETTING}[{provider}] {problem}")
     return url.rstrip("/")

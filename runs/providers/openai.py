@@ -1,4 +1,4 @@
-"""The OpenAI Chat Completions API on the wire: POST /v1/chat/completions with a Bearer key.
+"""The OpenAI Chat Completions API's body and answer (its path and headers: swrly.providers).
 
 https://platform.openai.com/docs/api-reference/chat — the output limit travels as
 `max_completion_tokens` (`max_tokens` is deprecated there and refused by reasoning models); the
@@ -18,11 +18,7 @@ from runs.providers.base import (
     WireProtocol,
     require_int,
 )
-
-
-def auth_headers(key: str) -> dict[str, str]:
-    """The header that carries the key."""
-    return {"authorization": f"Bearer {key}"}
+from swrly.providers import OPENAI_CHAT_COMPLETIONS
 
 
 def build_body(call: ModelCall) -> dict[str, Any]:
@@ -61,10 +57,7 @@ def parse_answer(payload: Any) -> ParsedAnswer:
 
 
 OPENAI = WireProtocol(
-    name="OpenAI Chat Completions",
-    path="/v1/chat/completions",
-    request_id_header="x-request-id",
-    auth_headers=auth_headers,
+    wire=OPENAI_CHAT_COMPLETIONS,
     build_body=build_body,
     parse_answer=parse_answer,
 )

@@ -18,10 +18,9 @@ from swrly.keys.errors import (
     UnknownKeyId,
 )
 from swrly.keys.secret import ProviderSecret, live_secrets
-from swrly.keys.store import PROVIDERS, DepositReceipt, consume, deposit, discard
+from swrly.keys.store import DepositReceipt, consume, deposit, discard
 
 __all__ = [
-    "PROVIDERS",
     "DepositReceipt",
     "InvalidKey",
     "InvalidProvider",

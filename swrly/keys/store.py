@@ -35,10 +35,9 @@ from swrly.keys.errors import (
 from swrly.keys.keyring import get_keyring
 from swrly.keys.secret import ProviderSecret
 from swrly.keys.tokens import bound_fields, open_token, seal, token_key_id
+from swrly.providers import PROVIDER_NAMES
 
 security_log = logging.getLogger("swrly.security")
-
-PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "sandbox")
 
 KEY_MIN_LENGTH = 8
 KEY_MAX_LENGTH = 512
@@ -170,8 +169,8 @@ def _unavailable(exc: redis.RedisError, action: str) -> KeyStoreUnavailable:
 
 
 def _check_provider(provider: object) -> str:
-    if not isinstance(provider, str) or provider not in PROVIDERS:
-        raise InvalidProvider(PROVIDERS)
+    if not isinstance(provider, str) or provider not in PROVIDER_NAMES:
+        raise InvalidProvider(PROVIDER_NAMES)
     return provider
 
 

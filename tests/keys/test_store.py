@@ -32,7 +32,6 @@ from swrly.keys.keyring import generate_key, get_keyring
 from swrly.keys.secret import live_secrets
 from swrly.keys.store import (
     KEY_PATTERN,
-    PROVIDERS,
     consume,
     deposit,
     discard,
@@ -40,6 +39,7 @@ from swrly.keys.store import (
     parse_redis_key,
     redis_key,
 )
+from swrly.providers import PROVIDER_NAMES
 
 KEY = "sk-ant-api03-" + "s" * 40 + "St0r"
 ROUNDS = 50
@@ -69,7 +69,7 @@ def new_run(raw):
         return ids
 
     yield make
-    names = [redis_key(**ids, provider=provider) for ids in made for provider in PROVIDERS]
+    names = [redis_key(**ids, provider=provider) for ids in made for provider in PROVIDER_NAMES]
     if names:
         raw.delete(*names)
 
@@ -124,9 +124,9 @@ def test_uuid_ids_are_accepted(new_run):
 
 def test_providers_are_independent(new_run):
     ids = new_run()
-    for provider in PROVIDERS:
+    for provider in PROVIDER_NAMES:
         deposit(**ids, provider=provider, key=f"{KEY}-{provider}")
-    for provider in reversed(PROVIDERS):
+    for provider in reversed(PROVIDER_NAMES):
         with consume(**ids, provider=provider) as secret:
             assert secret.reveal() == f"{KEY}-{provider}"
 

@@ -38,8 +38,7 @@ import pytest
 
 from swrly.dev.sandbox import SandboxServer
 from swrly.keys.secret import ProviderSecret
-
-ALL_PROVIDERS = ("anthropic", "openai", "sandbox")
+from swrly.providers import PROVIDER_NAMES
 
 
 def make_secret(value: str | None = None) -> ProviderSecret:
@@ -60,7 +59,7 @@ def provider_server_factory(settings: Any) -> Iterator[Callable[..., SandboxServ
 
     def start(
         expected_keys: Iterable[str] | None = None,
-        providers: Iterable[str] = ALL_PROVIDERS,
+        providers: Iterable[str] = PROVIDER_NAMES,
         gateway: str | None = None,
     ) -> SandboxServer:
         server = SandboxServer(expected_keys=expected_keys, gateway=gateway).start()

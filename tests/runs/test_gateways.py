@@ -13,15 +13,14 @@ from runs.executor import run_execute
 from runs.models import Run, RunStatus
 from runs.providers import ModelCall, ProviderError, call_provider
 from runs.providers.anthropic import ANTHROPIC
-from runs.providers.client import (
+from runs.providers.client import response_request_id, retry_after_seconds
+from runs.providers.openai import OPENAI
+from swrly.providers import (
     GATEWAY_HEADER_PREFIXES,
     REQUEST_ID_HEADERS,
     request_id_header_names,
-    response_request_id,
     retry_after_header_names,
-    retry_after_seconds,
 )
-from runs.providers.openai import OPENAI
 from tenants.models import Role
 from tests.runs.provider_server import make_secret
 
@@ -29,13 +28,13 @@ BUSY = "[sandbox:fail=1 status=429] [sandbox:retry-after=7] busy"
 
 
 def test_request_id_names_put_the_providers_own_first_then_gateway_renamings():
-    assert request_id_header_names(OPENAI) == (
+    assert request_id_header_names(OPENAI.wire) == (
         "x-request-id",
         "llm_provider-x-request-id",
         "request-id",
         "llm_provider-request-id",
     )
-    assert request_id_header_names(ANTHROPIC) == (
+    assert request_id_header_names(ANTHROPIC.wire) == (
         "request-id",
         "llm_provider-request-id",
         "x-request-id",

@@ -1,6 +1,17 @@
+import json
+import re
+
 import pytest
 
-from runs.workflow_spec import SpecError, render, validate_input, validate_steps
+from runs.workflow_spec import (
+    MAX_STEPS,
+    STEP_FIELDS,
+    SpecError,
+    render,
+    validate_input,
+    validate_steps,
+)
+from swrly.providers import PROVIDER_NAMES
 
 
 def _step(**overrides):
@@ -72,3 +83,36 @@ def test_rendering_substitutes_once_and_runs_no_code():
         outputs={"first": "{{ steps.first.output }}"},
     )
     assert rendered == 'Q: {{ input.secret }} / prev: {{ steps.first.output }} / n: {"a": 1}'
+
+
+def test_the_openapi_step_is_the_step_that_is_validated(client, db):
+    # given the schema the API serves
+    response = client.get("/api/v1/schema/", headers={"Accept": "application/json"})
+    schema = json.loads(response.content)
+    # then its Step is the validated step: the same fields, required ones, limits and providers
+    step = schema["components"]["schemas"]["Step"]
+    assert list(step["properties"]) == [field.name for field in STEP_FIELDS]
+    assert sorted(step["required"]) == sorted(f.name for f in STEP_FIELDS if f.required)
+    provider = step["properties"]["provider"]
+    if "$ref" in provider:  # an enum is a component of its own
+        provider = schema["components"]["schemas"][provider["$ref"].rsplit("/", 1)[1]]
+    assert provider["enum"] == list(PROVIDER_NAMES)
+    assert step["properties"]["model"]["maxLength"] == 200
+    assert step["properties"]["max_tokens"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100000,
+        "default": 1024,
+    }
+    steps = schema["components"]["schemas"]["Workflow"]["properties"]["steps"]
+    assert (steps["minItems"], steps["maxItems"]) == (1, MAX_STEPS)
+    # and a name the pattern refuses is one validation refuses
+    pattern = step["properties"]["name"]["pattern"]
+    for name in ("first", "a" * 63, "Bad Name", "a" * 64, "_x"):
+        fits = re.fullmatch(pattern.strip("^$"), name) is not None
+        try:
+            validate_steps([_step(name=name)])
+            valid = True
+        except SpecError:
+            valid = False
+        assert fits == valid, name
