@@ -47,9 +47,9 @@ def fill(tenant, events: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from tenants.audit import chain_for, event_hash, head_mac
-    from tenants.audit_keys import chain_keyring
-    from tenants.models import AuditChainHead, AuditEvent
+    from swrly.audit.keys import chain_keyring
+    from swrly.audit.models import AuditChainHead, AuditEvent
+    from swrly.audit.writer import chain_for, event_hash, head_mac
 
     keyring = chain_keyring()
     chain = chain_for(tenant)
@@ -123,9 +123,11 @@ def run(args: argparse.Namespace) -> None:
     from django.db import connection
     from django.test import Client
 
-    from tenants.audit import Actor, audit_checkpoint_chain, chain_for
+    from swrly.audit.checkpoints import audit_checkpoint_chain
+    from swrly.audit.models import AuditEvent
+    from swrly.audit.writer import Actor, chain_for
     from tenants.authority import Principal
-    from tenants.models import AuditEvent, Role
+    from tenants.models import Role
     from tenants.services import api_token_create, tenant_create
 
     actor = Actor.system("bench")

@@ -66,7 +66,7 @@ def world():
 
     from runs.sandbox import SandboxServer
     from runs.services import workflow_create
-    from tenants.audit import Actor
+    from swrly.audit.writer import Actor
     from tenants.authority import Principal
     from tenants.models import Role
     from tenants.services import api_token_create, tenant_create

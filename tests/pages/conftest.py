@@ -11,8 +11,8 @@ import pytest
 import time_machine
 
 from runs.models import Run, RunStatus, StepRun, StepStatus
+from swrly.audit.writer import Actor, audit_record
 from swrly.keys.fingerprint import fingerprint
-from tenants.audit import Actor, audit_record
 from tenants.models import KeyRotation, KeyRotationTenant, RotationOutcome
 from tenants.services import provider_key_seen
 

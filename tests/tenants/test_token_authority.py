@@ -16,8 +16,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from runs.models import Run, Workflow
+from swrly.audit.models import AuditEvent
 from tenants.authority import AuthorityLost, Principal, token_authority_refusal
-from tenants.models import ApiToken, AuditEvent, Membership, Role
+from tenants.models import ApiToken, Membership, Role
 from tenants.services import membership_change_role, membership_remove
 from tests.test_role_matrix import BODIES, MATRIX, _target
 

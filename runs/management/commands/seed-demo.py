@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from runs.models import Workflow
 from runs.services import workflow_create
+from swrly.audit.writer import Actor
 from tenants.access import scoped
-from tenants.audit import Actor
 from tenants.authority import Principal
 from tenants.models import ApiToken, Role, Tenant
 from tenants.services import api_token_create, api_token_revoke
