@@ -47,6 +47,7 @@ def fill(tenant, events: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
+    from swrly.audit.events import check_event
     from swrly.audit.keys import chain_keyring
     from swrly.audit.models import AuditChainHead, AuditEvent
     from swrly.audit.writer import chain_for, event_hash, head_mac
@@ -67,13 +68,14 @@ def fill(tenant, events: int) -> None:
             "actor_user_id": None,
             "action": "key.consumed",
             "target": f"run:{i}",
-            "metadata": {"provider": "anthropic", "n": i},
+            "metadata": {"provider": "anthropic", "worker": f"bench-{i}"},
             "ip": None,
             "user_agent": "",
             "prev_hash": prev,
             "hash_version": 2,
             "key_id": keyring.current_id,
         }
+        check_event(fields["action"], fields["metadata"])  # the shape the writer would accept
         prev = event_hash(**fields, chain_key=keyring.current)
         batch.append(AuditEvent(tenant=tenant, hash=prev, **fields))
         if len(batch) == 5000:

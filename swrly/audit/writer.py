@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,6 @@ from swrly.http import client_ip, user_agent
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
-logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 # The version new events are written with (2: HMAC-SHA256 under AUDIT_CHAIN_KEY).

@@ -431,9 +431,13 @@ def test_existing_tokens_get_their_origin_and_chain_from_the_audit_log(acme):
     """The data migration: API-made tokens had no creator; their token.created event names one."""
     import importlib
 
-    from django.apps import apps
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
 
-    migration = importlib.import_module("tenants.migrations.0005_api_token_origin_from_audit_log")
+    name = "0005_api_token_origin_from_audit_log"
+    migration = importlib.import_module(f"tenants.migrations.{name}")
+    # the models as the migration sees them (AuditEvent was still tenants' then)
+    apps = MigrationLoader(connection).project_state(("tenants", name)).apps
     owner, admin_token = acme.users[Role.OWNER], acme.token(Role.ADMIN)
     made_by_api, _ = _api_token(acme.tokens[Role.ADMIN], Role.AUDITOR, "made-by-api")
     call_command("create-api-token", "acme", "--name", "cli", "--role", "admin")
