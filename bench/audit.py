@@ -47,9 +47,10 @@ def fill(tenant, events: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from tenants.audit import chain_for, event_hash, head_mac
-    from tenants.audit_keys import chain_keyring
-    from tenants.models import AuditChainHead, AuditEvent
+    from swrly.audit.events import check_event
+    from swrly.audit.keys import chain_keyring
+    from swrly.audit.models import AuditChainHead, AuditEvent
+    from swrly.audit.writer import chain_for, event_hash, head_mac
 
     keyring = chain_keyring()
     chain = chain_for(tenant)
@@ -67,13 +68,14 @@ def fill(tenant, events: int) -> None:
             "actor_user_id": None,
             "action": "key.consumed",
             "target": f"run:{i}",
-            "metadata": {"provider": "anthropic", "n": i},
+            "metadata": {"provider": "anthropic", "worker": f"bench-{i}"},
             "ip": None,
             "user_agent": "",
             "prev_hash": prev,
             "hash_version": 2,
             "key_id": keyring.current_id,
         }
+        check_event(fields["action"], fields["metadata"])  # the shape the writer would accept
         prev = event_hash(**fields, chain_key=keyring.current)
         batch.append(AuditEvent(tenant=tenant, hash=prev, **fields))
         if len(batch) == 5000:
@@ -123,9 +125,11 @@ def run(args: argparse.Namespace) -> None:
     from django.db import connection
     from django.test import Client
 
-    from tenants.audit import Actor, audit_checkpoint_chain, chain_for
+    from swrly.audit.checkpoints import audit_checkpoint_chain
+    from swrly.audit.models import AuditEvent
+    from swrly.audit.writer import Actor, chain_for
     from tenants.authority import Principal
-    from tenants.models import AuditEvent, Role
+    from tenants.models import Role
     from tenants.services import api_token_create, tenant_create
 
     actor = Actor.system("bench")

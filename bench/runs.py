@@ -65,8 +65,8 @@ def world():
     from django.conf import settings
 
     from runs.services import workflow_create
+    from swrly.audit.writer import Actor
     from swrly.dev.sandbox import SandboxServer
-    from tenants.audit import Actor
     from tenants.authority import Principal
     from tenants.models import Role
     from tenants.services import api_token_create, tenant_create

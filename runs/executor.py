@@ -26,10 +26,10 @@ from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import render
 from swrly import keys
+from swrly.audit.writer import Actor, audit_record
 from swrly.keys.fingerprint import fingerprint
 from swrly.keys.redaction import redact
 from swrly.keys.secret import ProviderSecret
-from tenants.audit import Actor, audit_record
 
 log = logging.getLogger(__name__)
 

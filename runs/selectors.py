@@ -26,10 +26,12 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce, TruncDate
 
 from runs.models import Run, RunStatus, StepRun, Workflow
+from swrly.audit.events import event_types, key_life_events
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import chain_for
 from swrly.providers import PROVIDER_NAMES
 from tenants.access import scoped
-from tenants.audit import chain_for
-from tenants.models import AuditEvent, ProviderKey, Tenant
+from tenants.models import ProviderKey, Tenant
 
 PAGE_SIZE = 50
 
@@ -247,21 +249,12 @@ class RunHistory:
     run_events: list[TimelineEntry]
 
 
-_KEY_LABELS = {
-    "key.deposited": ("deposited", "Deposited in the key store"),
-    "key.consumed": ("consumed", "Taken by a worker"),
-    "key.discarded": ("discarded", "Discarded"),
-    "key.expired": ("expired", "Expired before a worker took it"),
-    "key.missing": ("missing", "Missing when the worker looked"),
-    "key.rejected": ("rejected", "Rejected"),
-}
+_KEY_LABELS = {event.action: (event.kind, event.label) for event in key_life_events()}
 _RUN_END = {"run.succeeded": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled"}
 _RUN_LABELS = {
-    "run.created": "Run created",
-    "run.started": "Run started",
-    "run.cancel_requested": "Cancellation requested",
-    "key.leak_blocked": "A request carrying another provider's key was refused",
-    "run.requeued": "Enqueued again: no worker had taken it",
+    event.action: event.label
+    for event in event_types()
+    if event.label and not event.key_life and event.target == "run:<uuid>"
 }
 
 

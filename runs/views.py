@@ -20,6 +20,7 @@ from runs.selectors import (
     runs_per_day,
     workflows_for_filter,
 )
+from swrly.audit.events import key_life_events
 from swrly.web.charts import last_days, stacked_bars
 from tenants.access import get_for_tenant
 from tenants.models import AUDIT_READ_ROLES, WRITE_ROLES
@@ -37,15 +38,7 @@ CONTENT_ROLES = WRITE_ROLES
 
 
 DASHBOARD_DAYS = 14
-KEY_EVENT_SERIES = [
-    ("key.deposited", "deposited"),
-    ("key.consumed", "consumed"),
-    ("key.discarded", "discarded"),
-    ("key.expired", "expired"),
-    ("key.missing", "missing"),
-    ("key.rejected", "rejected"),
-    ("key.rewrapped", "rewrapped"),
-]
+KEY_EVENT_SERIES = [(event.action, event.kind) for event in key_life_events()]
 
 
 class DashboardView(TenantPageView):

@@ -64,7 +64,7 @@ def check_keyring(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
 @checks.register(STARTUP_TAG)
 def check_audit_keys(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
     """swrly.E007: an audit chain or checkpoint signing key is malformed or duplicated."""
-    from tenants.audit_keys import AuditKeyError, chain_keyring, signing_keyring
+    from swrly.audit.keys import AuditKeyError, chain_keyring, signing_keyring
 
     errors = []
     for name, load in (("AUDIT_CHAIN_KEY", chain_keyring), ("AUDIT_SIGNING_KEY", signing_keyring)):

@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "csp",
     "axes",
     "swrly",
+    "swrly.audit",
     "tenants",
     "runs",
 ]
@@ -227,8 +228,8 @@ CELERY_TASK_ROUTES = {
     for name in (
         "runs.tasks.reap_runs",
         "runs.tasks.sweep_orphan_tokens",
-        "tenants.tasks.flush_audit_suppressed",
-        "tenants.tasks.audit_checkpoint",
+        "swrly.audit.tasks.flush_audit_suppressed",
+        "swrly.audit.tasks.audit_checkpoint",
     )
 }
 MAINTENANCE_INTERVAL = 60.0
@@ -240,7 +241,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": MAINTENANCE_INTERVAL - 5},
     },
     "flush-audit-suppressed": {
-        "task": "tenants.tasks.flush_audit_suppressed",
+        "task": "swrly.audit.tasks.flush_audit_suppressed",
         "schedule": MAINTENANCE_INTERVAL,
         "options": {"expires": MAINTENANCE_INTERVAL - 5},
     },
@@ -250,7 +251,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": MAINTENANCE_INTERVAL - 5},
     },
     "audit-checkpoint": {
-        "task": "tenants.tasks.audit_checkpoint",
+        "task": "swrly.audit.tasks.audit_checkpoint",
         "schedule": float(AUDIT_CHECKPOINT_INTERVAL),
     },
 }

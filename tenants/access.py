@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
-from tenants.audit import Actor, audit_record_bounded
+from swrly.audit.writer import Actor, audit_record_bounded
 from tenants.models import Membership, Tenant
 
 M = TypeVar("M", bound=Model)

@@ -6,14 +6,8 @@ the same transaction; the admin would bypass that, so it changes nothing.
 
 from django.contrib import admin
 
-from tenants.models import (
-    ApiToken,
-    AuditEvent,
-    KeyRotation,
-    Membership,
-    ProviderKey,
-    Tenant,
-)
+from swrly.audit.models import AuditEvent
+from tenants.models import ApiToken, KeyRotation, Membership, ProviderKey, Tenant
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

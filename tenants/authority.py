@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 
-from tenants.audit import Actor
+from swrly.audit.writer import Actor
 from tenants.models import ApiToken, Membership, Role, TokenOrigin, role_within
 
 

@@ -20,41 +20,6 @@ class ApiTokenCreateForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, initial=Role.DEVELOPER)
 
 
-# Offered as suggestions in the action filter (DESIGN's vocabulary and its additions).
-ACTION_SUGGESTIONS = (
-    "key.*",
-    "key.deposited",
-    "key.consumed",
-    "key.discarded",
-    "key.expired",
-    "key.missing",
-    "key.rejected",
-    "key.leak_blocked",
-    "key.rewrapped",
-    "encryption_key.rotated",
-    "run.*",
-    "run.created",
-    "run.started",
-    "run.succeeded",
-    "run.failed",
-    "run.cancelled",
-    "run.cancel_requested",
-    "run.requeued",
-    "workflow.*",
-    "token.*",
-    "member.*",
-    "auth.*",
-    "auth.login",
-    "auth.login_failed",
-    "auth.locked_out",
-    "access.denied",
-    "audit.exported",
-    "audit.suppressed",
-    "audit.checkpoint",
-    "tenant.created",
-)
-
-
 class AuditFilterForm(forms.Form):
     """The audit log's filters (GET); the same filters select what an export contains."""
 

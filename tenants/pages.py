@@ -11,8 +11,8 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
+from swrly.audit.writer import Actor
 from tenants.access import access_denied, membership_for_request
-from tenants.audit import Actor
 from tenants.authority import Principal
 from tenants.models import AUDIT_READ_ROLES, MANAGE_ROLES, READ_ROLES
 

@@ -12,16 +12,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce, TruncDate
 
+from swrly.audit.models import AuditEvent
+from swrly.audit.verifier import ChainReport, audit_verify_chain
+from swrly.audit.writer import chain_for
 from tenants.access import scoped
-from tenants.audit import ChainReport, audit_verify_chain, chain_for
-from tenants.models import (
-    ApiToken,
-    AuditEvent,
-    KeyRotation,
-    KeyRotationTenant,
-    Membership,
-    Tenant,
-)
+from tenants.models import ApiToken, KeyRotation, KeyRotationTenant, Membership, Tenant
 from tenants.tokens import token_matches, token_prefix
 
 

@@ -14,8 +14,8 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 
+from swrly.audit.writer import Actor, audit_record
 from tenants.access import access_denied
-from tenants.audit import Actor, audit_record
 from tenants.authority import AuthorityLost, Principal, token_authority_refusal
 from tenants.models import (
     ApiToken,

@@ -1,7 +1,7 @@
 """Audit sign-ins, failed sign-ins and lockouts in every tenant the user belongs to.
 
 Failed sign-ins and lockouts can be caused by anyone who knows a member's e-mail address, so
-they are recorded within the flood bound (tenants.audit.audit_record_bounded).
+they are recorded within the flood bound (swrly.audit.writer.audit_record_bounded).
 """
 
 from typing import Any
@@ -14,7 +14,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
 
-from tenants.audit import Actor, audit_record, audit_record_bounded
+from swrly.audit.writer import Actor, audit_record, audit_record_bounded
 from tenants.models import Tenant
 
 

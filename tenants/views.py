@@ -1,6 +1,5 @@
 """Tenant pages under /t/<tenant-slug>/: key history, audit log, members, tokens."""
 
-from datetime import UTC
 from typing import Any
 
 from django.contrib import messages
@@ -12,17 +11,15 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
     HttpResponseRedirect,
-    StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 
 from runs.selectors import provider_key_history
+from swrly.audit.events import action_filter_choices
+from swrly.audit.export import audit_export
 from tenants.access import get_for_tenant, scoped
-from tenants.audit import audit_record
-from tenants.audit_export import csv_lines, jsonl_lines
 from tenants.forms import (
-    ACTION_SUGGESTIONS,
     ApiTokenCreateForm,
     AuditFilterForm,
     MemberAddForm,
@@ -84,21 +81,14 @@ class AuditListView(TenantPageView):
             next_before=page.next_before,
             paged=before is not None,
             chain=audit_chain_status(tenant=self.tenant),
-            action_suggestions=ACTION_SUGGESTIONS,
+            action_suggestions=action_filter_choices(),
         )
 
 
 class AuditExportView(TenantPageView):
-    """The filtered audit events as a streamed download; the export is itself audited.
-
-    It holds the events recorded before its own `audit.exported` event, oldest first.
-    """
+    """The filtered audit events as a streamed download (swrly.audit.export)."""
 
     allowed_roles = AUDIT_READ_ROLES
-    formats = {
-        "csv": ("text/csv; charset=utf-8", csv_lines),
-        "jsonl": ("application/jsonl; charset=utf-8", jsonl_lines),
-    }
     export_format = "csv"
 
     def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
@@ -107,27 +97,14 @@ class AuditExportView(TenantPageView):
             errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
             return HttpResponseBadRequest(f"Invalid filters, nothing exported. {errors}")
         filters = form.filters()
-        content_type, lines = self.formats[self.export_format]
-        with transaction.atomic():
-            exported = audit_record(
-                tenant=self.tenant,
-                action="audit.exported",
-                actor=self.actor,
-                target=f"audit:{self.export_format}",
-                metadata={"format": self.export_format, "filters": filters.as_metadata()},
-                request=request,
-            )
-        events = (
-            audit_events_filtered(tenant=self.tenant, filters=filters)
-            .filter(seq__lt=exported.seq)
-            .order_by("seq")
-            .iterator(chunk_size=2000)
+        return audit_export(
+            tenant=self.tenant,
+            events=audit_events_filtered(tenant=self.tenant, filters=filters),
+            export_format=self.export_format,
+            filters=filters.as_metadata(),
+            actor=self.actor,
+            request=request,
         )
-        response = StreamingHttpResponse(lines(events), content_type=content_type)
-        stamp = exported.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        filename = f"swrly-audit-{self.tenant.slug}-{stamp}.{self.export_format}"
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
 
 
 class MemberListView(TenantPageView):

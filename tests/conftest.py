@@ -8,7 +8,7 @@ from django.test import Client
 
 from runs.models import Run, Workflow
 from runs.services import workflow_create
-from tenants.audit import Actor
+from swrly.audit.writer import Actor
 from tenants.authority import Principal
 from tenants.models import ApiToken, Membership, Role, Tenant
 from tenants.services import api_token_create, tenant_create
@@ -120,3 +120,20 @@ def captured():
     root.addHandler(handler)
     yield stream
     root.removeHandler(handler)
+
+
+@pytest.fixture
+def audit_test_event():
+    """A `test.event` action declared for the test: chain mechanics need an event of no meaning."""
+    from swrly.audit.events import EventType, declare, undeclare
+
+    declare(
+        EventType(
+            "test.event",
+            "anything",
+            ("i", "w", "big", "small", "nested"),
+            "tests",
+        )
+    )
+    yield "test.event"
+    undeclare("test.event")

@@ -12,10 +12,11 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from runs.models import Run, Workflow
-from tenants.models import ApiToken, AuditEvent, Membership, Role
+from swrly.audit.models import AuditEvent
+from tenants.models import ApiToken, Membership, Role
 
 # Routes that belong to no tenant. api:audit-keys serves the public checkpoint-signing keys,
-# the same for everyone (tests/tenants/test_audit_checkpoints.py checks it holds no tenant data).
+# the same for everyone (tests/audit/test_audit_checkpoints.py checks it holds no tenant data).
 UNSCOPED = {
     "home",
     "login",

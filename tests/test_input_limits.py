@@ -18,9 +18,10 @@ from drf_spectacular.generators import SchemaGenerator
 
 from runs.models import Run, Workflow
 from runs.services import workflow_delete
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import Actor
 from swrly.input_limits import MAX_JSON_DEPTH
-from tenants.audit import Actor
-from tenants.models import ApiToken, AuditEvent, Membership, Role
+from tenants.models import ApiToken, Membership, Role
 
 KEY_PATTERN = "swrly:byok:v1:*"
 NUL = "\x00"

@@ -17,9 +17,10 @@ from django.db import connection, connections, transaction
 
 from runs.models import Workflow
 from runs.services import workflow_delete
-from tenants.audit import Actor, audit_record
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import Actor, audit_record
 from tenants.authority import Principal
-from tenants.models import AuditEvent, Membership, Role
+from tenants.models import Membership, Role
 from tenants.services import membership_remove
 
 

@@ -9,9 +9,10 @@ from django.core import checks
 from django.test import Client, RequestFactory
 from django_redis import get_redis_connection
 
+from swrly.audit.models import AuditEvent
 from swrly.http import client_ip
 from swrly.ratelimit import over_limit
-from tenants.models import AuditEvent, Role
+from tenants.models import Role
 
 PROXY = "10.1.2.3"
 

@@ -174,14 +174,14 @@ def test_the_default_timings_redeliver_and_sweep_before_keys_expire():
 
 
 def test_audit_keys_can_come_from_files_and_a_verifying_host_needs_only_the_public_key(tmp_path):
-    from tenants.audit_keys import public_key_of
+    from swrly.audit.keys import public_key_of
 
     chain_file, signing_file = tmp_path / "chain", tmp_path / "signing"
     chain_file.write_text(generate_key() + "\n")
     signing = generate_key()
     signing_file.write_text(signing + "\n")
     code = (
-        "from tenants.audit_keys import chain_keyring, signing_keyring; "
+        "from swrly.audit.keys import chain_keyring, signing_keyring; "
         "print(chain_keyring().current_id, signing_keyring().current.public_key)"
     )
     result = _manage(

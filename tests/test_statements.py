@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from runs.services import workflow_create
-from tenants.audit import Actor
+from swrly.audit.writer import Actor
 from tenants.models import ProviderKey, Role
 
 

@@ -47,8 +47,8 @@ def seed_demo(tenant: Tenant) -> tuple[Workflow, str]:
     """The demo workflow (created when missing) and the secret of a new demo API token."""
     from runs.models import Workflow
     from runs.services import workflow_create
+    from swrly.audit.writer import Actor
     from tenants.access import scoped
-    from tenants.audit import Actor
     from tenants.authority import Principal
     from tenants.models import ApiToken, Role
     from tenants.services import api_token_create, api_token_revoke

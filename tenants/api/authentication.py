@@ -6,8 +6,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from swrly.audit.writer import Actor
 from tenants.access import access_denied
-from tenants.audit import Actor
 from tenants.authority import Principal, token_authority_refusal
 from tenants.models import ApiToken, Tenant
 from tenants.selectors import api_token_for_secret

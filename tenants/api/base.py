@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 from django.db.models import Model, QuerySet
 from rest_framework import viewsets
 
+from swrly.audit.writer import Actor
 from tenants.access import get_for_tenant, scoped
-from tenants.audit import Actor
 from tenants.authority import Principal
 from tenants.models import Tenant
 

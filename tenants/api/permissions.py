@@ -5,9 +5,9 @@ from typing import Any
 from rest_framework import permissions
 from rest_framework.request import Request
 
+from swrly.audit.writer import Actor
 from tenants.access import access_denied
 from tenants.api.authentication import TokenPrincipal
-from tenants.audit import Actor
 from tenants.models import READ_ROLES, WRITE_ROLES
 
 

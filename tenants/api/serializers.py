@@ -2,16 +2,9 @@ from typing import Any
 
 from rest_framework import serializers
 
+from swrly.audit.models import AuditEvent
 from swrly.web.serializers import StrictSerializerMixin
-from tenants.models import (
-    ApiToken,
-    AuditEvent,
-    KeyRotation,
-    Membership,
-    ProviderKey,
-    Role,
-    TokenOrigin,
-)
+from tenants.models import ApiToken, KeyRotation, Membership, ProviderKey, Role, TokenOrigin
 
 
 class MeSerializer(serializers.Serializer):

@@ -2,7 +2,6 @@ import json
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from django.db.models import F, IntegerField, OuterRef, Subquery, Value, Window
 from django.db.models.functions import Coalesce, Lead
 from django.http import StreamingHttpResponse
@@ -16,6 +15,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from swrly.audit.events import action_filter_choices
+from swrly.audit.export import audit_export
+from swrly.audit.keys import signing_keyring
+from swrly.audit.models import AuditEvent
 from swrly.web.pagination import NewestFirstPagination
 from tenants.access import scoped
 from tenants.api.base import TenantViewSet
@@ -32,15 +35,11 @@ from tenants.api.serializers import (
     MeSerializer,
     ProviderKeySerializer,
 )
-from tenants.audit import audit_record
-from tenants.audit_export import jsonl_lines
-from tenants.audit_keys import signing_keyring
 from tenants.forms import AuditFilterForm
 from tenants.models import (
     AUDIT_READ_ROLES,
     MANAGE_ROLES,
     ApiToken,
-    AuditEvent,
     KeyRotation,
     KeyRotationTenant,
     Membership,
@@ -56,7 +55,12 @@ from tenants.services import (
 )
 
 AUDIT_FILTER_PARAMETERS = [
-    OpenApiParameter("action", str, description="Exact, or a group: key.*"),
+    OpenApiParameter(
+        "action",
+        str,
+        description="Exact, or a group: key.*. Recorded actions: "
+        + ", ".join(action_filter_choices()),
+    ),
     OpenApiParameter("actor", str, description="Contains (case-insensitive)."),
     OpenApiParameter("target", str, description="Contains (case-insensitive)."),
     OpenApiParameter("from", OpenApiTypes.DATE, description="From this day (UTC), inclusive."),
@@ -293,25 +297,13 @@ class AuditEventViewSet(mixins.ListModelMixin, TenantViewSet):
     )
     def export(self, request: Request) -> StreamingHttpResponse:
         filters = self._filters()
-        with transaction.atomic():
-            exported = audit_record(
-                tenant=self.tenant,
-                action="audit.exported",
-                actor=self.actor,
-                target="audit:jsonl",
-                metadata={"format": "jsonl", "filters": filters.as_metadata(), "via": "api"},
-                request=request,
-            )
-        events = (
-            audit_events_filtered(tenant=self.tenant, filters=filters)
-            .filter(seq__lt=exported.seq)
-            .order_by("seq")
-            .iterator(chunk_size=2000)
+        return audit_export(
+            tenant=self.tenant,
+            events=audit_events_filtered(tenant=self.tenant, filters=filters),
+            export_format="jsonl",
+            filters=filters.as_metadata(),
+            actor=self.actor,
+            request=request,
+            via="api",
+            stamped=False,
         )
-        response = StreamingHttpResponse(
-            jsonl_lines(events), content_type="application/jsonl; charset=utf-8"
-        )
-        response["Content-Disposition"] = (
-            f'attachment; filename="swrly-audit-{self.tenant.slug}.jsonl"'
-        )
-        return response

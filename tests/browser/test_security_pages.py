@@ -20,9 +20,10 @@ import pytest
 from django.core.management import call_command
 
 from runs.models import Run, RunStatus, StepRun
+from swrly.audit.models import AuditEvent
 from swrly.keys import deposit
 from swrly.keys.keyring import generate_key, get_keyring
-from tenants.models import AuditEvent, Role
+from tenants.models import Role
 from tests.browser.conftest import screenshot, sign_in, watch_csp
 
 PASSWORD = "correct horse battery staple"

@@ -11,8 +11,8 @@ import pytest
 import time_machine
 
 from runs.models import Run, RunStatus, StepRun, StepStatus
+from swrly.audit.writer import Actor, audit_record
 from swrly.keys.fingerprint import fingerprint
-from tenants.audit import Actor, audit_record
 from tenants.models import KeyRotation, KeyRotationTenant, RotationOutcome
 from tenants.services import provider_key_seen
 
@@ -100,7 +100,8 @@ def make_run(
 
 
 def run_trail(world, run, *, provider, print_, status) -> None:
-    """The audit events the run engine writes for one run, with their real shapes."""
+    """The audit events the run engine writes for one run, with their real shapes (audit_record
+    checks each against the registry in swrly/audit/events.py)."""
     target = f"run:{run.pk}"
     actor = Actor(label="token:ci (swr_abc…)")
     worker = Actor.system("worker worker-7")

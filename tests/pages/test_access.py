@@ -5,7 +5,8 @@ import re
 import pytest
 from django.urls import reverse
 
-from tenants.models import AuditEvent, Role
+from swrly.audit.models import AuditEvent
+from tenants.models import Role
 from tests.pages.conftest import CANARY, T0, assert_clean_html, make_rotation, make_run
 
 ALL_ROLES = list(Role)

@@ -11,9 +11,12 @@ import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tenants.audit import Actor, audit_record
-from tenants.models import AuditEvent, Role
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import Actor, audit_record
+from tenants.models import Role
 from tests.pages.conftest import T0, make_run
+
+pytestmark = pytest.mark.usefixtures("audit_test_event")
 
 URL = "/t/acme/audit/"
 CSV_URL = "/t/acme/audit/export.csv"

@@ -8,8 +8,9 @@ import time_machine
 from django.urls import reverse
 
 from runs.models import RunStatus, StepRun, StepStatus
-from tenants.audit import Actor, audit_record
-from tenants.models import AuditEvent, Role
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import Actor, audit_record
+from tenants.models import Role
 from tests.pages.conftest import KEY_A, T0, key_print, make_run
 
 

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from runs.models import Run, RunStatus
 from runs.selectors import PAGE_SIZE, RunCursor
 from runs.services import workflow_create
-from tenants.audit import Actor
+from swrly.audit.writer import Actor
 from tenants.models import Role
 from tests.pages.conftest import KEY_A, KEY_B, T0, key_print, make_run
 

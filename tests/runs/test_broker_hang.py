@@ -9,8 +9,8 @@ from django.test import Client
 
 from runs.models import Run, RunStatus
 from runs.services import workflow_create
+from swrly.audit.writer import Actor
 from swrly.keys.store import KEY_PATTERN
-from tenants.audit import Actor
 from tenants.models import Role
 from tests.runs.real_workers import publishing_to
 

@@ -119,7 +119,7 @@ def test_a_step_in_flight_when_its_run_fails_says_the_request_was_sent(acme, key
     provider, so it is recorded as such, never as `skipped`."""
     from runs.executor import NOT_RECORDED, _finish
     from runs.models import RunError
-    from tenants.audit import Actor
+    from swrly.audit.writer import Actor
 
     run = acme.run()
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
@@ -141,8 +141,8 @@ def test_the_web_connection_dropped_during_a_post_is_a_clean_503(acme, transacti
     from django.test import Client
 
     from runs.services import workflow_create
+    from swrly.audit.writer import Actor
     from swrly.keys.store import KEY_PATTERN
-    from tenants.audit import Actor
     from tests.runs.real_workers import database_url
 
     workflow = workflow_create(

@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from runs.executor import run_execute, runs_reap
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
+from swrly.audit.models import AuditEvent
 from swrly.keys.secret import live_secrets
 from swrly.keys.store import KEY_PATTERN, redis_key
-from tenants.models import AuditEvent, Role
+from tenants.models import Role
 from tests.runs.conftest import wait_for_run
 
 KEY = "sk-ant-api03-canary-executor-0123456789"

@@ -6,8 +6,9 @@ import pytest
 from django.db import connection
 
 from runs.models import Run
+from swrly.audit.models import AuditEvent
 from swrly.keys.store import KEY_PATTERN
-from tenants.models import AuditEvent, Role
+from tenants.models import Role
 
 STEPS = [{"name": "one", "provider": "sandbox", "model": "m", "prompt": "{{ input.q }}"}]
 KEYS = {"sandbox": "sk-sandbox-idempotent-0001"}

@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from runs.models import Run, RunError, RunStatus
 from runs.tasks import execute_run, reap_runs
+from swrly.audit.models import AuditEvent
 from swrly.celery import app
-from tenants.models import AuditEvent, Role
+from tenants.models import Role
 from tests.runs.real_workers import publishing_to, wait_until, worker_env
 
 BACKLOG = 30

@@ -14,12 +14,13 @@ from runs import services
 from runs.models import Run, RunStatus
 from runs.services import orphan_tokens_sweep, run_create
 from swrly import keys
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import Actor
 from swrly.celery import app
 from swrly.dev.devstack import start_embedded_valkey
 from swrly.keys.secret import ProviderSecret
 from swrly.keys.store import KEY_PATTERN, redis_key
-from tenants.audit import Actor
-from tenants.models import AuditEvent, Role
+from tenants.models import Role
 
 KEY = "sk-ant-canary-sweep-0123456789abcdef"
 

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from runs.executor import runs_requeue
 from runs.models import Run, RunStatus
-from tenants.models import AuditEvent
+from swrly.audit.models import AuditEvent
 from tests.runs.real_workers import publishing_to
 
 

@@ -1,8 +1,9 @@
 import pytest
 from django.db import connection
 
-from tenants.audit import Actor
-from tenants.models import ApiToken, AuditEvent, Role
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import Actor
+from tenants.models import ApiToken, Role
 from tenants.services import api_token_revoke
 
 

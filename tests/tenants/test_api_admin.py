@@ -4,7 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from tenants.models import ApiToken, AuditEvent, Membership, Role
+from swrly.audit.models import AuditEvent
+from tenants.models import ApiToken, Membership, Role
 
 
 def test_a_token_created_over_the_api_is_shown_once_and_works(acme):

@@ -2,8 +2,9 @@
 
 import json
 
-from tenants.audit import Actor, audit_record
-from tenants.models import AuditEvent, Role
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import Actor, audit_record
+from tenants.models import Role
 
 
 def test_audit_events_filter_like_the_page(acme):

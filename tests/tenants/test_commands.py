@@ -6,7 +6,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from tenants.models import ApiToken, AuditEvent, Membership, Role, Tenant
+from swrly.audit.models import AuditEvent
+from tenants.models import ApiToken, Membership, Role, Tenant
 
 
 def _run(*args):

@@ -5,7 +5,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from tenants.models import ApiToken, AuditEvent, Membership, Role
+from swrly.audit.models import AuditEvent
+from tenants.models import ApiToken, Membership, Role
 
 
 def _events(tenant, action):

@@ -16,8 +16,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from runs.models import Run, Workflow
+from swrly.audit.models import AuditEvent
 from tenants.authority import AuthorityLost, Principal, token_authority_refusal
-from tenants.models import ApiToken, AuditEvent, Membership, Role
+from tenants.models import ApiToken, Membership, Role
 from tenants.services import membership_change_role, membership_remove
 from tests.test_role_matrix import BODIES, MATRIX, _target
 
@@ -430,9 +431,13 @@ def test_existing_tokens_get_their_origin_and_chain_from_the_audit_log(acme):
     """The data migration: API-made tokens had no creator; their token.created event names one."""
     import importlib
 
-    from django.apps import apps
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
 
-    migration = importlib.import_module("tenants.migrations.0005_api_token_origin_from_audit_log")
+    name = "0005_api_token_origin_from_audit_log"
+    migration = importlib.import_module(f"tenants.migrations.{name}")
+    # the models as the migration sees them (AuditEvent was still tenants' then)
+    apps = MigrationLoader(connection).project_state(("tenants", name)).apps
     owner, admin_token = acme.users[Role.OWNER], acme.token(Role.ADMIN)
     made_by_api, _ = _api_token(acme.tokens[Role.ADMIN], Role.AUDITOR, "made-by-api")
     call_command("create-api-token", "acme", "--name", "cli", "--role", "admin")

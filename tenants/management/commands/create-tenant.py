@@ -3,7 +3,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tenants.audit import Actor
+from swrly.audit.writer import Actor
 from tenants.models import Tenant
 from tenants.services import tenant_create
 

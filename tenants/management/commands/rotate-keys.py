@@ -4,10 +4,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from swrly.audit.writer import Actor
 from swrly.keys.errors import KeyServiceError
 from swrly.keys.keyring import generate_key, get_keyring
 from swrly.keys.rotation import RewrapReport, count_live_tokens, rewrap_live_tokens
-from tenants.audit import Actor
 from tenants.services import key_rotation_finish, key_rotation_start
 
 ROLLOUT = """\

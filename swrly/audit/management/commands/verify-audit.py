@@ -2,8 +2,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tenants.audit import ChainReport, audit_chains, audit_verify_chain
-from tenants.models import PLATFORM_CHAIN, Tenant
+from swrly.audit.models import PLATFORM_CHAIN, tenant_model
+from swrly.audit.verifier import ChainReport, audit_chains, audit_verify_chain
 
 
 def describe(report: ChainReport) -> str:
@@ -39,10 +39,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = None
         if options["tenant"]:
-            tenant = Tenant.objects.filter(slug=options["tenant"]).first()
+            tenant = tenant_model().objects.filter(slug=options["tenant"]).first()
             if tenant is None:
                 raise CommandError(f"no tenant with slug {options['tenant']!r}")
-        names = {str(pk): slug for pk, slug in Tenant.objects.values_list("pk", "slug")}
+        names = {str(pk): slug for pk, slug in tenant_model().objects.values_list("pk", "slug")}
         names[PLATFORM_CHAIN] = PLATFORM_CHAIN
         broken = []
         for chain in audit_chains(tenant):

@@ -13,19 +13,16 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from swrly.audit.checkpoints import audit_checkpoint_chain
+from swrly.audit.keys import chain_keyring, public_key_of, signing_keyring
+from swrly.audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from swrly.audit.tasks import audit_checkpoint
+from swrly.audit.verifier import audit_verify_chain, checkpoint_payload
+from swrly.audit.writer import Actor, audit_record, chain_for, event_hash
 from swrly.keys.keyring import generate_key
-from tenants.audit import (
-    Actor,
-    audit_checkpoint_chain,
-    audit_record,
-    audit_verify_chain,
-    chain_for,
-    checkpoint_payload,
-    event_hash,
-)
-from tenants.audit_keys import chain_keyring, public_key_of, signing_keyring
-from tenants.models import AuditChainHead, AuditCheckpoint, AuditEvent, Role, Tenant
-from tenants.tasks import audit_checkpoint
+from tenants.models import Role, Tenant
+
+pytestmark = pytest.mark.usefixtures("audit_test_event")
 
 SYSTEM = Actor.system("tests")
 
@@ -188,7 +185,7 @@ def test_the_command_and_the_beat_task_checkpoint_every_chain_with_new_events(ac
     forced = _run("audit-checkpoint", "--force")
     assert forced.count("signed ") == AuditChainHead.objects.count()
     entry = django_settings.CELERY_BEAT_SCHEDULE["audit-checkpoint"]
-    assert entry["task"] == "tenants.tasks.audit_checkpoint"
+    assert entry["task"] == "swrly.audit.tasks.audit_checkpoint"
     assert entry["schedule"] == float(django_settings.AUDIT_CHECKPOINT_INTERVAL)
 
 

@@ -3,9 +3,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tenants.audit import audit_checkpoint_all
-from tenants.audit_keys import generate_secret, public_key_of, signing_key_id
-from tenants.models import PLATFORM_CHAIN, Tenant
+from swrly.audit.checkpoints import audit_checkpoint_all
+from swrly.audit.keys import generate_secret, public_key_of, signing_key_id
+from swrly.audit.models import PLATFORM_CHAIN, tenant_model
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             self.stdout.write(f"AUDIT_SIGNING_KEY={signing}")
             self.stdout.write(f"AUDIT_SIGNING_PUBLIC_KEY={public}  # key id {key_id}")
             return
-        names = {str(pk): slug for pk, slug in Tenant.objects.values_list("pk", "slug")}
+        names = {str(pk): slug for pk, slug in tenant_model().objects.values_list("pk", "slug")}
         names[PLATFORM_CHAIN] = PLATFORM_CHAIN
         refused = []
         for outcome in audit_checkpoint_all(force=options["force"]):

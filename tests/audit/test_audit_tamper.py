@@ -21,18 +21,15 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from swrly.audit.checkpoints import audit_checkpoint_chain
+from swrly.audit.keys import chain_keyring, public_key_of, signing_key_id
+from swrly.audit.models import AuditCheckpoint, AuditEvent
+from swrly.audit.verifier import audit_verify_chain, checkpoint_payload
+from swrly.audit.writer import Actor, audit_record, chain_for, event_hash
 from swrly.keys.keyring import generate_key
-from tenants.audit import (
-    Actor,
-    audit_checkpoint_chain,
-    audit_record,
-    audit_verify_chain,
-    chain_for,
-    checkpoint_payload,
-    event_hash,
-)
-from tenants.audit_keys import chain_keyring, public_key_of, signing_key_id
-from tenants.models import AuditCheckpoint, AuditEvent, Tenant
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.usefixtures("audit_test_event")
 
 SYSTEM = Actor.system("tests")
 POSTGRES = connection.vendor == "postgresql"

@@ -7,8 +7,10 @@ import time_machine
 from django.test import Client
 from django.utils import timezone
 
-from tenants.audit import audit_flush_suppressed, audit_verify_chain, chain_for
-from tenants.models import AuditEvent, AuditSuppression, Role
+from swrly.audit.models import AuditEvent, AuditSuppression
+from swrly.audit.verifier import audit_verify_chain
+from swrly.audit.writer import audit_flush_suppressed, chain_for
+from tenants.models import Role
 
 BOUNDED = ("auth.login_failed", "auth.locked_out", "access.denied")
 
