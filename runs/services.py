@@ -18,13 +18,13 @@ from runs.models import IdempotencyKey, Run, RunError, RunStatus, StepRun, StepS
 from runs.providers.egress import EgressRefused, provider_base_url
 from runs.workflow_spec import PROVIDERS, SpecError, validate_input, validate_steps
 from swrly import keys
+from swrly.custody.services import provider_key_seen
 from swrly.keys.fingerprint import fingerprint
 from swrly.keys.redaction import secret_in
 from swrly.keys.rotation import idle_live_tokens
 from swrly.keys.secret import ProviderSecret
 from tenants.audit import Actor, audit_record
 from tenants.models import Tenant
-from tenants.services import provider_key_seen
 
 log = logging.getLogger(__name__)
 

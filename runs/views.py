@@ -9,11 +9,11 @@ from runs.selectors import (
     PAGE_SIZE,
     RunCursor,
     run_for_detail_queryset,
-    run_history,
     run_page,
     run_steps,
     workflows_for_filter,
 )
+from swrly.custody.selectors import run_history
 from tenants.access import get_for_tenant
 from tenants.models import WRITE_ROLES
 from tenants.views import TenantPageView

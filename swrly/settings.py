@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "axes",
     "swrly",
     "tenants",
+    "swrly.custody",
     "runs",
 ]
 

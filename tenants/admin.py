@@ -9,9 +9,7 @@ from django.contrib import admin
 from tenants.models import (
     ApiToken,
     AuditEvent,
-    KeyRotation,
     Membership,
-    ProviderKey,
     Tenant,
 )
 
@@ -58,13 +56,3 @@ class ApiTokenAdmin(ReadOnlyAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "tenant", "action", "actor", "target"]
     list_filter = ["action"]
-
-
-@admin.register(ProviderKey)
-class ProviderKeyAdmin(ReadOnlyAdmin):
-    list_display = ["tenant", "provider", "hint", "first_seen_at", "last_seen_at", "use_count"]
-
-
-@admin.register(KeyRotation)
-class KeyRotationAdmin(ReadOnlyAdmin):
-    list_display = ["started_at", "finished_at", "actor", "to_key_id", "rewrapped", "outcome"]

@@ -1,4 +1,4 @@
-"""Reads of tenant data: memberships and API tokens, the audit log, key rotations.
+"""Reads of tenant data: memberships and API tokens, the audit log.
 
 Everything after api_token_mark_used() is bound to one tenant through tenants.access.scoped().
 """
@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from tenants.access import scoped
@@ -18,8 +18,6 @@ from tenants.audit import ChainReport, audit_verify_chain, chain_for
 from tenants.models import (
     ApiToken,
     AuditEvent,
-    KeyRotation,
-    KeyRotationTenant,
     Membership,
     Tenant,
 )
@@ -173,23 +171,6 @@ def key_events_per_day(*, tenant: Tenant, since: date) -> dict[tuple[date, str],
 def recent_audit_events(*, tenant: Tenant, limit: int = 10) -> list[AuditEvent]:
     """The tenant's newest audit events."""
     return list(scoped(AuditEvent, tenant).filter(chain=chain_for(tenant)).order_by("-seq")[:limit])
-
-
-# --- Encryption-key rotations ----------------------------------------------------------------
-
-
-def key_rotations(*, tenant: Tenant, limit: int | None = None) -> list[KeyRotation]:
-    """The platform's encryption-key rotations, newest first: one query.
-
-    Every rotation is listed (each one changed the key new tokens are sealed with), with
-    `tenant_rewrapped`: how many of this tenant's tokens it rewrapped, 0 when none. The
-    platform-wide counts of a rotation describe other tenants too and are not shown to tenants.
-    """
-    mine = scoped(KeyRotationTenant, tenant).filter(rotation=OuterRef("pk")).values("rewrapped")
-    rotations = KeyRotation.objects.annotate(
-        tenant_rewrapped=Coalesce(Subquery(mine[:1]), 0)
-    ).order_by("-started_at", "-id")
-    return list(rotations[:limit] if limit else rotations)
 
 
 def tenant_facts(*, tenant: Tenant) -> dict[str, int]:

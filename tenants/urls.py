@@ -6,7 +6,6 @@ app_name = "tenants"
 
 urlpatterns = [
     path("", views.TenantHomeView.as_view(), name="home"),
-    path("keys/", views.KeyHistoryView.as_view(), name="key-history"),
     path("audit/", views.AuditListView.as_view(), name="audit-list"),
     path(
         "audit/export.csv",

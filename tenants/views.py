@@ -1,4 +1,4 @@
-"""Tenant pages under /t/<tenant-slug>/: dashboard, key history, audit log, members, tokens."""
+"""Tenant pages under /t/<tenant-slug>/: dashboard, audit log, members, tokens."""
 
 from datetime import UTC
 from typing import Any
@@ -24,11 +24,11 @@ from django.views.decorators.cache import never_cache
 
 from runs.models import RunStatus
 from runs.selectors import (
-    provider_key_history,
     runs_needing_attention,
     runs_per_day,
 )
 from swrly.charts import last_days, stacked_bars
+from swrly.custody.selectors import key_rotations
 from tenants.access import access_denied, get_for_tenant, membership_for_request, scoped
 from tenants.audit import Actor, audit_record
 from tenants.audit_export import csv_lines, jsonl_lines
@@ -53,7 +53,6 @@ from tenants.selectors import (
     audit_event_page,
     audit_events_filtered,
     key_events_per_day,
-    key_rotations,
     memberships_for_user,
     recent_audit_events,
     tenant_facts,
@@ -155,17 +154,6 @@ class TenantHomeView(TenantPageView):
             recent_events=recent_audit_events(tenant=self.tenant, limit=10)
             if self.membership.role in AUDIT_READ_ROLES
             else None,
-        )
-
-
-class KeyHistoryView(TenantPageView):
-    """Encryption-key rotations and the tenant's provider keys by fingerprint."""
-
-    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
-        return self.page(
-            "tenants/key_history.html",
-            rotations=key_rotations(tenant=self.tenant),
-            provider_keys=provider_key_history(tenant=self.tenant),
         )
 
 

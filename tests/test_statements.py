@@ -8,8 +8,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from runs.services import workflow_create
+from swrly.custody.models import ProviderKey
 from tenants.audit import Actor
-from tenants.models import ProviderKey, Role
+from tenants.models import Role
 
 
 def _sql(context, table):

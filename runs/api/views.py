@@ -19,7 +19,6 @@ from runs.api.serializers import (
     WorkflowSerializer,
 )
 from runs.models import Run, Workflow
-from runs.selectors import run_history
 from runs.services import (
     IdempotencyConflict,
     RunFinished,
@@ -33,6 +32,7 @@ from runs.services import (
 )
 from runs.workflow_spec import SpecError
 from swrly import keys
+from swrly.custody.selectors import run_history
 from tenants.access import get_for_tenant
 from tenants.api.base import TenantViewSet
 from tenants.api.pagination import NewestFirstPagination

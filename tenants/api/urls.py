@@ -4,6 +4,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
 
 from runs.api.views import RunViewSet, WorkflowViewSet
+from swrly.custody.api.urls import ROUTES as custody_routes
 from tenants.api import views
 from tenants.api.schema_view import SchemaView
 
@@ -12,8 +13,8 @@ app_name = "api"
 router = SimpleRouter()
 router.register("tokens", views.ApiTokenViewSet, basename="token")
 router.register("members", views.MembershipViewSet, basename="member")
-router.register("provider-keys", views.ProviderKeyViewSet, basename="provider-key")
-router.register("key-rotations", views.KeyRotationViewSet, basename="key-rotation")
+for prefix, viewset, basename in custody_routes:
+    router.register(prefix, viewset, basename=basename)
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("runs", RunViewSet, basename="run")

@@ -9,8 +9,9 @@ import pytest
 from django.db import connection
 
 from runs.models import Run, RunStatus, StepRun, Workflow
+from swrly.custody.models import ProviderKey
 from swrly.keys.store import KEY_PATTERN
-from tenants.models import AuditEvent, ProviderKey, Role
+from tenants.models import AuditEvent, Role
 from tests.runs.conftest import wait_for_run
 
 THREE_STEPS = [

@@ -4,11 +4,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from swrly.custody.services import key_rotation_finish, key_rotation_start
 from swrly.keys.errors import KeyServiceError
 from swrly.keys.keyring import generate_key, get_keyring
 from swrly.keys.rotation import RewrapReport, count_live_tokens, rewrap_live_tokens
 from tenants.audit import Actor
-from tenants.services import key_rotation_finish, key_rotation_start
 
 ROLLOUT = """\
 A new encryption key (keep it secret; it is not stored anywhere):
