@@ -55,3 +55,36 @@ def test_tenant_viewsets_cannot_override_the_scoped_queryset():
         class Leaky(TenantViewSet):
             def get_queryset(self):
                 return Tenant.objects.all()
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def _importers(package: str, imported: str) -> list[str]:
+    return sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / package).rglob("*.py")
+        if any(name == imported or name.startswith(f"{imported}.") for name in _imports(path))
+    )
+
+
+def test_key_custody_never_imports_runs():
+    """swrly.custody sits below runs: runs calls it (and registers its run counter)."""
+    assert _importers("swrly/custody", "runs") == []
+
+
+# The dashboard and the /api/v1/ URLconf still live in tenants; both are on their way up
+# (the dashboard to runs, the URLconf to swrly/api.py), and nothing else may be added here.
+TENANTS_MODULES_ABOVE_CUSTODY = ["tenants/api/urls.py", "tenants/views.py"]
+
+
+def test_tenants_never_imports_key_custody():
+    """tenants sits below swrly.custody (which imports it)."""
+    assert _importers("tenants", "swrly.custody") == TENANTS_MODULES_ABOVE_CUSTODY
