@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from django.db.models import Expression, F, OuterRef, QuerySet, Subquery, Value, Window
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Expression, F, OuterRef, QuerySet, Subquery, Window
 from django.db.models.functions import Coalesce, Lead
 
 from swrly.custody.models import KeyRotation, KeyRotationTenant, ProviderKey
@@ -129,7 +130,9 @@ def provider_key_history(*, tenant: Tenant) -> dict[str, list[ProviderKeyRow]]:
     registers: a correlated subquery per key bounded by the key's lifetime). `use_count` is the
     counter kept at deposit time; the two differ only if runs were deleted.
     """
-    run_count: Any = _key_run_count(tenant) if _key_run_count else Value(0)
+    if _key_run_count is None:
+        raise ImproperlyConfigured("no key run counter registered: is the runs app installed?")
+    run_count = _key_run_count(tenant)
     keys = provider_keys_with_successor(scoped(ProviderKey, tenant).annotate(run_count=run_count))
     grouped: dict[str, list[ProviderKeyRow]] = defaultdict(list)
     for key in keys:

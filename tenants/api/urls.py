@@ -4,7 +4,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
 
 from runs.api.views import RunViewSet, WorkflowViewSet
-from swrly.custody.api.urls import ROUTES as custody_routes
+from swrly.custody.api.routes import ROUTES as custody_routes
 from tenants.api import views
 from tenants.api.schema_view import SchemaView
 
