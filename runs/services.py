@@ -20,13 +20,13 @@ from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import SpecError, validate_input, validate_steps
 from swrly import keys
 from swrly.audit.writer import Actor, audit_record
+from swrly.custody.services import provider_key_seen
 from swrly.keys.fingerprint import fingerprint
 from swrly.keys.redaction import secret_in
 from swrly.keys.rotation import idle_live_tokens
 from swrly.keys.secret import ProviderSecret
 from swrly.providers import BASE_URL_SETTING, PROVIDER_NAMES
 from tenants.models import Tenant
-from tenants.services import provider_key_seen
 
 log = logging.getLogger(__name__)
 

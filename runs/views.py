@@ -13,7 +13,6 @@ from runs.selectors import (
     PAGE_SIZE,
     RunCursor,
     run_for_detail_queryset,
-    run_history,
     run_page,
     run_steps,
     runs_needing_attention,
@@ -21,13 +20,13 @@ from runs.selectors import (
     workflows_for_filter,
 )
 from swrly.audit.events import key_life_events
+from swrly.custody.selectors import key_rotations, run_history
 from swrly.web.charts import last_days, stacked_bars
 from tenants.access import get_for_tenant
 from tenants.models import AUDIT_READ_ROLES, WRITE_ROLES
 from tenants.pages import TenantPageView
 from tenants.selectors import (
     key_events_per_day,
-    key_rotations,
     recent_audit_events,
     tenant_facts,
 )

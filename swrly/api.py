@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 
 from runs.api.urls import urlpatterns as runs_routes
+from swrly.custody.api.urls import urlpatterns as custody_routes
 from swrly.web.schema_view import SchemaView
 from tenants.api.urls import urlpatterns as tenants_routes
 
@@ -25,5 +26,6 @@ urlpatterns = [
         name="docs",
     ),
     *tenants_routes,
+    *custody_routes,
     *runs_routes,
 ]

@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "swrly",
     "swrly.audit",
     "tenants",
+    "swrly.custody",
     "runs",
 ]
 

@@ -7,7 +7,7 @@ the same transaction; the admin would bypass that, so it changes nothing.
 from django.contrib import admin
 
 from swrly.audit.models import AuditEvent
-from tenants.models import ApiToken, KeyRotation, Membership, ProviderKey, Tenant
+from tenants.models import ApiToken, Membership, Tenant
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -52,13 +52,3 @@ class ApiTokenAdmin(ReadOnlyAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "tenant", "action", "actor", "target"]
     list_filter = ["action"]
-
-
-@admin.register(ProviderKey)
-class ProviderKeyAdmin(ReadOnlyAdmin):
-    list_display = ["tenant", "provider", "hint", "first_seen_at", "last_seen_at", "use_count"]
-
-
-@admin.register(KeyRotation)
-class KeyRotationAdmin(ReadOnlyAdmin):
-    list_display = ["started_at", "finished_at", "actor", "to_key_id", "rewrapped", "outcome"]

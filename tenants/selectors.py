@@ -1,4 +1,4 @@
-"""Reads of tenant data: memberships and API tokens, the audit log, key rotations.
+"""Reads of tenant data: memberships and API tokens, the audit log.
 
 Everything after api_token_for_secret() is bound to one tenant through tenants.access.scoped().
 """
@@ -10,13 +10,13 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.functions import TruncDate
 
 from swrly.audit.models import AuditEvent
 from swrly.audit.verifier import ChainReport, audit_verify_chain
 from swrly.audit.writer import chain_for
 from tenants.access import scoped
-from tenants.models import ApiToken, KeyRotation, KeyRotationTenant, Membership, Tenant
+from tenants.models import ApiToken, Membership, Tenant
 from tenants.tokens import token_matches, token_prefix
 
 
@@ -155,23 +155,6 @@ def key_events_per_day(*, tenant: Tenant, since: date) -> dict[tuple[date, str],
 def recent_audit_events(*, tenant: Tenant, limit: int = 10) -> list[AuditEvent]:
     """The tenant's newest audit events."""
     return list(scoped(AuditEvent, tenant).filter(chain=chain_for(tenant)).order_by("-seq")[:limit])
-
-
-# --- Encryption-key rotations ----------------------------------------------------------------
-
-
-def key_rotations(*, tenant: Tenant, limit: int | None = None) -> list[KeyRotation]:
-    """The platform's encryption-key rotations, newest first: one query.
-
-    Every rotation is listed (each one changed the key new tokens are sealed with), with
-    `tenant_rewrapped`: how many of this tenant's tokens it rewrapped, 0 when none. The
-    platform-wide counts of a rotation describe other tenants too and are not shown to tenants.
-    """
-    mine = scoped(KeyRotationTenant, tenant).filter(rotation=OuterRef("pk")).values("rewrapped")
-    rotations = KeyRotation.objects.annotate(
-        tenant_rewrapped=Coalesce(Subquery(mine[:1]), 0)
-    ).order_by("-started_at", "-id")
-    return list(rotations[:limit] if limit else rotations)
 
 
 def tenant_facts(*, tenant: Tenant) -> dict[str, int]:

@@ -5,7 +5,6 @@ from tenants import views
 app_name = "tenants"
 
 urlpatterns = [
-    path("keys/", views.KeyHistoryView.as_view(), name="key-history"),
     path("audit/", views.AuditListView.as_view(), name="audit-list"),
     path(
         "audit/export.csv",

@@ -1,4 +1,4 @@
-"""Tenant pages under /t/<tenant-slug>/: key history, audit log, members, tokens."""
+"""Tenant pages under /t/<tenant-slug>/: audit log, members, tokens."""
 
 from typing import Any
 
@@ -15,7 +15,6 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 
-from runs.selectors import provider_key_history
 from swrly.audit.events import action_filter_choices
 from swrly.audit.export import audit_export
 from tenants.access import get_for_tenant, scoped
@@ -37,7 +36,6 @@ from tenants.selectors import (
     audit_chain_status,
     audit_event_page,
     audit_events_filtered,
-    key_rotations,
     memberships_for_user,
 )
 from tenants.services import (
@@ -48,17 +46,6 @@ from tenants.services import (
     membership_remove,
 )
 from tenants.signals import audit_user_event
-
-
-class KeyHistoryView(TenantPageView):
-    """Encryption-key rotations and the tenant's provider keys by fingerprint."""
-
-    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
-        return self.page(
-            "tenants/key_history.html",
-            rotations=key_rotations(tenant=self.tenant),
-            provider_keys=provider_key_history(tenant=self.tenant),
-        )
 
 
 def _seq(value: str | None) -> int | None:

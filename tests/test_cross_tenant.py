@@ -66,7 +66,7 @@ PAGE_CASES = {
     "tenants:member-remove": ("post", _acme_member, {}),
     "tenants:apitoken-list": ("get", None, None),
     "tenants:apitoken-revoke": ("post", _acme_token, {}),
-    "tenants:key-history": ("get", None, None),
+    "custody:key-history": ("get", None, None),
     "tenants:audit-list": ("get", None, None),
     "tenants:audit-export-csv": ("get", None, None),
     "tenants:audit-export-jsonl": ("get", None, None),
@@ -215,7 +215,7 @@ def test_api_another_tenants_token_cannot_be_revoked(acme, globex):
 def test_api_provider_keys_and_rotation_counts_are_the_tokens_tenants(acme, globex):
     from django.utils import timezone
 
-    from tenants.models import KeyRotation, KeyRotationTenant, ProviderKey
+    from swrly.custody.models import KeyRotation, KeyRotationTenant, ProviderKey
 
     now = timezone.now()
     ProviderKey.objects.create(

@@ -311,7 +311,7 @@ def test_a_nul_in_an_object_id_is_a_404_like_any_unknown_id(path, acme):
 
 
 PAGES = ["runs:dashboard", "tenants:audit-list", "tenants:member-list", "tenants:apitoken-list"]
-PAGES += ["tenants:key-history", "tenants:audit-export-csv", "runs:run-list"]
+PAGES += ["custody:key-history", "tenants:audit-export-csv", "runs:run-list"]
 
 
 @pytest.mark.parametrize("name", PAGES)

@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from runs.services import workflow_create
 from swrly.audit.writer import Actor
-from tenants.models import ProviderKey, Role
+from swrly.custody.models import ProviderKey
+from tenants.models import Role
 
 
 def _sql(context, table):

@@ -12,11 +12,13 @@ from tenants.models import Tenant
 ROOT = Path(__file__).resolve().parent.parent
 # Modules that serve requests: they must reach tenant-owned rows only through tenants.access.
 REQUEST_MODULES = sorted(
-    [
-        *ROOT.glob("*/views.py"),
-        *ROOT.glob("*/pages.py"),
-        *ROOT.glob("*/api/*.py"),
-        *ROOT.glob("*/api.py"),
+    path
+    for app in ("*", "swrly/*")
+    for path in [
+        *ROOT.glob(f"{app}/views.py"),
+        *ROOT.glob(f"{app}/pages.py"),
+        *ROOT.glob(f"{app}/api/*.py"),
+        *ROOT.glob(f"{app}/api.py"),
     ]
 )
 APPS = ("tenants", "runs", "swrly.audit", "swrly.custody")

@@ -18,7 +18,6 @@ from runs.api.serializers import (
     WorkflowSerializer,
 )
 from runs.models import Run, Workflow
-from runs.selectors import run_history
 from runs.services import (
     IdempotencyConflict,
     IdempotencyRace,
@@ -33,6 +32,7 @@ from runs.services import (
 )
 from runs.workflow_spec import SpecError
 from swrly import keys
+from swrly.custody.selectors import run_history
 from swrly.web.pagination import NewestFirstPagination
 from tenants.access import get_for_tenant
 from tenants.api.base import TenantViewSet

@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from swrly.audit.models import AuditEvent
 from swrly.web.serializers import StrictSerializerMixin
-from tenants.models import ApiToken, KeyRotation, Membership, ProviderKey, Role, TokenOrigin
+from tenants.models import ApiToken, Membership, Role, TokenOrigin
 
 
 class MeSerializer(serializers.Serializer):
@@ -95,48 +95,6 @@ class MembershipCreatedSerializer(MembershipSerializer):
 
     class Meta(MembershipSerializer.Meta):
         fields = [*MembershipSerializer.Meta.fields, "one_time_password"]
-
-
-class KeyRotationSerializer(serializers.ModelSerializer):
-    rewrapped_in_tenant = serializers.IntegerField(
-        read_only=True, help_text="How many of this tenant's tokens the rotation rewrapped."
-    )
-
-    class Meta:
-        model = KeyRotation
-        fields = [
-            "id",
-            "started_at",
-            "finished_at",
-            "actor",
-            "from_key_ids",
-            "to_key_id",
-            "outcome",
-            "rewrapped_in_tenant",
-        ]
-        read_only_fields = fields
-
-
-class ProviderKeySerializer(serializers.ModelSerializer):
-    replaced_by = serializers.CharField(
-        read_only=True,
-        allow_null=True,
-        help_text="The fingerprint of the next key first seen for the same provider, if any.",
-    )
-
-    class Meta:
-        model = ProviderKey
-        fields = [
-            "id",
-            "provider",
-            "fingerprint",
-            "hint",
-            "first_seen_at",
-            "last_seen_at",
-            "use_count",
-            "replaced_by",
-        ]
-        read_only_fields = fields
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

@@ -8,8 +8,6 @@ from tenants.api import views
 router = SimpleRouter()
 router.register("tokens", views.ApiTokenViewSet, basename="token")
 router.register("members", views.MembershipViewSet, basename="member")
-router.register("provider-keys", views.ProviderKeyViewSet, basename="provider-key")
-router.register("key-rotations", views.KeyRotationViewSet, basename="key-rotation")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 
 urlpatterns = [

@@ -2,12 +2,10 @@ import json
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import F, IntegerField, OuterRef, Subquery, Value, Window
-from django.db.models.functions import Coalesce, Lead
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, renderers, status, viewsets
+from rest_framework import mixins, renderers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
@@ -20,7 +18,6 @@ from swrly.audit.export import audit_export
 from swrly.audit.keys import signing_keyring
 from swrly.audit.models import AuditEvent
 from swrly.web.pagination import NewestFirstPagination
-from tenants.access import scoped
 from tenants.api.base import TenantViewSet
 from tenants.api.serializers import (
     ApiTokenCreatedSerializer,
@@ -28,22 +25,17 @@ from tenants.api.serializers import (
     AuditEventSerializer,
     AuditKeysSerializer,
     ChainStatusSerializer,
-    KeyRotationSerializer,
     MembershipCreatedSerializer,
     MembershipRoleSerializer,
     MembershipSerializer,
     MeSerializer,
-    ProviderKeySerializer,
 )
 from tenants.forms import AuditFilterForm
 from tenants.models import (
     AUDIT_READ_ROLES,
     MANAGE_ROLES,
     ApiToken,
-    KeyRotation,
-    KeyRotationTenant,
     Membership,
-    ProviderKey,
 )
 from tenants.selectors import AuditFilters, audit_chain_status, audit_events_filtered
 from tenants.services import (
@@ -221,41 +213,6 @@ class MembershipViewSet(
             )
         except DjangoValidationError as exc:
             raise _refused(exc) from None
-
-
-class ProviderKeyViewSet(mixins.ListModelMixin, TenantViewSet):
-    """The tenant's provider keys by fingerprint: first and last seen, uses, and successor."""
-
-    model = ProviderKey
-    serializer_class = ProviderKeySerializer
-    pagination_class = None  # one row per key the tenant ever used: a short list
-
-    def filter_tenant_queryset(self, queryset: Any) -> Any:
-        successor = Window(
-            Lead("fingerprint"), partition_by=[F("provider")], order_by=F("first_seen_at").asc()
-        )
-        return queryset.annotate(replaced_by=successor).order_by("provider", "first_seen_at")
-
-
-class KeyRotationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
-    """The platform's encryption-key rotations, with how many of this tenant's tokens each
-    rewrapped. Rotations are platform-wide records: no tenant owns them, and the platform-wide
-    counts (which reveal other tenants' volume) are not shown."""
-
-    serializer_class = KeyRotationSerializer
-    pagination_class = None
-
-    def get_queryset(self) -> Any:
-        if getattr(self, "swagger_fake_view", False):
-            return KeyRotation.objects.none()
-        in_tenant = (
-            scoped(KeyRotationTenant, self.request.user.tenant)
-            .filter(rotation=OuterRef("pk"))
-            .values("rewrapped")[:1]
-        )
-        return KeyRotation.objects.annotate(
-            rewrapped_in_tenant=Coalesce(Subquery(in_tenant, output_field=IntegerField()), Value(0))
-        ).order_by("-started_at")
 
 
 class AuditEventViewSet(mixins.ListModelMixin, TenantViewSet):

@@ -22,6 +22,7 @@ from runs.executor import run_execute
 from runs.models import Run, RunError, RunStatus, StepStatus
 from swrly import keys
 from swrly.audit.models import AuditEvent
+from swrly.custody.services import provider_key_seen
 from swrly.dev.sandbox import ECHO_ENCODINGS
 from swrly.keys.encodings import base64_forms
 from swrly.keys.errors import InvalidKey, KeyServiceError
@@ -30,7 +31,6 @@ from swrly.keys.redaction import REDACTED
 from swrly.keys.secret import live_secrets
 from swrly.keys.store import KEY_PATTERN
 from tenants.models import Role
-from tenants.services import provider_key_seen
 from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     provider_expected_keys,
     provider_server,

@@ -4,9 +4,9 @@ import hmac
 import pytest
 from django.conf import settings
 
+from swrly.custody.models import ProviderKey
+from swrly.custody.services import provider_key_seen
 from swrly.keys.fingerprint import fingerprint, key_hint
-from tenants.models import ProviderKey
-from tenants.services import provider_key_seen
 
 
 @pytest.mark.parametrize(

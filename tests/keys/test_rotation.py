@@ -10,10 +10,10 @@ from django.core.management.base import CommandError
 
 from swrly import keys
 from swrly.audit.models import AuditEvent
+from swrly.custody.models import KeyRotation, KeyRotationTenant, RotationOutcome
 from swrly.keys.keyring import get_keyring, parse_keyring
 from swrly.keys.store import get_client, redis_key
 from swrly.keys.tokens import token_key_id
-from tenants.models import KeyRotation, KeyRotationTenant, RotationOutcome
 from tests.keys.conftest import new_key
 
 

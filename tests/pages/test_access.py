@@ -37,7 +37,7 @@ def _pages(world) -> dict[str, tuple[str, list[str]]]:
         "dashboard": (reverse("runs:dashboard", args=["acme"]), ALL_ROLES),
         "runs": (reverse("runs:run-list", args=["acme"]), ALL_ROLES),
         "run": (reverse("runs:run-detail", args=["acme", run.pk]), ALL_ROLES),
-        "keys": (reverse("tenants:key-history", args=["acme"]), ALL_ROLES),
+        "keys": (reverse("custody:key-history", args=["acme"]), ALL_ROLES),
         "audit": (reverse("tenants:audit-list", args=["acme"]), AUDIT_ROLES),
         "audit-csv": (reverse("tenants:audit-export-csv", args=["acme"]), AUDIT_ROLES),
         "audit-jsonl": (reverse("tenants:audit-export-jsonl", args=["acme"]), AUDIT_ROLES),

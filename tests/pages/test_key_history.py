@@ -7,7 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from tenants.models import KeyRotation, ProviderKey, Role
+from swrly.custody.models import KeyRotation, ProviderKey
+from tenants.models import Role
 from tests.pages.conftest import KEY_A, KEY_B, T0, key_print, make_rotation, make_run
 
 URL = "/t/acme/keys/"

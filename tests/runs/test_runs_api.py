@@ -10,8 +10,9 @@ from django.db import connection
 
 from runs.models import Run, RunStatus, StepRun, Workflow
 from swrly.audit.models import AuditEvent
+from swrly.custody.models import ProviderKey
 from swrly.keys.store import KEY_PATTERN
-from tenants.models import ProviderKey, Role
+from tenants.models import Role
 from tests.runs.conftest import wait_for_run
 
 THREE_STEPS = [

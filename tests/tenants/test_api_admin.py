@@ -96,7 +96,7 @@ def test_provider_keys_show_which_key_replaced_which(acme):
 
     from django.utils import timezone
 
-    from tenants.models import ProviderKey
+    from swrly.custody.models import ProviderKey
 
     now = timezone.now()
     for i, hint in enumerate(["sk-…OLD1", "sk-…NEW2"]):

@@ -5,10 +5,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from swrly.audit.writer import Actor
+from swrly.custody.services import key_rotation_finish, key_rotation_start
 from swrly.keys.errors import KeyServiceError
 from swrly.keys.keyring import generate_key, get_keyring
 from swrly.keys.rotation import RewrapReport, count_live_tokens, rewrap_live_tokens
-from tenants.services import key_rotation_finish, key_rotation_start
 
 ROLLOUT = """\
 A new encryption key (keep it secret; it is not stored anywhere):

@@ -1,0 +1,93 @@
+"""Key custody records: customer keys by fingerprint, encryption-key rotations.
+
+The tables keep the names they had when these models lived in `tenants` (`db_table`).
+"""
+
+import uuid
+
+from django.db import models
+
+
+class ProviderKey(models.Model):
+    """A customer provider key as Swrly knows it: by fingerprint only, never the key.
+
+    One row per (tenant, provider, fingerprint): when it first and last ran, and how often.
+    A new fingerprint for the same provider is the customer rotating their key.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="provider_keys"
+    )
+    provider = models.CharField(max_length=32)
+    fingerprint = models.CharField(max_length=64)
+    hint = models.CharField(max_length=40)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    use_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "tenants_providerkey"
+        ordering = ["tenant", "provider", "-last_seen_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "provider", "fingerprint"], name="providerkey_unique_fingerprint"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "provider", "-last_seen_at"], name="providerkey_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.hint}"
+
+
+class RotationOutcome(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class KeyRotation(models.Model):
+    """One run of `manage.py rotate-keys`: live tokens rewrapped to the current encryption key."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    actor = models.CharField(max_length=300)
+    from_key_ids = models.JSONField(default=list, blank=True)
+    to_key_id = models.CharField(max_length=16)
+    scanned = models.PositiveIntegerField(default=0)
+    rewrapped = models.PositiveIntegerField(default=0)
+    already_consumed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(
+        max_length=16, choices=RotationOutcome.choices, default=RotationOutcome.RUNNING
+    )
+
+    class Meta:
+        db_table = "tenants_keyrotation"
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"rotation {self.started_at:%Y-%m-%d %H:%M} → {self.to_key_id}"
+
+
+class KeyRotationTenant(models.Model):
+    """How many of one tenant's tokens a rotation rewrapped."""
+
+    rotation = models.ForeignKey(KeyRotation, on_delete=models.CASCADE, related_name="tenants")
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="key_rotations"
+    )
+    rewrapped = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "tenants_keyrotationtenant"
+        ordering = ["rotation", "tenant"]
+        constraints = [
+            models.UniqueConstraint(fields=["rotation", "tenant"], name="rotationtenant_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rotation} in {self.tenant}: {self.rewrapped}"

@@ -1,0 +1,337 @@
+"""Reads of key custody, each bound to one tenant through tenants.access.scoped().
+
+The tenant's provider keys (with the one successor rule), the platform's encryption-key
+rotations as a tenant sees them, and the key lifecycle timeline of one run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from uuid import UUID
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Expression, F, OuterRef, QuerySet, Subquery, Window
+from django.db.models.functions import Coalesce, Lead
+
+from swrly.audit.events import event_types, key_life_events
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import chain_for
+from swrly.custody.models import KeyRotation, KeyRotationTenant, ProviderKey
+from tenants.access import scoped
+from tenants.models import Tenant
+
+# A run carries a key's fingerprint only if it was created while that key was in use, so a
+# fingerprint's runs lie between its ProviderKey's first_seen_at and last_seen_at. Both are
+# stamped in the run_create transaction a little after the run's created_at, and concurrent
+# transactions (on hosts whose clocks differ slightly) may store them out of order: the slack
+# absorbs that. Bounding the scan by time lets the runs' (tenant, -created_at, -id) index
+# narrow a fingerprint filter to the key's lifetime instead of the tenant's whole history.
+FINGERPRINT_WINDOW_SLACK = timedelta(hours=1)
+# The same idea for a run's audit events: all are written between its creation and its end.
+RUN_EVENTS_SLACK = timedelta(hours=1)
+
+
+# --- Encryption-key rotations ----------------------------------------------------------------
+
+
+def key_rotations(*, tenant: Tenant, limit: int | None = None) -> list[KeyRotation]:
+    """The platform's encryption-key rotations, newest first, as `tenant` sees them.
+
+    Every rotation is listed (each one changed the key new tokens are sealed with), with
+    `tenant_rewrapped`: how many of this tenant's tokens it rewrapped, 0 when none. The
+    platform-wide counts of a rotation describe other tenants too and are not shown to tenants.
+    One query.
+    """
+    mine = scoped(KeyRotationTenant, tenant).filter(rotation=OuterRef("pk")).values("rewrapped")
+    rotations = KeyRotation.objects.annotate(
+        tenant_rewrapped=Coalesce(Subquery(mine[:1]), 0)
+    ).order_by("-started_at", "-id")
+    return list(rotations[:limit] if limit else rotations)
+
+
+# --- Provider keys ---------------------------------------------------------------------------
+
+
+def provider_keys_with_successor(keys: QuerySet[ProviderKey]) -> QuerySet[ProviderKey]:
+    """`keys` oldest first per provider, each annotated with its successor: the rule, once.
+
+    A key's successor is the next key of the same provider by first use (ties by fingerprint):
+    `successor_fingerprint`, `successor_hint` and `successor_first_seen_at`, None for the
+    current key. Window functions, so it stays one query.
+    """
+
+    def successor(name: str) -> Window:
+        return Window(
+            Lead(name),
+            partition_by=[F("provider")],
+            order_by=[F("first_seen_at").asc(), F("fingerprint").asc()],
+        )
+
+    return keys.annotate(
+        successor_fingerprint=successor("fingerprint"),
+        successor_hint=successor("hint"),
+        successor_first_seen_at=successor("first_seen_at"),
+    ).order_by("provider", "first_seen_at", "fingerprint")
+
+
+def provider_key_windows(
+    *, tenant: Tenant, fingerprint_prefix: str
+) -> list[tuple[str, str, datetime, datetime]]:
+    """(provider, fingerprint, first_seen_at, last_seen_at) of the tenant's keys whose
+    fingerprint starts with `fingerprint_prefix`: one indexed query."""
+    return list(
+        scoped(ProviderKey, tenant)
+        .filter(fingerprint__startswith=fingerprint_prefix)
+        .values_list("provider", "fingerprint", "first_seen_at", "last_seen_at")
+    )
+
+
+# How many runs used a key, as an expression over the ProviderKey row (OuterRef) for a tenant.
+# Runs are counted by the runs app, which sits above custody and registers the counter
+# (runs.apps): custody never imports runs.
+KeyRunCount = Callable[[Tenant], Expression]
+_key_run_count: KeyRunCount | None = None
+
+
+def register_key_run_count(counter: KeyRunCount) -> None:
+    global _key_run_count
+    _key_run_count = counter
+
+
+@dataclass(frozen=True)
+class KeySuccessor:
+    """The key that replaced another: the next one first seen for the same provider."""
+
+    fingerprint: str
+    hint: str
+    first_seen_at: datetime
+
+
+@dataclass
+class ProviderKeyRow:
+    key: ProviderKey
+    run_count: int
+    replaced_by: KeySuccessor | None = None
+
+    @property
+    def used_after_replacement(self) -> bool:
+        """True when this key still ran runs after its replacement first appeared."""
+        return (
+            self.replaced_by is not None and self.key.last_seen_at > self.replaced_by.first_seen_at
+        )
+
+
+def provider_key_history(*, tenant: Tenant) -> dict[str, list[ProviderKeyRow]]:
+    """The tenant's provider keys per provider, oldest first, each with its successor: one query.
+
+    `run_count` counts the runs whose key_fingerprints hold the key (the counter the runs app
+    registers: a correlated subquery per key bounded by the key's lifetime). `use_count` is the
+    counter kept at deposit time; the two differ only if runs were deleted.
+    """
+    if _key_run_count is None:
+        raise ImproperlyConfigured("no key run counter registered: is the runs app installed?")
+    run_count = _key_run_count(tenant)
+    keys = provider_keys_with_successor(scoped(ProviderKey, tenant).annotate(run_count=run_count))
+    grouped: dict[str, list[ProviderKeyRow]] = defaultdict(list)
+    for key in keys:
+        successor = None
+        if key.successor_fingerprint is not None:
+            successor = KeySuccessor(
+                fingerprint=key.successor_fingerprint,
+                hint=key.successor_hint,
+                first_seen_at=key.successor_first_seen_at,
+            )
+        grouped[key.provider].append(
+            ProviderKeyRow(key=key, run_count=key.run_count, replaced_by=successor)
+        )
+    return dict(grouped)
+
+
+# --- One run's key lifecycle -----------------------------------------------------------------
+
+
+class RunRecord(Protocol):
+    """What the timeline reads of a run (runs.models.Run)."""
+
+    pk: UUID
+    created_at: datetime
+    finished_at: datetime | None
+    key_fingerprints: dict[str, dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Detail:
+    """One fact of a timeline entry; `kind` tells the page how to show the value."""
+
+    name: str
+    value: Any
+    kind: str = ""  # "", "seconds", "time" or "fingerprint"
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    kind: str  # deposited, consumed, discarded, expired, missing, rejected, released, ended
+    label: str
+    at: datetime
+    actor: str
+    seq: int
+    details: list[Detail] = field(default_factory=list)
+
+
+@dataclass
+class KeyTimeline:
+    """What happened to one provider key of a run, in order."""
+
+    provider: str
+    hint: str = ""
+    fingerprint: str = ""
+    entries: list[TimelineEntry] = field(default_factory=list)
+
+
+@dataclass
+class RunHistory:
+    """A run's audit events: per provider key, and the run's own (created, started, ended)."""
+
+    keys: list[KeyTimeline]
+    run_events: list[TimelineEntry]
+
+
+_KEY_LABELS = {event.action: (event.kind, event.label) for event in key_life_events()}
+_RUN_END = {"run.succeeded": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled"}
+_RUN_LABELS = {
+    event.action: event.label
+    for event in event_types()
+    if event.label and not event.key_life and event.target == "run:<uuid>"
+}
+
+
+def _token_found(meta: dict) -> str:
+    value = meta.get("token_found")
+    if value is True:
+        return "yes: the token was deleted from the key store"
+    if value is False:
+        return "no: no token was left to delete"
+    return "unknown: the key store did not answer; the token expires at its TTL"
+
+
+def _key_entry(event: AuditEvent) -> TimelineEntry:
+    kind, label = _KEY_LABELS[event.action]
+    meta = event.metadata
+    details: list[Detail] = []
+    if kind == "deposited":
+        details += [Detail("By", event.actor), Detail("TTL", meta.get("ttl"), "seconds")]
+        if isinstance(meta.get("ttl"), int):
+            expires = event.created_at + timedelta(seconds=meta["ttl"])
+            details.append(Detail("Token expires", expires, "time"))
+        details += [
+            Detail("Hint", meta.get("hint")),
+            Detail("Fingerprint", meta.get("fingerprint"), "fingerprint"),
+            Detail("Encryption key id", meta.get("encryption_key_id")),
+        ]
+    elif kind == "consumed":
+        details += [
+            Detail("Worker", meta.get("worker")),
+            Detail("Encryption key id", meta.get("encryption_key_id")),
+        ]
+    elif kind == "discarded":
+        details += [Detail("By", event.actor), Detail("Token found", _token_found(meta))]
+    elif kind == "rejected":
+        details += [Detail("Reason", meta.get("reason")), Detail("Worker", meta.get("worker"))]
+    else:  # expired, missing
+        details.append(Detail("Noticed by", event.actor))
+    return TimelineEntry(
+        kind=kind,
+        label=label,
+        at=event.created_at,
+        actor=event.actor,
+        seq=event.seq,
+        details=[detail for detail in details if detail.value not in (None, "")],
+    )
+
+
+def _end_entry(event: AuditEvent, provider: str, taken: bool) -> TimelineEntry:
+    status = _RUN_END[event.action]
+    released = event.metadata.get("keys_released") or []
+    details = [Detail("Run", status)]
+    if event.metadata.get("error_code"):
+        details.append(Detail("Error", event.metadata["error_code"]))
+    if provider in released:
+        kind, label = "released", "Released from the worker's memory"
+    elif not taken:
+        kind, label = "ended", "Run ended; the key never reached a worker"
+    else:
+        kind, label = "ended", "Run ended; not in the run's keys_released list"
+    return TimelineEntry(
+        kind=kind,
+        label=label,
+        at=event.created_at,
+        actor=event.actor,
+        seq=event.seq,
+        details=details,
+    )
+
+
+def run_history(*, tenant: Tenant, run: RunRecord, step_providers: list[str]) -> RunHistory:
+    """The run's key lifecycle timeline, one list per provider, from its audit events: one query.
+
+    Events are found by target (`run:<id>`) within the run's lifetime (RUN_EVENTS_SLACK), so
+    the (tenant, -created_at) index bounds the scan.
+    """
+    events = scoped(AuditEvent, tenant).filter(
+        chain=chain_for(tenant),
+        target=f"run:{run.pk}",
+        created_at__gte=run.created_at - RUN_EVENTS_SLACK,
+    )
+    if run.finished_at is not None:
+        events = events.filter(created_at__lte=run.finished_at + RUN_EVENTS_SLACK)
+    events = list(events.order_by("seq"))
+
+    providers = set(step_providers) | set(run.key_fingerprints)
+    providers |= {e.metadata.get("provider") for e in events if e.action in _KEY_LABELS}
+    keys = {
+        provider: KeyTimeline(
+            provider=provider,
+            hint=run.key_fingerprints.get(provider, {}).get("hint", ""),
+            fingerprint=run.key_fingerprints.get(provider, {}).get("fingerprint", ""),
+        )
+        for provider in sorted(p for p in providers if isinstance(p, str) and p)
+    }
+    taken: set[str] = set()
+    run_events: list[TimelineEntry] = []
+    for event in events:
+        meta = event.metadata
+        if event.action in _KEY_LABELS and meta.get("provider") in keys:
+            entry = _key_entry(event)
+            if entry.kind == "consumed":
+                taken.add(meta["provider"])
+            keys[meta["provider"]].entries.append(entry)
+        elif event.action in _RUN_END:
+            for provider, timeline in keys.items():
+                timeline.entries.append(_end_entry(event, provider, provider in taken))
+            run_events.append(
+                TimelineEntry(
+                    kind="ended",
+                    label=f"Run {_RUN_END[event.action]}",
+                    at=event.created_at,
+                    actor=event.actor,
+                    seq=event.seq,
+                    details=[Detail("Error", meta["error_code"])] if meta.get("error_code") else [],
+                )
+            )
+        elif event.action in _RUN_LABELS:
+            details = [Detail("Worker", meta["worker"])] if meta.get("worker") else []
+            run_events.append(
+                TimelineEntry(
+                    kind=event.action.removeprefix("run."),
+                    label=_RUN_LABELS[event.action],
+                    at=event.created_at,
+                    actor=event.actor,
+                    seq=event.seq,
+                    details=details,
+                )
+            )
+    return RunHistory(keys=list(keys.values()), run_events=run_events)
