@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
@@ -197,7 +197,7 @@ def run_create(
     run_input: Any,
     provider_keys: dict[str, ProviderSecret],
     actor: Actor,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     request: HttpRequest | None = None,
     idempotency: tuple[str, str] | None = None,
 ) -> Run:
@@ -352,7 +352,7 @@ def _run_insert(
     workflow: Workflow,
     run_input: dict,
     actor: Actor,
-    user: AbstractBaseUser | None,
+    user: User | None,
 ) -> Run:
     run = Run.objects.create(
         id=run_id,
@@ -378,8 +378,10 @@ def _run_insert(
     # The answer to the request is made from the rows in hand: after the commit, nothing on the
     # request's path needs the database (a connection lost then cannot turn into a 500).
     cached = run.step_runs.all()
-    cached._result_cache, cached._prefetch_done = step_runs, True
-    run._prefetched_objects_cache = {"step_runs": cached}
+    # Django's prefetch cache, filled by hand; its private attributes have no stubs.
+    cached._result_cache = step_runs
+    cached._prefetch_done = True  # type: ignore[attr-defined]
+    run._prefetched_objects_cache = {"step_runs": cached}  # type: ignore[attr-defined]
     return run
 
 

@@ -1,6 +1,7 @@
 """Tenants, their members and API tokens, and the append-only audit log."""
 
 import uuid
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import models
@@ -123,13 +124,13 @@ class ApiToken(models.Model):
 
 
 class AppendOnlyQuerySet(models.QuerySet):
-    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+    def update(self, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events cannot be updated")
 
-    def delete(self):  # type: ignore[no-untyped-def]
+    def delete(self) -> NoReturn:
         raise AppendOnlyError("audit events cannot be deleted")
 
-    def bulk_update(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def bulk_update(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events cannot be updated")
 
 
@@ -146,12 +147,12 @@ class AppendOnlyModel(models.Model):
     class Meta:
         abstract = True
 
-    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise AppendOnlyError(f"{self._meta.verbose_name_plural} cannot be updated")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError(f"{self._meta.verbose_name_plural} cannot be deleted")
 
 
