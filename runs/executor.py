@@ -323,7 +323,7 @@ WORKER_LOST_DURING_CALL = (
 def _finish(
     run: Run,
     actor: Actor,
-    status: str,
+    status: RunStatus,
     code: str,
     message: str,
     secrets: dict[str, ProviderSecret],
@@ -338,7 +338,7 @@ def _finish(
 def _finish_once(
     run: Run,
     actor: Actor,
-    status: str,
+    status: RunStatus,
     code: str,
     message: str,
     secrets: dict[str, ProviderSecret],
@@ -362,7 +362,7 @@ def _finish_once(
             RunStatus.FAILED: "run.failed",
             RunStatus.CANCELLED: "run.cancelled",
         }[status]
-        metadata = {"keys_released": sorted(secrets)}
+        metadata: dict[str, Any] = {"keys_released": sorted(secrets)}
         if code:
             metadata["error_code"] = code
         _audit(run, action, actor, metadata)

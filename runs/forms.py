@@ -1,7 +1,7 @@
 """The runs list's filter form (GET): its valid fields become runs.selectors.RunFilters."""
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -21,7 +21,7 @@ class RunFilterForm(forms.Form):
 
     def __init__(self, data: Any, *, workflows: list[Workflow]) -> None:
         super().__init__(data)
-        self.fields["workflow"].choices = [("", "Any workflow")] + [
+        cast(forms.ChoiceField, self.fields["workflow"]).choices = [("", "Any workflow")] + [
             (str(w.pk), w.name) for w in workflows
         ]
         # "from" is a Python keyword, so the date fields are added here.

@@ -391,8 +391,10 @@ def _run_insert(
     # The answer to the request is made from the rows in hand: after the commit, nothing on the
     # request's path needs the database (a connection lost then cannot turn into a 500).
     cached = run.step_runs.all()
-    cached._result_cache, cached._prefetch_done = step_runs, True
-    run._prefetched_objects_cache = {"step_runs": cached}
+    # Django's prefetch cache, filled by hand; its private attributes have no stubs.
+    cached._result_cache = step_runs
+    cached._prefetch_done = True  # type: ignore[attr-defined]
+    run._prefetched_objects_cache = {"step_runs": cached}  # type: ignore[attr-defined]
     return run
 
 

@@ -1,7 +1,7 @@
 """System checks that keep a misconfigured Swrly process from starting."""
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core import checks
@@ -157,7 +157,8 @@ def check_key_store(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
         client = get_client()
         config: dict[str, str] = {}
         for name in ("save", "appendonly", "maxmemory", "maxmemory-policy"):
-            config.update(client.config_get(name))  # one name per call: Redis 6.2 takes one
+            # One name per call: Redis 6.2 takes one. (redis-py types replies "Awaitable or Any".)
+            config.update(cast("dict[str, str]", client.config_get(name)))
     except redis.ResponseError:
         return [
             checks.Info(

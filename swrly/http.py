@@ -49,9 +49,9 @@ def client_ip(request: HttpRequest) -> str | None:
     forged header changes nothing; a malformed entry stops the walk at the last good hop.
     Throttles, sign-in lockouts and the audit log all use this one answer.
     """
-    cached = getattr(request, "_swrly_client_ip", False)
-    if cached is not False:
-        return cached
+    cache = vars(request)  # the answer is worked out once per request
+    if "_swrly_client_ip" in cache:
+        return cache["_swrly_client_ip"]
     peer = _parse(request.META.get("REMOTE_ADDR") or "")
     networks = _networks(tuple(settings.TRUSTED_PROXIES))
     address = peer
@@ -64,7 +64,7 @@ def client_ip(request: HttpRequest) -> str | None:
             if not _trusted(parsed, networks):
                 break
     result = str(address) if address is not None else None
-    request._swrly_client_ip = result
+    cache["_swrly_client_ip"] = result
     return result
 
 

@@ -13,12 +13,17 @@ from swrly.ratelimit import over_limit
 
 
 def _api_error(
-    status: int, code: str, message: str, fields: dict | None = None, **headers: str
+    status: int,
+    code: str,
+    message: str,
+    fields: dict[str, list[str]] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
 ) -> JsonResponse:
     response = JsonResponse(
         {"error": {"code": code, "message": message, "fields": fields or {}}}, status=status
     )
-    for name, value in headers.items():
+    for name, value in (headers or {}).items():
         response[name] = value
     return response
 
@@ -65,7 +70,7 @@ class RequestLimitsMiddleware:
                     429,
                     "throttled",
                     "Too many requests from this address.",
-                    **{"Retry-After": str(max(1, int(wait + 0.999)))},
+                    headers={"Retry-After": str(max(1, int(wait + 0.999)))},
                 )
         return self.get_response(request)
 

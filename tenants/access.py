@@ -7,7 +7,7 @@ Views and API viewsets never query a tenant-owned model directly: they call `sco
 
 from typing import Any, TypeVar
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
@@ -54,7 +54,7 @@ def get_for_tenant(
     qs = queryset if queryset is not None else scoped(model, tenant)
     try:
         return qs.get(pk=pk)
-    except (model.DoesNotExist, ValidationError, ValueError, TypeError):
+    except (ObjectDoesNotExist, ValidationError, ValueError, TypeError):
         # Unknown, foreign, or not even an id of the right shape: all answer alike.
         pass
     access_denied(
@@ -71,7 +71,7 @@ def membership_for_request(*, request: HttpRequest, slug: str) -> Membership:
     """The signed-in user's membership in the tenant with this slug; otherwise audited 404."""
     membership = (
         Membership.objects.select_related("tenant")
-        .filter(tenant__slug=slug, user=request.user)
+        .filter(tenant__slug=slug, user=request.user.pk)
         .first()
     )
     if membership is not None:

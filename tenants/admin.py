@@ -5,19 +5,21 @@ the same transaction; the admin would bypass that, so it changes nothing.
 """
 
 from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
 
 from swrly.audit.models import AuditEvent
 from tenants.models import ApiToken, Membership, Tenant
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 

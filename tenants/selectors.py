@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import TruncDate
 
@@ -20,7 +20,7 @@ from tenants.models import ApiToken, Membership, Tenant
 from tenants.tokens import token_matches, token_prefix
 
 
-def memberships_for_user(user: AbstractBaseUser) -> list[Membership]:
+def memberships_for_user(user: User) -> list[Membership]:
     """The user's memberships across tenants, with each tenant loaded."""
     return list(
         Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__slug")

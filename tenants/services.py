@@ -4,7 +4,7 @@ import secrets
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email, validate_slug
 from django.db import transaction
@@ -94,7 +94,7 @@ def _one_time_password() -> str:
     return secrets.token_urlsafe(18)
 
 
-def user_get_or_create(*, email: str) -> tuple[AbstractBaseUser, str | None]:
+def user_get_or_create(*, email: str) -> tuple[User, str | None]:
     """The user with this email, created with a one-time password when new."""
     email = email.strip().lower()
     validate_email(email)
@@ -110,7 +110,7 @@ def user_get_or_create(*, email: str) -> tuple[AbstractBaseUser, str | None]:
 @transaction.atomic
 def tenant_create(
     *, slug: str, name: str, owner_email: str, actor: Actor
-) -> tuple[Tenant, AbstractBaseUser, str | None]:
+) -> tuple[Tenant, User, str | None]:
     """A tenant with its first owner. Returns the owner's one-time password if it was created."""
     validate_slug(slug)
     if Tenant.objects.filter(slug=slug).exists():

@@ -1,5 +1,6 @@
 """Serializers for workflows and runs: keys are write-only; auditors see no prompts or outputs."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.validators import MaxLengthValidator, MinLengthValidator
@@ -25,9 +26,9 @@ from tenants.models import Role
 PROMPT_FIELDS = ("system", "prompt")
 
 
-def _is_auditor(context: dict) -> bool:
+def _is_auditor(context: Mapping[str, Any]) -> bool:
     request = context.get("request")
-    return bool(request) and getattr(request.user, "role", None) == Role.AUDITOR
+    return request is not None and getattr(request.user, "role", None) == Role.AUDITOR
 
 
 def _schema_field(field: StepField) -> serializers.Field:
@@ -260,7 +261,8 @@ class TimelineEntrySerializer(serializers.Serializer):
     kind = serializers.CharField(
         help_text="deposited, consumed, discarded, expired, missing, rejected, released, ended"
     )
-    label = serializers.CharField()
+    # A field named like Field.label: the serializer's metaclass moves it to _declared_fields.
+    label = serializers.CharField()  # type: ignore[assignment]
     at = serializers.DateTimeField()
     actor = serializers.CharField()
     seq = serializers.IntegerField(help_text="The audit event's sequence number.")

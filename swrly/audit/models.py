@@ -4,18 +4,20 @@ The tables keep the names they had when these models lived in `tenants` (`tenant
 the PostgreSQL append-only triggers are defined on them.
 """
 
+from typing import Any, NoReturn
+
 from django.conf import settings
 from django.db import models
 
 
 class AppendOnlyQuerySet(models.QuerySet):
-    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+    def update(self, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events cannot be updated")
 
-    def delete(self):  # type: ignore[no-untyped-def]
+    def delete(self) -> NoReturn:
         raise AppendOnlyError("audit events cannot be deleted")
 
-    def bulk_update(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def bulk_update(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events cannot be updated")
 
 
@@ -32,12 +34,12 @@ class AppendOnlyModel(models.Model):
     class Meta:
         abstract = True
 
-    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise AppendOnlyError(f"{self._meta.verbose_name_plural} cannot be updated")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError(f"{self._meta.verbose_name_plural} cannot be deleted")
 
 

@@ -21,12 +21,11 @@ import base64
 import re
 import string
 
-from django.views.decorators.debug import sensitive_variables
+# re's own compiler (Python 3.11+), which `re.compile` calls after its cache lookup.
+from re import _compiler as _sre_compiler  # type: ignore[attr-defined]  # private: no stub
+from typing import NoReturn
 
-try:  # Python 3.11+
-    from re import _compiler as _sre_compiler  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover
-    import sre_compile as _sre_compiler
+from django.views.decorators.debug import sensitive_variables
 
 _ALNUM = frozenset(string.ascii_letters + string.digits)
 _NAMED_ENTITIES = {'"': "quot", "&": "amp", "'": "apos", "<": "lt", ">": "gt"}
@@ -36,7 +35,8 @@ _URLSAFE = str.maketrans("+/", "-_")
 def _compile(pattern: str) -> re.Pattern[str]:
     """`pattern` compiled without `re`'s module cache, which would keep it (and so the key)
     reachable after the key was discarded."""
-    return _sre_compiler.compile(pattern, 0)
+    compiled: re.Pattern[str] = _sre_compiler.compile(pattern, 0)
+    return compiled
 
 
 def _ci(text: str) -> str:
@@ -177,5 +177,5 @@ class KeyMatcher:
     def __repr__(self) -> str:
         return "KeyMatcher(****)"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("KeyMatcher cannot be pickled")

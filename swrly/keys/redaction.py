@@ -23,6 +23,8 @@ import logging
 import re
 from typing import Any
 
+from django.utils.datastructures import MultiValueDict
+from django.utils.safestring import SafeString
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 from swrly.keys.secret import ProviderSecret, live_matchers
@@ -118,7 +120,7 @@ class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
 
     def get_post_parameters(self, request: Any) -> Any:
         params = super().get_post_parameters(request)
-        if not params or not hasattr(params, "lists"):
+        if not params or not isinstance(params, MultiValueDict):  # request.POST, a QueryDict
             return params
         cleansed = params.copy()
         hide_all = is_api_write(request)
@@ -147,8 +149,9 @@ class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
 class RedactingExceptionReporter(ExceptionReporter):
     """Django's error page and e-mail, redacted as a whole after rendering."""
 
-    def get_traceback_text(self) -> str:
-        return redact(super().get_traceback_text())
+    # Still safe strings: REDACTED is plain text that needs no escaping.
+    def get_traceback_text(self) -> SafeString:
+        return SafeString(redact(super().get_traceback_text()))
 
-    def get_traceback_html(self) -> str:
-        return redact(super().get_traceback_html())
+    def get_traceback_html(self) -> SafeString:
+        return SafeString(redact(super().get_traceback_html()))

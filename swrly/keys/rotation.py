@@ -43,7 +43,7 @@ class RewrapReport:
     changed: int = 0
     failed: int = 0
     from_key_ids: set[str] = field(default_factory=set)
-    rewrapped_by_tenant: Counter = field(default_factory=Counter)
+    rewrapped_by_tenant: Counter[str] = field(default_factory=Counter)
 
 
 def _batches(client: redis.Redis, batch_size: int) -> Iterator[list[bytes]]:
@@ -64,10 +64,10 @@ def _read(client: redis.Redis, keys: list[bytes]) -> list[bytes | None]:
     return pipe.execute()
 
 
-def count_live_tokens(batch_size: int = BATCH_SIZE) -> Counter:
+def count_live_tokens(batch_size: int = BATCH_SIZE) -> Counter[str]:
     """Live tokens per key id (hex); tokens gone between SCAN and GET are not counted."""
     client = get_client()
-    counts: Counter = Counter()
+    counts: Counter[str] = Counter()
     try:
         for keys in _batches(client, batch_size):
             for token in _read(client, keys):

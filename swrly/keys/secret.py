@@ -122,13 +122,21 @@ def live_secrets() -> frozenset[str]:
     return frozenset(value for value in values if value is not None)
 
 
+def _value_or_none(secret: ProviderSecret) -> str | None:
+    """The secret's plaintext, or None once it was discarded."""
+    try:
+        return secret.reveal()
+    except SecretDiscarded:
+        return None
+
+
 def live_matchers(
     *, excluding: ProviderSecret | None = None, only: ProviderSecret | None = None
 ) -> list[KeyMatcher]:
     """The matchers of every live key, longest key first; without `excluding`'s own key, or
     only `only`'s."""
-    own = None if excluding is None else excluding._ProviderSecret__value  # type: ignore[attr-defined]
-    wanted = None if only is None else only._ProviderSecret__value  # type: ignore[attr-defined]
+    own = None if excluding is None else _value_or_none(excluding)
+    wanted = None if only is None else _value_or_none(only)
     if only is not None and wanted is None:
         return []
     found = []
@@ -239,11 +247,12 @@ class ProviderSecret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProviderSecret):
             return NotImplemented
-        mine, theirs = self.__value, other._ProviderSecret__value
+        mine, theirs = self.__value, other.__value
         if mine is None or theirs is None:
             return self is other
         return hmac.compare_digest(mine.encode(), theirs.encode())
 
+    # Unhashable, as a class defining __eq__ is; typeshed declares object.__hash__ a method.
     __hash__ = None  # type: ignore[assignment]
 
     def __bool__(self) -> bool:

@@ -15,7 +15,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 from django.views.decorators.debug import sensitive_variables
@@ -126,7 +126,8 @@ os.register_at_fork(after_in_child=_reset_locks_in_child)
 def _redis_url() -> str:
     from django.conf import settings
 
-    return getattr(settings, "BYOK_REDIS_URL", None) or settings.REDIS_URL
+    url: str = getattr(settings, "BYOK_REDIS_URL", None) or settings.REDIS_URL
+    return url
 
 
 def get_client() -> redis.Redis:
@@ -266,7 +267,8 @@ def consume(
     provider = _check_provider(provider)
     name = redis_key(tenant_id=tenant_id, run_id=run_id, provider=provider)
     try:
-        token = get_client().getdel(name)
+        # redis-py types a reply as "Awaitable or Any" for its sync and asyncio clients alike.
+        token = cast("bytes | None", get_client().getdel(name))
     except redis.RedisError as exc:
         raise _unavailable(exc, "consume") from exc
     if token is None:

@@ -92,7 +92,7 @@ def stacked_bars(
     bars: list[Bar] = []
     for index, (day, values) in enumerate(rows):
         x = round(LEFT + index * slot + (slot - bar_width) / 2, 2)
-        base = TOP + plot_height
+        base: float = TOP + plot_height
         for item, value in zip(shown, values, strict=True):
             if not value:
                 continue
