@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date
 
 from django.db.models import (
     Count,
@@ -26,10 +22,14 @@ from django.db.models.functions import Coalesce, TruncDate
 from runs.models import Run, RunStatus, StepRun, Workflow
 from swrly.custody.selectors import FINGERPRINT_WINDOW_SLACK, provider_key_windows
 from swrly.providers import PROVIDER_NAMES
+from swrly.web.filters import day_start
+from swrly.web.pagination import Cursor, Keyset, KeysetPage, keyset_page
 from tenants.access import scoped
 from tenants.models import Tenant
 
 PAGE_SIZE = 50
+# The runs list's order, newest first: the (tenant, -created_at, -id) index.
+RUN_KEYSET = Keyset("created_at", "pk")
 
 _PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -37,59 +37,9 @@ _PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # --- The runs list ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunCursor:
-    """A keyset position in the runs list: the (created_at, id) of the last run shown."""
-
-    created_at: datetime
-    id: uuid.UUID
-
-    def encode(self) -> str:
-        raw = f"{self.created_at.astimezone(UTC).isoformat()}|{self.id.hex}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, value: str) -> RunCursor | None:
-        """The cursor in `value`, or None when it is missing or malformed."""
-        if not value or len(value) > 200:
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-            when, _, pk = raw.partition("|")
-            created_at = datetime.fromisoformat(when)
-            if created_at.tzinfo is None:
-                return None
-            return cls(created_at=created_at, id=uuid.UUID(hex=pk))
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return None
-
-
-@dataclass(frozen=True)
-class RunFilters:
-    status: str = ""
-    workflow_id: uuid.UUID | None = None
-    created_from: date | None = None
-    created_to: date | None = None  # inclusive
-    fingerprint: str = ""  # lowercase hex: a whole fingerprint or its first characters
-
-    @property
-    def active(self) -> bool:
-        return any(
-            (self.status, self.workflow_id, self.created_from, self.created_to, self.fingerprint)
-        )
-
-
-@dataclass
-class RunPage:
-    runs: list[Run]
-    next_cursor: str | None
-
-
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
-def _with_fingerprint(tenant: Tenant, runs: QuerySet[Run], fingerprint: str) -> QuerySet[Run]:
+def runs_with_fingerprint(
+    *, tenant: Tenant, runs: QuerySet[Run], fingerprint: str
+) -> QuerySet[Run]:
     """Runs that used a key whose fingerprint starts with `fingerprint`.
 
     The tenant's ProviderKey rows (one indexed lookup) name the provider, which is the JSON
@@ -109,65 +59,35 @@ def _with_fingerprint(tenant: Tenant, runs: QuerySet[Run], fingerprint: str) -> 
     return runs.filter(match) if match else runs.none()
 
 
-def runs_filtered(*, tenant: Tenant, filters: RunFilters) -> QuerySet[Run]:
-    """The tenant's runs that match the list filters (not yet ordered or paged)."""
-    runs = scoped(Run, tenant)
-    if filters.status:
-        runs = runs.filter(status=filters.status)
-    if filters.workflow_id:
-        runs = runs.filter(workflow_id=filters.workflow_id)
-    if filters.created_from:
-        runs = runs.filter(created_at__gte=_day_start(filters.created_from))
-    if filters.created_to:
-        runs = runs.filter(created_at__lt=_day_start(filters.created_to + timedelta(days=1)))
-    if filters.fingerprint:
-        runs = _with_fingerprint(tenant, runs, filters.fingerprint)
-    return runs
-
-
 def run_page(
-    *, tenant: Tenant, filters: RunFilters, before: RunCursor | None, size: int = PAGE_SIZE
-) -> RunPage:
-    """One page of runs, newest first, after the keyset cursor `before`: one query.
+    *, tenant: Tenant, runs: QuerySet[Run], cursor: Cursor | None, size: int = PAGE_SIZE
+) -> KeysetPage[Run]:
+    """One page of `runs` (the tenant's, filtered), newest first, past `cursor`: one query.
 
     Step counts and token sums are correlated subqueries on StepRun's (run, position) index,
     computed only for the rows of the page; prompts, inputs and outputs are not loaded.
     """
-    runs = runs_filtered(tenant=tenant, filters=filters)
-    if before is not None:
-        runs = runs.filter(
-            Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, id__lt=before.id)
-        )
     steps = scoped(StepRun, tenant).filter(run=OuterRef("pk")).order_by().values("run")
-    rows = list(
-        runs.only(
-            "id",
-            "tenant_id",
-            "workflow_name",
-            "status",
-            "error_code",
-            "triggered_by",
-            "key_fingerprints",
-            "created_at",
-            "started_at",
-            "finished_at",
-        )
-        .annotate(
-            step_count=Coalesce(Subquery(steps.annotate(n=Count("pk")).values("n")), 0),
-            token_total=Subquery(
-                steps.annotate(
-                    t=Sum(Coalesce("input_tokens", 0) + Coalesce("output_tokens", 0))
-                ).values("t")
-            ),
-        )
-        .order_by("-created_at", "-id")[: size + 1]
+    rows = runs.only(
+        "id",
+        "tenant_id",
+        "workflow_name",
+        "status",
+        "error_code",
+        "triggered_by",
+        "key_fingerprints",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ).annotate(
+        step_count=Coalesce(Subquery(steps.annotate(n=Count("pk")).values("n")), 0),
+        token_total=Subquery(
+            steps.annotate(
+                t=Sum(Coalesce("input_tokens", 0) + Coalesce("output_tokens", 0))
+            ).values("t")
+        ),
     )
-    next_cursor = None
-    if len(rows) > size:
-        rows = rows[:size]
-        last = rows[-1]
-        next_cursor = RunCursor(created_at=last.created_at, id=last.pk).encode()
-    return RunPage(runs=rows, next_cursor=next_cursor)
+    return keyset_page(rows, RUN_KEYSET, cursor, size)
 
 
 def workflows_for_filter(*, tenant: Tenant) -> list[Workflow]:
@@ -201,7 +121,7 @@ def runs_per_day(*, tenant: Tenant, since: date) -> dict[tuple[date, str], int]:
     """Runs created per UTC day and status since `since`: one grouped query."""
     rows = (
         scoped(Run, tenant)
-        .filter(created_at__gte=_day_start(since))
+        .filter(created_at__gte=day_start(since))
         .annotate(day=TruncDate("created_at", tzinfo=UTC))
         .values("day", "status")
         .annotate(n=Count("pk"))

@@ -7,11 +7,11 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from runs.forms import RunFilterForm
+from runs.filters import RunFilterSet
 from runs.models import Run, RunStatus
 from runs.selectors import (
     PAGE_SIZE,
-    RunCursor,
+    RUN_KEYSET,
     run_for_detail_queryset,
     run_page,
     run_steps,
@@ -22,7 +22,7 @@ from runs.selectors import (
 from swrly.audit.events import key_life_events
 from swrly.custody.selectors import key_rotations, run_history
 from swrly.web.charts import last_days, stacked_bars
-from tenants.access import get_for_tenant
+from tenants.access import get_for_tenant, scoped
 from tenants.models import AUDIT_READ_ROLES, WRITE_ROLES
 from tenants.pages import TenantPageView
 from tenants.selectors import (
@@ -76,17 +76,18 @@ class DashboardView(TenantPageView):
 class RunListView(TenantPageView):
     def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
         workflows = workflows_for_filter(tenant=self.tenant)
-        form = RunFilterForm(request.GET, workflows=workflows)
-        filters = form.filters()
-        before = RunCursor.decode(request.GET.get("before", ""))
-        page = run_page(tenant=self.tenant, filters=filters, before=before)
+        filters = RunFilterSet(
+            request.GET, scoped(Run, self.tenant), tenant=self.tenant, workflows=workflows
+        )
+        cursor = RUN_KEYSET.decode(request.GET.get("before", ""), Run)  # malformed: the newest
+        page = run_page(tenant=self.tenant, runs=filters.qs, cursor=cursor)
         return self.page(
             "runs/run_list.html",
-            form=form,
+            form=filters.form,
             filters=filters,
-            runs=page.runs,
-            next_cursor=page.next_cursor,
-            paged=before is not None,
+            runs=page.rows,
+            next_cursor=RUN_KEYSET.encode(page.next),
+            paged=cursor is not None,
             page_size=PAGE_SIZE,
             example_workflow=workflows[0] if workflows else None,
             api_runs_url=request.build_absolute_uri(reverse("api:run-list")),

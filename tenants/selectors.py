@@ -5,8 +5,7 @@ Everything after api_token_for_secret() is bound to one tenant through tenants.a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date
 
 from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, QuerySet, Subquery
@@ -15,6 +14,8 @@ from django.db.models.functions import TruncDate
 from swrly.audit.models import AuditEvent
 from swrly.audit.verifier import ChainReport, audit_verify_chain
 from swrly.audit.writer import chain_for
+from swrly.web.filters import day_start
+from swrly.web.pagination import Cursor, Keyset, KeysetPage, keyset_page
 from tenants.access import scoped
 from tenants.models import ApiToken, Membership, Tenant
 from tenants.tokens import token_matches, token_prefix
@@ -55,75 +56,24 @@ def api_token_for_secret(presented: str) -> ApiToken | None:
 # --- Audit log -------------------------------------------------------------------------------
 
 AUDIT_PAGE_SIZE = 50
+# The audit log's order, newest first: the chain's sequence numbers.
+AUDIT_KEYSET = Keyset("seq")
 
 
-@dataclass(frozen=True)
-class AuditFilters:
-    action: str = ""  # exact, or a prefix when it ends with ".*" ("key.*")
-    actor: str = ""  # contains, case-insensitive
-    target: str = ""  # contains, case-insensitive
-    created_from: date | None = None
-    created_to: date | None = None  # inclusive
-
-    @property
-    def active(self) -> bool:
-        return any((self.action, self.actor, self.target, self.created_from, self.created_to))
-
-    def as_metadata(self) -> dict[str, str]:
-        """The filters as they are recorded in an export's audit event."""
-        values = {
-            "action": self.action,
-            "actor": self.actor,
-            "target": self.target,
-            "from": self.created_from.isoformat() if self.created_from else "",
-            "to": self.created_to.isoformat() if self.created_to else "",
-        }
-        return {name: value for name, value in values.items() if value}
-
-
-@dataclass
-class AuditPage:
-    events: list[AuditEvent]
-    next_before: int | None  # the `before` seq of the next (older) page
-
-
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
-def audit_events_filtered(*, tenant: Tenant, filters: AuditFilters) -> QuerySet[AuditEvent]:
-    """The tenant's audit events that match the filters (not yet ordered).
+def audit_events(*, tenant: Tenant) -> QuerySet[AuditEvent]:
+    """The tenant's audit events (not yet filtered or ordered).
 
     The chain filter repeats the tenant filter (a tenant's events are exactly its chain) so
     that the unique (chain, seq) index serves ordering and keyset paging by seq.
     """
-    events = scoped(AuditEvent, tenant).filter(chain=chain_for(tenant))
-    if filters.action.endswith(".*"):
-        events = events.filter(action__startswith=filters.action[:-1])
-    elif filters.action:
-        events = events.filter(action=filters.action)
-    if filters.actor:
-        events = events.filter(actor__icontains=filters.actor)
-    if filters.target:
-        events = events.filter(target__icontains=filters.target)
-    if filters.created_from:
-        events = events.filter(created_at__gte=_day_start(filters.created_from))
-    if filters.created_to:
-        events = events.filter(created_at__lt=_day_start(filters.created_to + timedelta(days=1)))
-    return events
+    return scoped(AuditEvent, tenant).filter(chain=chain_for(tenant))
 
 
 def audit_event_page(
-    *, tenant: Tenant, filters: AuditFilters, before: int | None, size: int = AUDIT_PAGE_SIZE
-) -> AuditPage:
-    """One page of matching events, newest first, with seq below `before`: one query."""
-    events = audit_events_filtered(tenant=tenant, filters=filters)
-    if before is not None:
-        events = events.filter(seq__lt=before)
-    rows = list(events.order_by("-seq")[: size + 1])
-    if len(rows) > size:
-        return AuditPage(events=rows[:size], next_before=rows[size - 1].seq)
-    return AuditPage(events=rows, next_before=None)
+    *, events: QuerySet[AuditEvent], cursor: Cursor | None, size: int = AUDIT_PAGE_SIZE
+) -> KeysetPage[AuditEvent]:
+    """One page of `events` (the tenant's, filtered), newest first, past `cursor`: one query."""
+    return keyset_page(events, AUDIT_KEYSET, cursor, size)
 
 
 def audit_chain_status(*, tenant: Tenant) -> ChainReport:
@@ -142,7 +92,7 @@ def key_events_per_day(*, tenant: Tenant, since: date) -> dict[tuple[date, str],
     rows = (
         scoped(AuditEvent, tenant)
         .filter(
-            chain=chain_for(tenant), action__startswith="key.", created_at__gte=_day_start(since)
+            chain=chain_for(tenant), action__startswith="key.", created_at__gte=day_start(since)
         )
         .annotate(day=TruncDate("created_at", tzinfo=UTC))
         .values("day", "action")

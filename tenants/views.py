@@ -17,10 +17,11 @@ from django.urls import reverse_lazy
 
 from swrly.audit.events import action_filter_choices
 from swrly.audit.export import audit_export
+from swrly.audit.models import AuditEvent
 from tenants.access import get_for_tenant, scoped
+from tenants.filters import AuditFilterSet
 from tenants.forms import (
     ApiTokenCreateForm,
-    AuditFilterForm,
     MemberAddForm,
     MemberRoleForm,
 )
@@ -33,9 +34,10 @@ from tenants.models import (
 )
 from tenants.pages import TenantPageView
 from tenants.selectors import (
+    AUDIT_KEYSET,
     audit_chain_status,
     audit_event_page,
-    audit_events_filtered,
+    audit_events,
     memberships_for_user,
 )
 from tenants.services import (
@@ -48,25 +50,22 @@ from tenants.services import (
 from tenants.signals import audit_user_event
 
 
-def _seq(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 19 else None
-
-
 class AuditListView(TenantPageView):
     allowed_roles = AUDIT_READ_ROLES
 
     def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
-        form = AuditFilterForm(request.GET)
-        filters = form.filters()
-        before = _seq(request.GET.get("before"))
-        page = audit_event_page(tenant=self.tenant, filters=filters, before=before)
+        filters = AuditFilterSet(request.GET, audit_events(tenant=self.tenant), tenant=self.tenant)
+        cursor = AUDIT_KEYSET.decode(
+            request.GET.get("before", ""), AuditEvent
+        )  # malformed: the newest
+        page = audit_event_page(events=filters.qs, cursor=cursor)
         return self.page(
             "tenants/audit_list.html",
-            form=form,
+            form=filters.form,
             filters=filters,
-            events=page.events,
-            next_before=page.next_before,
-            paged=before is not None,
+            events=page.rows,
+            next_before=AUDIT_KEYSET.encode(page.next),
+            paged=cursor is not None,
             chain=audit_chain_status(tenant=self.tenant),
             action_suggestions=action_filter_choices(),
         )
@@ -79,14 +78,13 @@ class AuditExportView(TenantPageView):
     export_format = "csv"
 
     def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
-        form = AuditFilterForm(request.GET)
-        if not form.is_valid():
-            errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        filters = AuditFilterSet(request.GET, audit_events(tenant=self.tenant), tenant=self.tenant)
+        if not filters.is_valid():
+            errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in filters.errors.items())
             return HttpResponseBadRequest(f"Invalid filters, nothing exported. {errors}")
-        filters = form.filters()
         return audit_export(
             tenant=self.tenant,
-            events=audit_events_filtered(tenant=self.tenant, filters=filters),
+            events=filters.qs,
             export_format=self.export_format,
             filters=filters.as_metadata(),
             actor=self.actor,

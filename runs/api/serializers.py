@@ -7,7 +7,7 @@ from django.core.validators import MaxLengthValidator, MinLengthValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from runs.models import Run, RunError, RunStatus, StepRun, Workflow
+from runs.models import Run, RunError, StepRun, Workflow
 from runs.workflow_spec import (
     MAX_STEPS,
     STEP_FIELDS,
@@ -243,13 +243,6 @@ class RunListSerializer(RunSerializer):
 
     class Meta(RunSerializer.Meta):
         fields = [f for f in RunSerializer.Meta.fields if f != "steps"]
-
-
-class RunFilterSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
-    workflow = serializers.UUIDField(required=False)
-    created_after = serializers.DateTimeField(required=False)
-    created_before = serializers.DateTimeField(required=False)
 
 
 class TimelineDetailSerializer(serializers.Serializer):

@@ -11,12 +11,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from runs.api.serializers import (
-    RunFilterSerializer,
     RunListSerializer,
     RunSerializer,
     RunTimelineSerializer,
     WorkflowSerializer,
 )
+from runs.filters import RunFilterSet
 from runs.models import Run, Workflow
 from runs.services import (
     IdempotencyConflict,
@@ -33,7 +33,7 @@ from runs.services import (
 from runs.workflow_spec import SpecError
 from swrly import keys
 from swrly.custody.selectors import run_history
-from swrly.web.pagination import NewestFirstPagination
+from swrly.web.pagination import KeysetPagination
 from tenants.access import get_for_tenant
 from tenants.api.base import TenantViewSet
 
@@ -81,7 +81,7 @@ class WorkflowViewSet(
 
     model = Workflow
     serializer_class = WorkflowSerializer
-    pagination_class = NewestFirstPagination
+    pagination_class = KeysetPagination
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def perform_create(self, serializer: WorkflowSerializer) -> None:
@@ -108,40 +108,15 @@ class RunViewSet(
 
     model = Run
     serializer_class = RunSerializer
-    pagination_class = NewestFirstPagination
+    pagination_class = KeysetPagination
+    filterset_class = RunFilterSet
     extra_error_codes = {"create": ["409", "503"], "cancel": ["409"]}
 
     def get_serializer_class(self) -> type:
         return RunListSerializer if self.action == "list" else RunSerializer
 
     def filter_tenant_queryset(self, queryset: Any) -> Any:
-        if self.action == "list":
-            filters = RunFilterSerializer(data=self.request.query_params)
-            filters.is_valid(raise_exception=True)
-            given = filters.validated_data
-            if "status" in given:
-                queryset = queryset.filter(status=given["status"])
-            if "workflow" in given:
-                queryset = queryset.filter(workflow_id=given["workflow"])
-            if "created_after" in given:
-                queryset = queryset.filter(created_at__gte=given["created_after"])
-            if "created_before" in given:
-                queryset = queryset.filter(created_at__lt=given["created_before"])
-            return queryset
-        return queryset.prefetch_related("step_runs")
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "status", str, enum=[c for c, _ in Run._meta.get_field("status").choices]
-            ),
-            OpenApiParameter("workflow", str),
-            OpenApiParameter("created_after", str),
-            OpenApiParameter("created_before", str),
-        ]
-    )
-    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
+        return queryset if self.action == "list" else queryset.prefetch_related("step_runs")
 
     @extend_schema(
         parameters=[

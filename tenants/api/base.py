@@ -8,6 +8,7 @@ cannot reach another tenant's rows by forgetting a filter.
 from typing import Any, ClassVar
 
 from django.db.models import Model, QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import viewsets
 
 from swrly.audit.writer import Actor
@@ -16,8 +17,19 @@ from tenants.authority import Principal
 from tenants.models import Tenant
 
 
+class TenantFilterBackend(DjangoFilterBackend):
+    """The view's `filterset_class` (a tenants.filters.TenantFilterSet) over its tenant's rows.
+
+    An invalid value is a 400 naming the parameter.
+    """
+
+    def get_filterset_kwargs(self, request: Any, queryset: Any, view: Any) -> dict[str, Any]:
+        return {**super().get_filterset_kwargs(request, queryset, view), "tenant": view.tenant}
+
+
 class TenantViewSet(viewsets.GenericViewSet):
     model: ClassVar[type[Model]]
+    filter_backends = [TenantFilterBackend]
     lookup_field = "pk"
     # Any path segment reaches get_object(), so a malformed id gets the same audited JSON 404
     # as an unknown one (the router's default pattern would leave it to Django's 404 page).

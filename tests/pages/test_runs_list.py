@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from runs.models import Run, RunStatus
-from runs.selectors import PAGE_SIZE, RunCursor
+from runs.selectors import PAGE_SIZE, RUN_KEYSET
 from runs.services import workflow_create
 from swrly.audit.writer import Actor
 from tenants.models import Role
@@ -138,7 +138,7 @@ def test_keyset_pagination_keeps_the_filters(acme):
 def test_a_malformed_cursor_shows_the_first_page(acme):
     run = make_run(acme)
     assert _run_ids(_get(acme.client(Role.OWNER), "before=not-a-cursor")) == [str(run.pk)]
-    assert RunCursor.decode("AAAA") is None
+    assert RUN_KEYSET.decode("AAAA", Run) is None
 
 
 @pytest.mark.parametrize("fingerprint", [False, True])
