@@ -1,6 +1,8 @@
 """Structural rules that keep tenant scoping from depending on memory."""
 
 import ast
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,18 @@ def test_tenant_viewsets_cannot_override_the_scoped_queryset():
 
 # The import graph (layers, no cycles, no app importing another's views, no runtime import of
 # swrly.dev) is checked by import-linter's contracts in pyproject.toml: `make lint`.
+
+
+def test_the_architecture_picture_shows_the_layers_the_contract_checks():
+    """docs/architecture.md draws the layers of [tool.importlinter], top to bottom, in order."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    picture = doc.split("```mermaid", 1)[1].split("```", 1)[0]
+    positions = []
+    for layer in layers:
+        modules = [m.strip() for m in re.split(r"[:|]", layer)]
+        missing = [m for m in modules if m.removeprefix("swrly.") not in picture]
+        assert not missing, f"the picture does not show {missing}"
+        positions.append(picture.index(modules[0].removeprefix("swrly.")))
+    assert positions == sorted(positions), "the picture's layers are not in the contract's order"
