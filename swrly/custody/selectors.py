@@ -225,7 +225,7 @@ _RUN_LABELS = {
 }
 
 
-def _token_found(meta: dict) -> str:
+def _token_found(meta: dict[str, Any]) -> str:
     value = meta.get("token_found")
     if value is True:
         return "yes: the token was deleted from the key store"

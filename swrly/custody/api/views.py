@@ -23,7 +23,7 @@ class ProviderKeyViewSet(mixins.ListModelMixin, TenantViewSet):
         return provider_keys_with_successor(queryset)
 
 
-class KeyRotationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class KeyRotationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[KeyRotation]):
     """The platform's encryption-key rotations, with how many of this tenant's tokens each
     rewrapped. Rotations are platform-wide records: no tenant owns them, and the platform-wide
     counts (which reveal other tenants' volume) are not shown."""
