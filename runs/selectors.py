@@ -6,6 +6,7 @@ import base64
 import binascii
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -81,7 +82,7 @@ class RunFilters:
 
 @dataclass
 class RunPage:
-    runs: list[Run]
+    runs: Sequence[Run]
     next_cursor: str | None
 
 

@@ -10,6 +10,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseBase,
     HttpResponseRedirect,
 )
 from django.shortcuts import redirect, render
@@ -78,10 +79,10 @@ class AuditExportView(TenantPageView):
     allowed_roles = AUDIT_READ_ROLES
     export_format = "csv"
 
-    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
+    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponseBase:
         form = AuditFilterForm(request.GET)
         if not form.is_valid():
-            errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+            errors = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
             return HttpResponseBadRequest(f"Invalid filters, nothing exported. {errors}")
         filters = form.filters()
         return audit_export(

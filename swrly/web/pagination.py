@@ -23,18 +23,20 @@ class NewestFirstPagination(CursorPagination):
         try:
             cursor = super().decode_cursor(request)
         except NotFound:
-            cursor = False
-        if cursor is False or (
-            cursor is not None and cursor.position is not None and not _is_datetime(cursor.position)
-        ):
+            cursor = None
+            valid = False
+        else:
+            valid = cursor is None or cursor.position is None or _is_datetime(cursor.position)
+        if not valid:
             raise ValidationError({"cursor": [self.invalid_cursor_message]})
         return cursor
 
 
-def _is_datetime(text: str) -> bool:
-    if is_unstorable(text):
+def _is_datetime(position: object) -> bool:
+    # A str from the cursor's query string (the stubs say int: DRF's own ordering is numeric).
+    if not isinstance(position, str) or is_unstorable(position):
         return False
     try:
-        return parse_datetime(text) is not None
+        return parse_datetime(position) is not None
     except ValueError:
         return False
