@@ -20,14 +20,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m swrly.dev.devstack
 
-## make test: lint, format check, type check, migrations check, and the test suite
+## make test: lint, format check, import contracts, type check, migrations check, the suite
 test: $(STAMP) lint typecheck
 	$(BIN)/python manage.py makemigrations --check --dry-run --skip-checks
 	$(BIN)/pytest -n 2
 
+## make lint: ruff, the format check, and the import-graph contracts ([tool.importlinter])
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ## make typecheck: mypy over swrly, tenants and runs ([tool.mypy] in pyproject.toml). The
 ## django-stubs plugin loads swrly.settings: no .env is read and the unset secrets stay empty

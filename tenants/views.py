@@ -10,6 +10,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseBase,
     HttpResponseRedirect,
 )
 from django.shortcuts import redirect, render
@@ -77,10 +78,10 @@ class AuditExportView(TenantPageView):
     allowed_roles = AUDIT_READ_ROLES
     export_format = "csv"
 
-    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
+    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponseBase:
         filters = AuditFilterSet(request.GET, audit_events(tenant=self.tenant), tenant=self.tenant)
         if not filters.is_valid():
-            errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in filters.errors.items())
+            errors = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in filters.errors.items())
             return HttpResponseBadRequest(f"Invalid filters, nothing exported. {errors}")
         return audit_export(
             tenant=self.tenant,

@@ -1,6 +1,8 @@
 """Structural rules that keep tenant scoping from depending on memory."""
 
 import ast
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,6 @@ REQUEST_MODULES = sorted(
         *ROOT.glob(f"{app}/api.py"),
     ]
 )
-APPS = ("tenants", "runs", "swrly.audit", "swrly.custody")
 
 
 def _tenant_owned_models():
@@ -59,66 +60,20 @@ def test_tenant_viewsets_cannot_override_the_scoped_queryset():
                 return Tenant.objects.all()
 
 
-def _module(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+# The import graph (layers, no cycles, no app importing another's views, no runtime import of
+# swrly.dev) is checked by import-linter's contracts in pyproject.toml: `make lint`.
 
 
-def _modules(package: str) -> dict[str, Path]:
-    folder = ROOT.joinpath(*package.split("."))
-    return {_module(path): path for path in folder.rglob("*.py") if "migrations" not in path.parts}
-
-
-def _imports(path: Path) -> set[str]:
-    """Every module a file imports, at module level or inside a function."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-            names |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return names
-
-
-def _within(name: str, package: str) -> bool:
-    return name == package or name.startswith(package + ".")
-
-
-def test_the_web_layer_imports_no_app():
-    offenders = {
-        f"{module} imports {name}"
-        for module, path in _modules("swrly.web").items()
-        for name in _imports(path)
-        if any(_within(name, app) for app in APPS)
-    }
-    assert not offenders
-
-
-def test_no_app_imports_another_apps_views():
-    offenders = set()
-    for app in ("tenants", "runs"):
-        for module, path in _modules(app).items():
-            for name in _imports(path):
-                owner = next((other for other in APPS if _within(name, other)), None)
-                if owner not in (None, app) and name.split(".")[-1] == "views":
-                    offenders.add(f"{module} imports {name}")
-    assert not offenders
-
-
-def test_the_runs_app_imports_form_no_cycle():
-    modules = _modules("runs")
-    graph = {module: _imports(path) & modules.keys() for module, path in modules.items()}
-    done: set[str] = set()
-
-    def visit(module: str, path: tuple[str, ...]) -> None:
-        if module in path:
-            raise AssertionError("import cycle: " + " → ".join([*path, module]))
-        if module in done:
-            return
-        for imported in sorted(graph[module]):
-            visit(imported, (*path, module))
-        done.add(module)
-
-    for module in sorted(graph):
-        visit(module, ())
+def test_the_architecture_picture_shows_the_layers_the_contract_checks():
+    """docs/architecture.md draws the layers of [tool.importlinter], top to bottom, in order."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    picture = doc.split("```mermaid", 1)[1].split("```", 1)[0]
+    positions = []
+    for layer in layers:
+        modules = [m.strip() for m in re.split(r"[:|]", layer)]
+        missing = [m for m in modules if m.removeprefix("swrly.") not in picture]
+        assert not missing, f"the picture does not show {missing}"
+        positions.append(picture.index(modules[0].removeprefix("swrly.")))
+    assert positions == sorted(positions), "the picture's layers are not in the contract's order"

@@ -170,6 +170,8 @@ class RunViewSet(
                         idempotency=idempotency,
                     )
                 except IdempotencyRace:
+                    if idempotency is None:  # only a create with an Idempotency-Key races
+                        raise
                     # A concurrent request with the same key won; answer with its run.
                     run = run_for_idempotency_key(
                         tenant=self.tenant, key=idempotency[0], request_hash=idempotency[1]

@@ -187,7 +187,8 @@ def _post(
             headers={**_headers(), **protocol.wire.auth_headers(secret.reveal())},
             timeout=timeout,
             follow_redirects=False,
-            auth=None,  # a caller's client cannot add credentials of its own
+            # None (no auth; the stubs leave it out): a caller's client cannot add credentials.
+            auth=None,  # type: ignore[arg-type]
         )
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         # The request never left, so a retry cannot make the provider work twice.

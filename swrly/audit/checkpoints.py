@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
+from typing import Any, TypedDict
 
 from django.db import transaction
 from django.utils import timezone
@@ -15,6 +16,18 @@ from swrly.audit.verifier import ChainReport, audit_chains, audit_verify_chain, 
 from swrly.audit.writer import Actor, audit_record, tenant_of_chain
 
 logger = logging.getLogger(__name__)
+
+
+class _CheckpointFields(TypedDict):
+    """A checkpoint's signed fields: the signature payload's arguments and the row's columns."""
+
+    chain: str
+    tenant_id: Any
+    seq: int
+    head_hash: str
+    created_at: datetime
+    prev_signature: str
+    key_id: str
 
 
 class AuditChainBroken(Exception):
@@ -49,7 +62,7 @@ def audit_checkpoint_chain(chain: str, *, force: bool = False) -> AuditCheckpoin
         tenant = tenant_of_chain(chain)
         if tenant is None and chain != PLATFORM_CHAIN:
             raise LookupError(f"chain {chain} belongs to no tenant")
-        fields = {
+        fields: _CheckpointFields = {
             "chain": chain,
             "tenant_id": tenant.pk if tenant is not None else None,
             "seq": head.seq,

@@ -294,7 +294,7 @@ def event_type(action: str) -> EventType:
         raise UnknownAuditEvent(f"audit action {action!r} is not declared") from None
 
 
-def check_event(action: str, metadata: Mapping | None) -> EventType:
+def check_event(action: str, metadata: Mapping[str, object] | None) -> EventType:
     """The action's type; UnknownAuditEvent when it, or a metadata key, is not declared."""
     declared = event_type(action)
     unknown = sorted(set(metadata or {}) - set(declared.metadata))

@@ -42,7 +42,7 @@ COLUMNS = (
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _record(event: AuditEvent) -> dict:
+def _record(event: AuditEvent) -> dict[str, Any]:
     return {
         "seq": event.seq,
         "created_at": event.created_at.astimezone(UTC).isoformat(timespec="microseconds"),

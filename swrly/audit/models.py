@@ -4,13 +4,18 @@ The tables keep the names they had when these models lived in `tenants` (`tenant
 the PostgreSQL append-only triggers are defined on them.
 """
 
-from typing import Any, NoReturn
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from django.conf import settings
 from django.db import models
 
+if TYPE_CHECKING:
+    from tenants.models import Tenant
 
-class AppendOnlyQuerySet(models.QuerySet):
+
+class AppendOnlyQuerySet(models.QuerySet[Any]):
     def update(self, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events cannot be updated")
 
@@ -46,9 +51,10 @@ class AppendOnlyModel(models.Model):
 PLATFORM_CHAIN = "platform"
 
 
-def tenant_model() -> type[models.Model]:
-    """tenants.Tenant, as the audit rows' foreign key names it (this app imports no app)."""
-    return AuditEvent._meta.get_field("tenant").related_model
+def tenant_model() -> type[Tenant]:
+    """tenants.Tenant, as the audit rows' foreign key names it (this app imports no app; the
+    type checker alone is told which model that is)."""
+    return cast("type[Tenant]", AuditEvent._meta.get_field("tenant").related_model)
 
 
 class AuditChainHead(models.Model):

@@ -88,7 +88,7 @@ def event_hash(
     actor_user_id: int | None,
     action: str,
     target: str,
-    metadata: dict,
+    metadata: dict[str, Any],
     ip: str | None,
     user_agent: str,
     prev_hash: str,
@@ -156,7 +156,7 @@ def audit_record(
     action: str,
     actor: Actor,
     target: str = "",
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
     request: HttpRequest | None = None,
 ) -> AuditEvent:
     """Append one event to the tenant's chain, inside the caller's transaction.
@@ -188,7 +188,7 @@ def _append(
     action: str,
     actor: Actor,
     target: str,
-    metadata: dict | None,
+    metadata: dict[str, Any] | None,
     request: HttpRequest | None,
 ) -> AuditEvent:
     chain = chain_for(tenant)
@@ -233,7 +233,7 @@ def audit_record_bounded(
     action: str,
     actor: Actor,
     target: str = "",
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
     request: HttpRequest | None = None,
 ) -> AuditEvent | None:
     """Append an event that someone outside the tenant can cause, within a bound.
@@ -287,7 +287,8 @@ def _count_one(chain: str, action: str, source: str, window: int) -> int:
             f"DO UPDATE SET {count} = {table}.{count} + 1 RETURNING {count}",
             [chain, action, source, window],
         )
-        return cursor.fetchone()[0]
+        new_count: int = cursor.fetchone()[0]
+        return new_count
 
 
 def audit_flush_suppressed(*, before: int | None = None) -> int:

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from uuid import UUID
 
 from django.core.exceptions import ImproperlyConfigured
@@ -23,6 +23,9 @@ from swrly.audit.writer import chain_for
 from swrly.custody.models import KeyRotation, KeyRotationTenant, ProviderKey
 from tenants.access import scoped
 from tenants.models import Tenant
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 # A run carries a key's fingerprint only if it was created while that key was in use, so a
 # fingerprint's runs lie between its ProviderKey's first_seen_at and last_seen_at. Both are
@@ -56,7 +59,17 @@ def key_rotations(*, tenant: Tenant, limit: int | None = None) -> list[KeyRotati
 # --- Provider keys ---------------------------------------------------------------------------
 
 
-def provider_keys_with_successor(keys: QuerySet[ProviderKey]) -> QuerySet[ProviderKey]:
+class Successor(TypedDict):
+    """The annotations provider_keys_with_successor() adds (None for a provider's current key)."""
+
+    successor_fingerprint: str | None
+    successor_hint: str | None
+    successor_first_seen_at: datetime | None
+
+
+def provider_keys_with_successor(
+    keys: QuerySet[ProviderKey],
+) -> QuerySet[WithAnnotations[ProviderKey, Successor]]:
     """`keys` oldest first per provider, each annotated with its successor: the rule, once.
 
     A key's successor is the next key of the same provider by first use (ties by fingerprint):
@@ -135,15 +148,18 @@ def provider_key_history(*, tenant: Tenant) -> dict[str, list[ProviderKeyRow]]:
     if _key_run_count is None:
         raise ImproperlyConfigured("no key run counter registered: is the runs app installed?")
     run_count = _key_run_count(tenant)
-    keys = provider_keys_with_successor(scoped(ProviderKey, tenant).annotate(run_count=run_count))
+    keys = provider_keys_with_successor(scoped(ProviderKey, tenant)).annotate(run_count=run_count)
     grouped: dict[str, list[ProviderKeyRow]] = defaultdict(list)
     for key in keys:
         successor = None
-        if key.successor_fingerprint is not None:
+        fingerprint, hint, first_seen_at = (
+            key.successor_fingerprint,
+            key.successor_hint,
+            key.successor_first_seen_at,
+        )
+        if fingerprint is not None and hint is not None and first_seen_at is not None:
             successor = KeySuccessor(
-                fingerprint=key.successor_fingerprint,
-                hint=key.successor_hint,
-                first_seen_at=key.successor_first_seen_at,
+                fingerprint=fingerprint, hint=hint, first_seen_at=first_seen_at
             )
         grouped[key.provider].append(
             ProviderKeyRow(key=key, run_count=key.run_count, replaced_by=successor)
@@ -209,7 +225,7 @@ _RUN_LABELS = {
 }
 
 
-def _token_found(meta: dict) -> str:
+def _token_found(meta: dict[str, Any]) -> str:
     value = meta.get("token_found")
     if value is True:
         return "yes: the token was deleted from the key store"
@@ -281,14 +297,14 @@ def run_history(*, tenant: Tenant, run: RunRecord, step_providers: list[str]) ->
     Events are found by target (`run:<id>`) within the run's lifetime (RUN_EVENTS_SLACK), so
     the (tenant, -created_at) index bounds the scan.
     """
-    events = scoped(AuditEvent, tenant).filter(
+    in_lifetime = scoped(AuditEvent, tenant).filter(
         chain=chain_for(tenant),
         target=f"run:{run.pk}",
         created_at__gte=run.created_at - RUN_EVENTS_SLACK,
     )
     if run.finished_at is not None:
-        events = events.filter(created_at__lte=run.finished_at + RUN_EVENTS_SLACK)
-    events = list(events.order_by("seq"))
+        in_lifetime = in_lifetime.filter(created_at__lte=run.finished_at + RUN_EVENTS_SLACK)
+    events = list(in_lifetime.order_by("seq"))
 
     providers = set(step_providers) | set(run.key_fingerprints)
     providers |= {e.metadata.get("provider") for e in events if e.action in _KEY_LABELS}

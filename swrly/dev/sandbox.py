@@ -63,7 +63,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from swrly.http import is_loopback
@@ -275,7 +275,8 @@ def _read_request(
         raise _BadRequest("model: field required")
     if not isinstance(messages, list) or not messages:
         raise _BadRequest("messages: must be a non-empty list")
-    system_parts, prompt_parts = [], []
+    system_parts: list[str] = []
+    prompt_parts: list[str] = []
     if api == "anthropic":
         if "system" in payload:
             system_parts.append(_text_of(payload["system"], "system"))
@@ -393,25 +394,26 @@ class _Answer:
         message = {**self.anthropic(), "content": [], "stop_reason": None}
         message["usage"] = {"input_tokens": self.input_tokens, "output_tokens": 0}
         yield _sse({"type": "message_start", "message": message}, "message_start"), False
-        block = {"type": "content_block_start", "index": 0}
-        yield _sse({**block, "content_block": {"type": "text", "text": ""}}, block["type"]), False
+        block = {"type": "text", "text": ""}
+        start = {"type": "content_block_start", "index": 0, "content_block": block}
+        yield _sse(start, "content_block_start"), False
         yield _sse({"type": "ping"}, "ping"), False
         for piece in self.pieces():
             delta = {"type": "text_delta", "text": piece}
             event = {"type": "content_block_delta", "index": 0, "delta": delta}
             yield _sse(event, "content_block_delta"), True
             if break_off:
-                message = "sandbox: the stream broke off as the request asked"
-                yield _sse(_error_payload("anthropic", 529, message), "error"), False
+                broke_off = "sandbox: the stream broke off as the request asked"
+                yield _sse(_error_payload("anthropic", 529, broke_off), "error"), False
                 return
         yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"), False
-        delta = {
+        stop = {
             "stop_reason": "max_tokens" if self.truncated else "end_turn",
             "stop_sequence": None,
         }
         usage = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
         yield (
-            _sse({"type": "message_delta", "delta": delta, "usage": usage}, "message_delta"),
+            _sse({"type": "message_delta", "delta": stop, "usage": usage}, "message_delta"),
             False,
         )
         yield _sse({"type": "message_stop"}, "message_stop"), False
@@ -686,19 +688,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
         if directives.sleep:
             sandbox._stopping.wait(directives.sleep)  # stop() wakes sleepers at once
-        status = directives.status
+        asked_status = directives.status
         if directives.fail_first and sandbox._count(path, raw) <= directives.fail_first:
-            status = directives.fail_status
-        if status is not None and status != 200:
-            message = f"sandbox: HTTP {status} as the request asked"
+            asked_status = directives.fail_status
+        if asked_status is not None and asked_status != 200:
+            message = f"sandbox: HTTP {asked_status} as the request asked"
             if echo_key:
                 message += f" (key presented: {ECHO_ENCODINGS[encoding](key)})"
             extra = {}
             if directives.retry_after is not None:
                 extra["retry-after"] = directives.retry_after
-            if 300 <= status <= 399:
+            if 300 <= asked_status <= 399:
                 extra["location"] = sandbox.url + REDIRECT_TARGET
-            error(status, message, extra)
+            error(asked_status, message, extra)
             return
 
         if directives.malformed:
@@ -722,8 +724,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 events = answer.openai_events(include_usage, break_off=directives.stream_error)
             self._send_events(events, {id_header: request_id}, directives.stream_delay)
             return
-        body = answer.anthropic() if api == "anthropic" else answer.openai()
-        self._send_json(200, body, {id_header: request_id})
+        reply = answer.anthropic() if api == "anthropic" else answer.openai()
+        self._send_json(200, reply, {id_header: request_id})
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
@@ -740,7 +742,8 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name, which can stall on a broken resolver.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, self.server_port = self.server_address[:2]
+        self.server_name = cast(str, host)  # bound to a (host name, port) address
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         with self.connections_lock:

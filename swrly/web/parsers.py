@@ -8,10 +8,11 @@ deposit included) sees the body.
 import codecs
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework.exceptions import ParseError, ValidationError
-from rest_framework.parsers import JSONParser, get_encoding
+from rest_framework.parsers import JSONParser, get_encoding  # type: ignore[attr-defined]
 
 from swrly.input_limits import MAX_JSON_DEPTH, UNSTORABLE_MESSAGE, TooDeep, unstorable_paths
 
@@ -37,9 +38,12 @@ class SafeJSONParser(JSONParser):
     at most MAX_JSON_DEPTH levels deep (400 `nesting_too_deep`), and finite numbers only."""
 
     def parse(
-        self, stream: Any, media_type: str | None = None, parser_context: dict | None = None
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        encoding = get_encoding(parser_context or {})  # text codecs only
+        encoding = get_encoding(parser_context or {})  # text codecs only (not in DRF's stubs)
         try:
             text = codecs.getreader(encoding)(stream).read()
             data = json.loads(text, parse_constant=_constant, parse_float=_finite_float)

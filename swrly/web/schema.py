@@ -6,13 +6,16 @@ All of them share one body, `{"error": {"code", "message", "fields"}}` (swrly/we
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import Direction
 from rest_framework import serializers
 
 
 class ErrorDetailSerializer(serializers.Serializer):
     code = serializers.CharField(help_text="Machine-readable, e.g. not_found, invalid, throttled.")
     message = serializers.CharField(help_text="For a person; never contains a secret.")
-    fields = serializers.DictField(
+    # The body's `fields` key. (The metaclass takes declared fields out of the class, so the
+    # Serializer.fields property is untouched; the stubs cannot know that.)
+    fields = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         help_text="Per-field problems of a request body (`provider_keys.openai`, `steps`, …).",
     )
@@ -52,7 +55,7 @@ class SwrlyAutoSchema(AutoSchema):
         codes += list(getattr(view, "extra_error_codes", {}).get(getattr(view, "action", None), []))
         return sorted(set(codes))
 
-    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
+    def _get_response_bodies(self, direction: Direction = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
         if getattr(self.view, "authentication_classes", None) == []:
             return responses  # the schema and the docs pages themselves

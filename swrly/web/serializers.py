@@ -1,9 +1,14 @@
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
+if TYPE_CHECKING:  # a mixin for serializers: the type checker reads it as one
+    _SerializerBase = serializers.Serializer
+else:
+    _SerializerBase = object
 
-class StrictSerializerMixin:
+
+class StrictSerializerMixin(_SerializerBase):
     """Unknown fields in a write are an error, not silently ignored."""
 
     def to_internal_value(self, data: Any) -> Any:

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from swrly.custody.models import KeyRotation, ProviderKey
 
 
-class KeyRotationSerializer(serializers.ModelSerializer):
+class KeyRotationSerializer(serializers.ModelSerializer[KeyRotation]):
     rewrapped_in_tenant = serializers.IntegerField(
         read_only=True, help_text="How many of this tenant's tokens the rotation rewrapped."
     )
@@ -23,7 +23,7 @@ class KeyRotationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ProviderKeySerializer(serializers.ModelSerializer):
+class ProviderKeySerializer(serializers.ModelSerializer[ProviderKey]):
     replaced_by = serializers.CharField(
         source="successor_fingerprint",
         read_only=True,

@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -8,6 +8,7 @@ from swrly.custody.api.serializers import KeyRotationSerializer, ProviderKeySeri
 from swrly.custody.models import KeyRotation, KeyRotationTenant, ProviderKey
 from swrly.custody.selectors import provider_keys_with_successor
 from tenants.access import scoped
+from tenants.api.authentication import TokenPrincipal
 from tenants.api.base import TenantViewSet
 
 
@@ -22,7 +23,7 @@ class ProviderKeyViewSet(mixins.ListModelMixin, TenantViewSet):
         return provider_keys_with_successor(queryset)
 
 
-class KeyRotationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class KeyRotationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[KeyRotation]):
     """The platform's encryption-key rotations, with how many of this tenant's tokens each
     rewrapped. Rotations are platform-wide records: no tenant owns them, and the platform-wide
     counts (which reveal other tenants' volume) are not shown."""
@@ -34,7 +35,7 @@ class KeyRotationViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if getattr(self, "swagger_fake_view", False):
             return KeyRotation.objects.none()
         in_tenant = (
-            scoped(KeyRotationTenant, self.request.user.tenant)
+            scoped(KeyRotationTenant, cast(TokenPrincipal, self.request.user).tenant)
             .filter(rotation=OuterRef("pk"))
             .values("rewrapped")[:1]
         )

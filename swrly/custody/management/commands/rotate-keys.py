@@ -1,5 +1,6 @@
 import getpass
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -69,7 +70,7 @@ class Command(BaseCommand):
         except KeyServiceError as exc:
             raise CommandError(str(exc)) from exc
 
-    def _print_counts(self, counts: dict, current: str) -> None:
+    def _print_counts(self, counts: Mapping[str, int], current: str) -> None:
         self.stdout.write(f"Live tokens per encryption key id (current: {current}):")
         for key_id, n in sorted(counts.items()):
             label = "current" if key_id == current else "fallback or retired"
@@ -77,7 +78,7 @@ class Command(BaseCommand):
         if not counts:
             self.stdout.write("  (no live tokens)")
 
-    def _rotate(self, options: dict, current: str) -> None:
+    def _rotate(self, options: dict[str, Any], current: str) -> None:
         actor = Actor.system(f"rotate-keys ({options['actor'] or getpass.getuser()})")
         rotation = key_rotation_start(actor=actor, to_key_id=current)
         tty = sys.stdout.isatty() and self.stdout._out is sys.stdout
