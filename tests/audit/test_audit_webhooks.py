@@ -1,6 +1,7 @@
 """Audit webhooks against a real receiver on loopback that fails on purpose: order, at least
 once, no gap after recovery, signatures, redirects, the address policy and the secret."""
 
+import itertools
 import json
 from datetime import timedelta
 
@@ -83,7 +84,7 @@ def test_every_event_arrives_in_order_signed_with_the_secret_shown_once(acme, lo
     events = [e for d in receiver.deliveries for e in d.payload["events"]]
     stored = list(AuditEvent.objects.filter(tenant=acme.tenant).order_by("seq"))
     assert [e["hash"] for e in events] == [e.hash for e in stored]
-    assert all(a["prev_hash"] == b["hash"] for b, a in zip(events, events[1:], strict=False))
+    assert all(a["prev_hash"] == b["hash"] for b, a in itertools.pairwise(events))
     assert events[-1]["action"] == "audit.webhook_created"
     webhook.refresh_from_db()
     assert (webhook.delivered_seq, webhook.failures, webhook.last_error) == (head, 0, "")
