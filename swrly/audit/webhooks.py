@@ -241,8 +241,9 @@ def audit_webhook_deliver(
             webhook.last_error = ""
             webhook.failures = 0
             webhook.next_attempt_at = None
-            _save_state(webhook)
             delivered += len(events)
+            if not _save_state(webhook):
+                break
     finally:
         AuditWebhook.objects.filter(pk=webhook_id).update(lease_until=None)
     return delivered
@@ -260,11 +261,13 @@ _STATE_FIELDS = [
 ]
 
 
-def _save_state(webhook: AuditWebhook) -> None:
-    # update(), not save(): a webhook deleted meanwhile stays deleted.
-    AuditWebhook.objects.filter(pk=webhook.pk).update(
+def _save_state(webhook: AuditWebhook) -> bool:
+    """Store the delivery state; False when the webhook was deleted meanwhile (update(), not
+    save(), so it stays deleted)."""
+    updated: int = AuditWebhook.objects.filter(pk=webhook.pk).update(
         **{name: getattr(webhook, name) for name in _STATE_FIELDS}
     )
+    return updated == 1
 
 
 def _failed(webhook: AuditWebhook, attempt: Attempt) -> None:

@@ -10,7 +10,7 @@ import time_machine
 from django.urls import reverse
 from django.utils import timezone
 
-from swrly.audit import webhook_policy
+from swrly.audit import webhook_policy, webhooks
 from swrly.audit.models import AuditChainHead, AuditEvent, AuditWebhook
 from swrly.audit.tasks import deliver_audit_webhooks
 from swrly.audit.webhooks import (
@@ -22,7 +22,7 @@ from swrly.audit.webhooks import (
 )
 from swrly.audit.writer import Actor, audit_record
 from tenants.models import Role
-from tests.audit.webhook_receiver import Receiver, signature_ok
+from tests.audit.webhook_receiver import Receiver, certificate_authority, signature_ok
 
 
 @pytest.fixture
@@ -312,6 +312,39 @@ def test_the_connection_goes_to_the_address_that_was_checked(acme, loopback, rec
     assert len(answers) == 1  # resolved exactly once for the delivery
     (delivery,) = receiver.deliveries
     assert delivery.headers["Host"] == f"localhost:{receiver.port}"
+
+
+@pytest.mark.parametrize("certified", ["siem.test", "other.test"])
+def test_https_goes_to_the_checked_address_and_verifies_the_hosts_certificate(
+    acme, settings, tmp_path, monkeypatch, certified
+):
+    """TLS is for the host name (SNI, certificate) while the connection goes to the address
+    that was checked; a certificate for another name is refused."""
+    server_tls, client_tls = certificate_authority(tmp_path, certified)
+    receiver = Receiver(tls=server_tls).start()
+    try:
+        settings.AUDIT_WEBHOOK_ALLOW_PRIVATE = True
+        monkeypatch.setattr(webhook_policy, "resolve", lambda host, port: ["127.0.0.1"])
+        monkeypatch.setattr(webhooks, "_tls_context", lambda: client_tls)
+        webhook, secret = _create(acme, f"https://siem.test:{receiver.port}/ingest")
+
+        audit_webhook_deliver(webhook.pk)
+
+        webhook.refresh_from_db()
+        if certified == "siem.test":
+            assert webhook.delivered_seq == _head(acme.tenant)
+            assert receiver.deliveries[0].headers["Host"] == f"siem.test:{receiver.port}"
+            assert signature_ok(
+                secret,
+                receiver.deliveries[0].headers["Swrly-Signature"],
+                receiver.deliveries[0].body,
+            )
+        else:
+            assert webhook.delivered_seq == 0
+            assert webhook.last_error == "could not deliver (ConnectError)"
+            assert receiver.deliveries == []
+    finally:
+        receiver.stop()
 
 
 # --- the secret -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Receiver:
     deliveries: list[Delivery] = field(default_factory=list)
     slow_seconds: float = 1.5
     redirect_to: str = "http://127.0.0.1:9/elsewhere"
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this context
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,6 +95,8 @@ class Receiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -117,3 +121,49 @@ class Receiver:
                 continue
             seen.extend(seq for seq in delivery.seqs if seq not in seen)
         return seen
+
+
+def certificate_authority(tmp_path, host: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context for `host`, client context trusting only its CA): a CA made for the test."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+
+    def build(subject, issuer, public_key, signing_key, *, ca: bool, san=None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if san:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False
+            )
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swrly test CA")])
+    ca_cert = build(ca_name, ca_name, ca_key.public_key(), ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    cert = build(name, ca_name, key.public_key(), ca_key, ca=False, san=host)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
+    (tmp_path / "server.pem").write_bytes(
+        cert.public_bytes(pem)
+        + key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "server.pem")
+    client = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    return server, client
