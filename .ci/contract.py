@@ -120,6 +120,10 @@ def seed_before_worker(api: Api) -> dict[str, Any]:
     seeded["token"] = api("POST", "tokens/", {"name": "ci", "role": "developer"}, expect=201)
     revoked = api("POST", "tokens/", {"name": "old", "role": "auditor"}, expect=201)
     api("DELETE", f"tokens/{revoked['id']}/")
+    # Deliveries to it fail (the name does not resolve): its state shows a last error.
+    seeded["webhook"] = api(
+        "POST", "audit-webhooks/", {"url": "https://siem.contract.invalid/ingest"}, expect=201
+    )
     ok = _workflow(api, "contract_ok", "Summarise {{ input.topic }}.")
     failing = _workflow(api, "contract_fail", "Refused [sandbox:status=401] {{ input.topic }}")
     gone = _workflow(api, "contract_gone", "Soon deleted: {{ input.topic }}")
@@ -156,6 +160,7 @@ def seed_after_worker(api: Api, seeded: dict[str, Any]) -> dict[str, Any]:
         "workflows": seeded["workflow"]["id"],
         "tokens": seeded["token"]["id"],
         "members": seeded["member"]["id"],
+        "audit-webhooks": seeded["webhook"]["id"],
     }
 
 

@@ -47,6 +47,23 @@ AUDIT_SIGNING_PUBLIC_KEY = env.str("AUDIT_SIGNING_PUBLIC_KEY", default="")
 AUDIT_SIGNING_KEY_FALLBACKS = env.list("AUDIT_SIGNING_KEY_FALLBACKS", default=[])
 # Seconds between signed checkpoints of every chain with new events (beat).
 AUDIT_CHECKPOINT_INTERVAL = env.int("AUDIT_CHECKPOINT_INTERVAL", default=3600)
+# Audit webhooks (a tenant's SIEM receives its audit chain; docs/operations.md): which hosts a
+# webhook may name (empty: any public host; `example.com` exact, `.example.com` its subdomains),
+# which it may not (wins), and whether private, loopback and link-local addresses are allowed
+# (and plain http to loopback; DEBUG allows loopback too). Deliveries: every
+# AUDIT_WEBHOOK_INTERVAL seconds (beat), up to AUDIT_WEBHOOK_BATCH events per POST and
+# AUDIT_WEBHOOK_MAX_BATCHES POSTs per webhook per round, AUDIT_WEBHOOK_TIMEOUT seconds per POST;
+# a failure waits AUDIT_WEBHOOK_RETRY_BASE x 2^(failures - 1) seconds, at most _RETRY_MAX.
+AUDIT_WEBHOOK_ALLOWED_HOSTS = env.list("AUDIT_WEBHOOK_ALLOWED_HOSTS", default=[])
+AUDIT_WEBHOOK_DENIED_HOSTS = env.list("AUDIT_WEBHOOK_DENIED_HOSTS", default=[])
+AUDIT_WEBHOOK_ALLOW_PRIVATE = env.bool("AUDIT_WEBHOOK_ALLOW_PRIVATE", default=False)
+AUDIT_WEBHOOK_INTERVAL = env.int("AUDIT_WEBHOOK_INTERVAL", default=10)
+AUDIT_WEBHOOK_BATCH = env.int("AUDIT_WEBHOOK_BATCH", default=100)
+AUDIT_WEBHOOK_MAX_BATCHES = env.int("AUDIT_WEBHOOK_MAX_BATCHES", default=50)
+AUDIT_WEBHOOK_TIMEOUT = env.float("AUDIT_WEBHOOK_TIMEOUT", default=10.0)
+AUDIT_WEBHOOK_RETRY_BASE = env.int("AUDIT_WEBHOOK_RETRY_BASE", default=10)
+AUDIT_WEBHOOK_RETRY_MAX = env.int("AUDIT_WEBHOOK_RETRY_MAX", default=3600)
+AUDIT_WEBHOOK_MAX_PER_TENANT = env.int("AUDIT_WEBHOOK_MAX_PER_TENANT", default=5)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -231,6 +248,7 @@ CELERY_TASK_ROUTES = {
         "runs.tasks.sweep_orphan_tokens",
         "swrly.audit.tasks.flush_audit_suppressed",
         "swrly.audit.tasks.audit_checkpoint",
+        "swrly.audit.tasks.deliver_audit_webhooks",
     )
 }
 MAINTENANCE_INTERVAL = 60.0
@@ -254,6 +272,11 @@ CELERY_BEAT_SCHEDULE = {
     "audit-checkpoint": {
         "task": "swrly.audit.tasks.audit_checkpoint",
         "schedule": float(AUDIT_CHECKPOINT_INTERVAL),
+    },
+    "deliver-audit-webhooks": {
+        "task": "swrly.audit.tasks.deliver_audit_webhooks",
+        "schedule": float(AUDIT_WEBHOOK_INTERVAL),
+        "options": {"expires": max(1.0, AUDIT_WEBHOOK_INTERVAL - 1.0)},
     },
 }
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tenants import views
+from tenants import views, webhook_views
 
 app_name = "tenants"
 
@@ -15,6 +15,21 @@ urlpatterns = [
         "audit/export.jsonl",
         views.AuditExportView.as_view(export_format="jsonl"),
         name="audit-export-jsonl",
+    ),
+    path(
+        "audit/webhooks/",
+        webhook_views.AuditWebhookListView.as_view(),
+        name="audit-webhook-list",
+    ),
+    path(
+        "audit/webhooks/add/",
+        webhook_views.AuditWebhookAddView.as_view(),
+        name="audit-webhook-add",
+    ),
+    path(
+        "audit/webhooks/<uuid:webhook_id>/delete/",
+        webhook_views.AuditWebhookDeleteView.as_view(),
+        name="audit-webhook-delete",
     ),
     path("members/", views.MemberListView.as_view(), name="member-list"),
     path("members/add/", views.MemberAddView.as_view(), name="member-add"),

@@ -8,6 +8,7 @@ from django.test import Client
 
 from runs.models import Run, Workflow
 from runs.services import workflow_create
+from swrly.audit.models import AuditWebhook
 from swrly.audit.writer import Actor
 from tenants.authority import Principal
 from tenants.models import ApiToken, Membership, Role, Tenant
@@ -40,6 +41,17 @@ class TenantWorld:
             steps=[{"name": "greet", "provider": "sandbox", "model": "sandbox-1", "prompt": "Hi"}],
             actor=Actor.system("tests"),
         )
+
+    def audit_webhook(self) -> AuditWebhook:
+        """A new audit webhook of the tenant (to an https address; nothing is delivered)."""
+        from tenants.webhooks import audit_webhook_create
+
+        owner = self.users[Role.OWNER]
+        by = Principal.member(Membership.objects.get(tenant=self.tenant, user=owner), user=owner)
+        webhook, _ = audit_webhook_create(
+            tenant=self.tenant, url="https://siem.example/ingest", by=by
+        )
+        return webhook
 
     def run(self) -> Run:
         """A queued run row of the tenant's workflow, made without depositing any key."""

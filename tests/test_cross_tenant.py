@@ -12,7 +12,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from runs.models import Run, Workflow
-from swrly.audit.models import AuditEvent
+from swrly.audit.models import AuditEvent, AuditWebhook
 from tenants.models import ApiToken, Membership, Role
 
 # Routes that belong to no tenant. api:audit-keys serves the public checkpoint-signing keys,
@@ -57,8 +57,15 @@ def _acme_run_page(world):
     return {"run_id": world.run().pk}
 
 
+def _acme_webhook(world):
+    return {"webhook_id": world.audit_webhook().pk}
+
+
 # name -> (method, kwargs for an acme object, form data)
 PAGE_CASES = {
+    "tenants:audit-webhook-list": ("get", None, None),
+    "tenants:audit-webhook-add": ("post", None, {"url": "https://intruder.example/x"}),
+    "tenants:audit-webhook-delete": ("post", _acme_webhook, {}),
     "runs:dashboard": ("get", None, None),
     "tenants:member-list": ("get", None, None),
     "tenants:member-add": ("post", None, {"email": "intruder@example.com", "role": "owner"}),
@@ -101,6 +108,8 @@ API_CASES = {
     "api:audit-event-verify": None,
     "api:audit-event-export": None,
     "api:run-timeline": _acme_run,
+    "api:audit-webhook-list": None,
+    "api:audit-webhook-detail": lambda world: {"pk": world.audit_webhook().pk},
 }
 # Routes whose cross-tenant request is a write: method and body.
 API_WRITES = {"api:run-cancel": ("post", {})}
@@ -117,6 +126,7 @@ def _acme_state(acme):
     return (
         sorted(Membership.objects.filter(tenant=acme.tenant).values_list("user_id", "role")),
         sorted(ApiToken.objects.filter(tenant=acme.tenant).values_list("pk", "revoked_at")),
+        sorted(AuditWebhook.objects.filter(tenant=acme.tenant).values_list("pk", "url")),
     )
 
 
@@ -143,9 +153,9 @@ def test_a_non_member_gets_404_and_is_audited(name, acme, globex):
 @pytest.mark.parametrize("name", sorted(n for n, case in PAGE_CASES.items() if case[1]))
 def test_another_tenants_object_id_gets_404_like_an_unknown_id(name, acme, globex):
     method, make_kwargs, data = PAGE_CASES[name]
+    foreign = {"tenant_slug": "globex", **make_kwargs(acme)}
     before = _acme_state(acme)
     owner = globex.client(Role.OWNER)
-    foreign = {"tenant_slug": "globex", **make_kwargs(acme)}
 
     response = getattr(owner, method)(reverse(name, kwargs=foreign), data)
 
@@ -271,3 +281,18 @@ def test_api_another_tenants_object_id_gets_404_like_an_unknown_id(name, acme, g
     assert foreign.status_code == 404
     assert (foreign.status_code, foreign.json()) == (unknown.status_code, unknown.json())
     assert AuditEvent.objects.filter(tenant=globex.tenant, action="access.denied").count() == 2
+
+
+def test_api_another_tenants_webhook_cannot_be_deleted_or_listed(acme, globex):
+    webhook = acme.audit_webhook()
+    url = reverse("api:audit-webhook-detail", kwargs={"pk": webhook.pk})
+    assert globex.api(Role.OWNER).delete(url).status_code == 404
+    assert AuditWebhook.objects.filter(pk=webhook.pk).exists()
+    assert globex.api(Role.OWNER).get(reverse("api:audit-webhook-list")).json() == []
+    created = globex.api(Role.OWNER).post(
+        reverse("api:audit-webhook-list"), {"url": "https://globex.example/x"}, "application/json"
+    )
+    assert created.status_code == 201
+    assert AuditWebhook.objects.get(pk=created.json()["id"]).tenant == globex.tenant
+    (row,) = acme.api(Role.AUDITOR).get(reverse("api:audit-webhook-list")).json()
+    assert row["id"] == str(webhook.pk)

@@ -18,7 +18,7 @@ from drf_spectacular.generators import SchemaGenerator
 
 from runs.models import Run, Workflow
 from runs.services import workflow_delete
-from swrly.audit.models import AuditEvent
+from swrly.audit.models import AuditEvent, AuditWebhook
 from swrly.audit.writer import Actor
 from swrly.input_limits import MAX_JSON_DEPTH
 from tenants.models import ApiToken, Membership, Role
@@ -77,6 +77,7 @@ def _steps() -> list[dict]:
 WORKFLOW = "<workflow>"
 BODIES = {
     ("POST", "/api/v1/tokens/"): {"name": "ci", "role": "developer"},
+    ("POST", "/api/v1/audit-webhooks/"): {"url": "https://siem.example/ingest?source=swrly"},
     ("POST", "/api/v1/members/"): {"email": "new@acme.example", "role": "developer"},
     ("PATCH", "/api/v1/members/{id}/"): {"role": "auditor"},
     ("POST", "/api/v1/workflows/"): {
@@ -178,6 +179,7 @@ def _state(acme: Any) -> tuple:
         sorted((str(w.pk), w.name, w.description, json.dumps(w.steps)) for w in workflows),
         sorted(Membership.objects.filter(tenant=acme.tenant).values_list("pk", "role")),
         ApiToken.objects.filter(tenant=acme.tenant).count(),
+        AuditWebhook.objects.filter(tenant=acme.tenant).count(),
     )
 
 

@@ -86,6 +86,8 @@ def _target(world, route):
         obj = world.workflow()
     elif route.startswith("/api/v1/runs/"):
         obj = world.run()
+    elif route.startswith("/api/v1/audit-webhooks/"):
+        obj = world.audit_webhook()
     else:
         raise AssertionError(f"no object for {route}")
     return route.replace("{id}", str(obj.pk))
@@ -100,6 +102,7 @@ BODIES = {
         "steps": [{"name": "a", "provider": "sandbox", "model": "m", "prompt": "hi"}],
     },
     ("/api/v1/workflows/{id}/", "PATCH"): {"description": "matrix"},
+    ("/api/v1/audit-webhooks/", "POST"): {"url": "https://siem.example/ingest"},
     ("/api/v1/runs/", "POST"): {"workflow": None, "provider_keys": {"sandbox": "sk-matrix-0001"}},
 }
 

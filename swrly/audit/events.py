@@ -260,6 +260,20 @@ EVENT_TYPES: tuple[EventType, ...] = (
         chain="the chain's tenant (or `platform`)",
         notes="of the checkpoint",
     ),
+    EventType(
+        "audit.webhook_created",
+        "webhook:<uuid>",
+        ("url", "secret_prefix"),
+        "`audit_webhook_create` (the audit webhooks page, `POST /api/v1/audit-webhooks/`)",
+        notes="`url` without its query; never the secret",
+    ),
+    EventType(
+        "audit.webhook_deleted",
+        "webhook:<uuid>",
+        ("url", "delivered_seq"),
+        "`audit_webhook_delete` (the audit webhooks page, `DELETE /api/v1/audit-webhooks/<id>/`)",
+        notes="`delivered_seq`: the last event the receiver acknowledged",
+    ),
 )
 
 _REGISTRY: dict[str, EventType] = {}

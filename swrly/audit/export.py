@@ -42,7 +42,8 @@ COLUMNS = (
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _record(event: AuditEvent) -> dict[str, Any]:
+def event_record(event: AuditEvent) -> dict[str, Any]:
+    """An event as the export and the audit webhook send it (its `seq` and hash links too)."""
     return {
         "seq": event.seq,
         "created_at": event.created_at.astimezone(UTC).isoformat(timespec="microseconds"),
@@ -77,7 +78,7 @@ def csv_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
     writer = csv.writer(_Line())
     yield writer.writerow(COLUMNS)
     for event in events:
-        record = _record(event)
+        record = event_record(event)
         record["metadata"] = json.dumps(record["metadata"], sort_keys=True, separators=(",", ":"))
         yield writer.writerow([_cell(record[column]) for column in COLUMNS])
 
@@ -85,7 +86,7 @@ def csv_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
 def jsonl_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
     """One JSON object per line, per event."""
     for event in events:
-        yield json.dumps(_record(event), sort_keys=True, ensure_ascii=False) + "\n"
+        yield json.dumps(event_record(event), sort_keys=True, ensure_ascii=False) + "\n"
 
 
 FORMATS = {

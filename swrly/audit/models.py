@@ -6,6 +6,7 @@ the PostgreSQL append-only triggers are defined on them.
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from django.conf import settings
@@ -194,3 +195,47 @@ class AuditSuppression(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} {self.action} {self.source}@{self.window_start}: {self.count}"
+
+
+class AuditWebhook(models.Model):
+    """A tenant's HTTPS endpoint that receives every event of its audit chain, in order.
+
+    The signing secret is kept sealed (AES-256-GCM under a key derived from SECRET_KEY,
+    swrly/audit/webhooks.py): it must be usable to sign deliveries, so it cannot be hashed, and
+    it is shown only once, when the webhook is created. The other fields are the delivery state.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="audit_webhooks"
+    )
+    url = models.CharField(max_length=2000)
+    secret_sealed = models.TextField()
+    secret_key_id = models.CharField(max_length=16)
+    secret_prefix = models.CharField(max_length=16)
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=300)
+    # The last event the receiver acknowledged (2xx), and when that event was recorded.
+    delivered_seq = models.BigIntegerField(default=0)
+    delivered_event_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    failures = models.PositiveIntegerField(default=0)  # consecutive failed attempts
+    next_attempt_at = models.DateTimeField(null=True, blank=True)  # null: at the next sweep
+    # A delivery in progress holds the webhook until then, so two workers never send at once.
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["tenant", "created_at"], name="auditwebhook_tenant")]
+
+    def __str__(self) -> str:
+        return f"webhook {self.id} ({self.tenant_id})"
+
+    @property
+    def url_display(self) -> str:
+        """The URL without its query (which may hold a collector's token)."""
+        head, sep, _query = self.url.partition("?")
+        return head + ("?…" if sep else "")

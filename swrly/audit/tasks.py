@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from swrly.audit.checkpoints import audit_checkpoint_all
+from swrly.audit.webhooks import audit_webhooks_deliver_due
 from swrly.audit.writer import audit_flush_suppressed
 
 
@@ -16,3 +17,9 @@ def flush_audit_suppressed() -> int:
 def audit_checkpoint() -> int:
     """Sign a checkpoint for every audit chain with new events. Returns checkpoints signed."""
     return sum(1 for outcome in audit_checkpoint_all() if outcome.checkpoint is not None)
+
+
+@shared_task(name="swrly.audit.tasks.deliver_audit_webhooks", ignore_result=True)
+def deliver_audit_webhooks() -> int:
+    """Send every due audit webhook its pending events (retries follow the back-off)."""
+    return audit_webhooks_deliver_due()

@@ -3,12 +3,13 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from tenants.api import views
+from tenants.api import views, webhook_views
 
 router = SimpleRouter()
 router.register("tokens", views.ApiTokenViewSet, basename="token")
 router.register("members", views.MembershipViewSet, basename="member")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
+router.register("audit-webhooks", webhook_views.AuditWebhookViewSet, basename="audit-webhook")
 
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="me"),
