@@ -4,7 +4,7 @@ AES-GCM with random 96-bit nonces is safe for about 2**32 encryptions under one 
 800-38D, 8.3): past that, the chance that two tokens share a nonce (which exposes the
 authentication key and the XOR of the two plaintexts) exceeds 2**-32. Every seal, a deposit or
 a rewrap, is counted here, in the key-store Redis, in the same round trip as the write it goes
-with: `HINCRBY swrly:byok:usage:v1 <key id> n`, queued *before* the SET (or the batch of
+with: `HINCRBY swrly:byok-usage:v1 <key id> n`, queued *before* the SET (or the batch of
 swaps), so a seal is never left uncounted. A seal whose write then fails (SET NX refused, the
 token consumed meanwhile) still counts: it used a nonce. Redis increments are atomic, so the
 count is exact across processes and nodes, and no database row is locked by a deposit.
@@ -26,9 +26,10 @@ import redis
 
 from swrly.keys.errors import KeyStoreUnavailable
 
-# A hash: key id (hex) -> seals not yet in the ledger. Under `swrly:byok:` like the tokens (an
-# ACL user limited to `~swrly:byok:*` reaches both), never matched by their `swrly:byok:v1:*`.
-USAGE_KEY = "swrly:byok:usage:v1"
+# A hash: key id (hex) -> seals not yet in the ledger. Outside `swrly:byok:*`, where only tokens
+# live (the sweeps, rotate-keys and the canary test scan it); an ACL user limited to
+# `~swrly:byok*` reaches both.
+USAGE_KEY = "swrly:byok-usage:v1"
 SAFE_LIMIT = 2**32  # seals per key: NIST SP 800-38D's bound for random 96-bit nonces
 DEFAULT_WARN_AT = 2**30
 
