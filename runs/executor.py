@@ -22,6 +22,7 @@ from django.utils import timezone
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
 from runs.providers import ModelCall, ProviderError, call_provider, provider_client
 from runs.providers.base import KEY_LEAK_BLOCKED
+from runs.providers.egress import Destination, EgressRefused, provider_destination
 from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import render
@@ -209,8 +210,20 @@ def _take_key(run: Run, provider: str, actor: Actor) -> ProviderSecret:
         secret.discard()
         _audit(run, "key.rejected", actor, {**common, "reason": "fingerprint mismatch"})
         raise RunAborted(RunError.KEY_REJECTED, f"the stored {provider} key was not the one given")
-    _audit(run, "key.consumed", actor, {**common, "encryption_key_id": secret.key_id_hex})
+    consumed = {**common, "encryption_key_id": secret.key_id_hex}
+    destination = _allowed_destination(provider)
+    if destination is not None:  # the one address the allow-list lets this key go to
+        consumed["destination"] = destination.origin
+    _audit(run, "key.consumed", actor, consumed)
     return secret
+
+
+def _allowed_destination(provider: str) -> Destination | None:
+    """Where the allow-list sends `provider`'s calls; None when it refuses them."""
+    try:
+        return provider_destination(provider)
+    except EgressRefused:
+        return None
 
 
 class _Stopped(Exception):
@@ -270,6 +283,7 @@ def _run_steps_with(
             step_run.provider_request_id = exc.request_id
             step_run.latency_ms = exc.latency_ms
             step_run.attempts = exc.attempts
+            step_run.destination = exc.destination  # None: refused before anything was sent
             step_run.error = redact(exc.message)
             step_run.finished_at = timezone.now()
             _with_db_retry(
@@ -286,6 +300,7 @@ def _run_steps_with(
         step_run.http_status = result.http_status
         step_run.latency_ms = result.latency_ms
         step_run.attempts = result.attempts
+        step_run.destination = result.destination
         step_run.finished_at = timezone.now()
         _with_db_retry(f"recording step {step_run.position} of run {run.pk}", step_run.save)
         outputs[step["name"]] = output
@@ -310,7 +325,10 @@ def _start_step(run: Run, step_run: StepRun) -> None:
         if not alive:
             raise _Stopped
         step_run.status, step_run.started_at = StepStatus.RUNNING, now
-        step_run.save(update_fields=["status", "started_at"])
+        # Where the call is about to go: recorded before it leaves, so a step whose answer is
+        # lost (worker or database gone mid-call) still says where its request may have gone.
+        step_run.destination = _allowed_destination(step_run.provider)
+        step_run.save(update_fields=["status", "started_at", *DESTINATION_FIELDS])
 
 
 NOT_RECORDED = "the request was sent to the provider; its answer was not recorded"
@@ -365,8 +383,38 @@ def _finish_once(
         metadata: dict[str, Any] = {"keys_released": sorted(secrets)}
         if code:
             metadata["error_code"] = code
+        sent_to = steps_sent_to(run)
+        if sent_to:
+            metadata["sent_to"] = sent_to
         _audit(run, action, actor, metadata)
     run.refresh_from_db()
+
+
+DESTINATION_FIELDS = ("destination_scheme", "destination_host", "destination_port")
+
+
+def steps_sent_to(run: Run) -> list[dict[str, Any]]:
+    """Where the run's steps sent requests: per provider and destination, how many (one query).
+
+    `requests` counts each step's HTTP attempts; a step whose answer was never recorded (its
+    request was in flight when the run ended) counts as one, since it may have been sent.
+    """
+    totals: dict[tuple[str, str], int] = {}
+    rows = (
+        StepRun.objects.filter(run=run)
+        .exclude(destination_host="")
+        .values_list("provider", *DESTINATION_FIELDS, "attempts")
+        .order_by("position")
+    )
+    for provider, scheme, host, port, attempts in rows:
+        if port is None:
+            continue
+        origin = Destination(scheme, host, port).origin
+        totals[(provider, origin)] = totals.get((provider, origin), 0) + max(attempts, 1)
+    return [
+        {"provider": provider, "destination": origin, "requests": requests}
+        for (provider, origin), requests in sorted(totals.items())
+    ]
 
 
 def _audit(run: Run, action: str, actor: Actor, metadata: dict) -> None:
@@ -453,7 +501,11 @@ def runs_reap(*, now: datetime | None = None) -> dict[str, int]:
                 StepRun.objects.filter(run=run, status=StepStatus.PENDING).update(
                     status=StepStatus.SKIPPED
                 )
-                _audit(run, "run.failed", actor, {"error_code": RunError.INTERRUPTED})
+                ended: dict[str, Any] = {"error_code": RunError.INTERRUPTED}
+                sent_to = steps_sent_to(run)
+                if sent_to:
+                    ended["sent_to"] = sent_to
+                _audit(run, "run.failed", actor, ended)
                 counts["interrupted"] += 1
     for run in Run.objects.select_related("tenant").filter(
         status=RunStatus.QUEUED, keys_expire_at__lt=now

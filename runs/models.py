@@ -4,6 +4,7 @@ import uuid
 
 from django.db import models
 
+from runs.providers.egress import Destination
 from tenants.models import Tenant
 
 
@@ -136,6 +137,11 @@ class StepRun(models.Model):
     model = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
     provider_request_id = models.CharField(max_length=200, blank=True)
+    # Where the step's requests went (the allow-listed base URL's scheme, host and port): set
+    # when the step starts, confirmed by the call; empty when nothing was sent.
+    destination_scheme = models.CharField(max_length=8, blank=True)
+    destination_host = models.CharField(max_length=253, blank=True)
+    destination_port = models.PositiveIntegerField(null=True, blank=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -154,6 +160,19 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.position} {self.name}"
+
+    @property
+    def destination(self) -> Destination | None:
+        """Where the step's requests went; None when nothing was sent."""
+        if not self.destination_host or self.destination_port is None:
+            return None
+        return Destination(self.destination_scheme, self.destination_host, self.destination_port)
+
+    @destination.setter
+    def destination(self, value: Destination | None) -> None:
+        self.destination_scheme = value.scheme if value else ""
+        self.destination_host = value.host if value else ""
+        self.destination_port = value.port if value else None
 
 
 class IdempotencyKey(models.Model):

@@ -208,6 +208,63 @@ def check_key_store(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
     return found
 
 
+KEY_USAGE_TAG = "swrly_key_usage"
+
+
+@checks.register(KEY_USAGE_TAG)
+def check_key_usage(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.W014, E008, E009: the current encryption key's AES-GCM usage budget.
+
+    Runs with `manage.py check` and every command that runs the checks (not at process start:
+    it reads the database). W014 from BYOK_KEY_USAGE_WARN_AT seals, E008 at 2**32.
+    """
+    from django.db import DatabaseError
+
+    from swrly.custody.key_usage import encryption_key_usage, usage_warn_at
+    from swrly.keys.errors import KeyringError
+    from swrly.keys.usage import SAFE_LIMIT
+
+    warn_at = usage_warn_at()
+    if not 0 < warn_at < SAFE_LIMIT:
+        return [
+            checks.Error(
+                f"BYOK_KEY_USAGE_WARN_AT ({warn_at}) must be between 1 and 2**32 - 1.",
+                hint="Leave it unset (2**30) unless you mean to be warned earlier.",
+                id="swrly.E009",
+            )
+        ]
+    try:
+        usage = encryption_key_usage()
+    except (DatabaseError, KeyringError):
+        return []  # no ledger yet (before `migrate`), or E001/E002 already name the key
+    current = next(row for row in usage if row.role == "current")
+    hint = (
+        "Rotate the encryption key: `manage.py rotate-keys --generate` and its rollout "
+        "(docs/operations.md); a new key starts a new budget."
+    )
+    if current.state == "exhausted":
+        return [
+            checks.Error(
+                f"The current encryption key {current.key_id} has sealed {current.sealed} tokens, "
+                "at or past 2**32, the AES-GCM bound for random 96-bit nonces (NIST SP 800-38D): "
+                "a repeated nonce is no longer negligible.",
+                hint=hint,
+                id="swrly.E008",
+            )
+        ]
+    if current.state == "warning":
+        return [
+            checks.Warning(
+                f"The current encryption key {current.key_id} has sealed {current.sealed} tokens "
+                f"({current.percent:.1f}% of the 2**32 AES-GCM budget; warned from "
+                f"BYOK_KEY_USAGE_WARN_AT = {warn_at}).",
+                hint=hint,
+                id="swrly.W014",
+            )
+        ]
+    return []
+
+
 def raise_on_startup_errors() -> None:
     """Run the start-up checks where Django does not (gunicorn, Celery workers)."""
     errors = [e for e in checks.run_checks(tags=[STARTUP_TAG]) if e.is_serious()]

@@ -178,6 +178,9 @@ CACHES = {
 # Its own Redis (no persistence, no eviction; see docs/security.md), the main one by default.
 BYOK_REDIS_URL = env.str("BYOK_REDIS_URL", default=REDIS_URL)
 BYOK_TOKEN_TTL = env.int("BYOK_TOKEN_TTL", default=900)
+# Seals under one encryption key at which `manage.py check` warns (swrly.W014); it fails at
+# 2**32, the AES-GCM bound for random nonces (swrly.E008). docs/security.md "Usage budget".
+BYOK_KEY_USAGE_WARN_AT = env.int("BYOK_KEY_USAGE_WARN_AT", default=2**30)
 DEFAULT_EXCEPTION_REPORTER_FILTER = "swrly.keys.redaction.RedactingExceptionReporterFilter"
 DEFAULT_EXCEPTION_REPORTER = "swrly.keys.redaction.RedactingExceptionReporter"
 
@@ -249,6 +252,7 @@ CELERY_TASK_ROUTES = {
         "swrly.audit.tasks.flush_audit_suppressed",
         "swrly.audit.tasks.audit_checkpoint",
         "swrly.audit.tasks.deliver_audit_webhooks",
+        "swrly.custody.tasks.record_key_usage",
     )
 }
 MAINTENANCE_INTERVAL = 60.0
@@ -266,6 +270,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "sweep-orphan-tokens": {
         "task": "runs.tasks.sweep_orphan_tokens",
+        "schedule": MAINTENANCE_INTERVAL,
+        "options": {"expires": MAINTENANCE_INTERVAL - 5},
+    },
+    "record-key-usage": {
+        "task": "swrly.custody.tasks.record_key_usage",
         "schedule": MAINTENANCE_INTERVAL,
         "options": {"expires": MAINTENANCE_INTERVAL - 5},
     },

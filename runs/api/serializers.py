@@ -158,6 +158,9 @@ class StepRunSerializer(serializers.ModelSerializer):
             "model",
             "status",
             "provider_request_id",
+            "destination_scheme",
+            "destination_host",
+            "destination_port",
             "input_tokens",
             "output_tokens",
             "latency_ms",
@@ -169,6 +172,17 @@ class StepRunSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "destination_scheme": {
+                "help_text": 'Where the step\'s requests went, with the key: the scheme ("https") '
+                'of the operator\'s allow-listed base URL; "" when nothing was sent.'
+            },
+            "destination_host": {"help_text": 'The host of that URL; "" when nothing was sent.'},
+            "destination_port": {
+                "help_text": "Its port (443 for https unless the URL names another); null when "
+                "nothing was sent."
+            },
+        }
 
 
 class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):

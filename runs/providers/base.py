@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runs.providers.egress import Destination
 from swrly.keys.redaction import redact
 from swrly.providers import WireFormat
 
@@ -50,6 +51,7 @@ class ModelResult:
     http_status: int
     latency_ms: int  # total wall time, retries and back-off included
     attempts: int
+    destination: Destination | None = None  # where the requests went (the allow-listed URL)
 
 
 class ProviderError(Exception):
@@ -68,6 +70,7 @@ class ProviderError(Exception):
         request_id: str = "",
         attempts: int = 0,
         latency_ms: int = 0,
+        destination: Destination | None = None,
     ) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown provider error code {code!r}")
@@ -79,6 +82,7 @@ class ProviderError(Exception):
         self.request_id = request_id
         self.attempts = attempts
         self.latency_ms = latency_ms
+        self.destination = destination  # None when no request left (refused before sending)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

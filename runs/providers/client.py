@@ -44,7 +44,7 @@ from runs.providers.base import (
     WireProtocol,
     error_summary,
 )
-from runs.providers.egress import EgressRefused, provider_base_url
+from runs.providers.egress import Destination, EgressRefused, destination_of, provider_base_url
 from runs.providers.openai import OPENAI
 from swrly.keys.redaction import foreign_key_in, redact
 from swrly.keys.secret import ProviderSecret
@@ -76,6 +76,7 @@ class Delivery:
     response: httpx.Response
     attempts: int
     latency_ms: int
+    destination: Destination
 
 
 @functools.cache
@@ -260,6 +261,7 @@ def send(
         write=settings.PROVIDER_READ_TIMEOUT,
         pool=settings.PROVIDER_CONNECT_TIMEOUT,
     )
+    destination = destination_of(url)
     max_retries = max(0, int(settings.PROVIDER_MAX_RETRIES))
     content = _encode(body)
     if _carries_foreign_key(protocol, secret, content):
@@ -284,6 +286,7 @@ def send(
             request_id=_request_id(last_response, protocol),
             attempts=attempts,
             latency_ms=_elapsed_ms(started),
+            destination=destination,
         )
 
     with contextlib.ExitStack() as stack:
@@ -300,7 +303,7 @@ def send(
                 response = last_response = outcome
                 status = response.status_code
                 if 200 <= status <= 299:
-                    return Delivery(response, attempts, _elapsed_ms(started))
+                    return Delivery(response, attempts, _elapsed_ms(started), destination)
                 if status in (401, 403):
                     raise failed(
                         PROVIDER_AUTH_FAILED,
@@ -367,6 +370,7 @@ def call_provider(
             request_id=_request_id(response, protocol),
             attempts=delivery.attempts,
             latency_ms=delivery.latency_ms,
+            destination=delivery.destination,
         ) from None
     return ModelResult(
         text=answer.text,
@@ -376,4 +380,5 @@ def call_provider(
         http_status=response.status_code,
         latency_ms=delivery.latency_ms,
         attempts=delivery.attempts,
+        destination=delivery.destination,
     )

@@ -4,6 +4,7 @@ A customer key can only travel to a base URL the operator configured for that pr
 workflow or a request names a provider, never an address.
 """
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -47,3 +48,42 @@ def provider_base_url(provider: str) -> str:
     if problem:
         raise EgressRefused(f"{BASE_URL_SETTING}[{provider}] {problem}")
     return url.rstrip("/")
+
+
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a provider call goes: the scheme, host and port of an allowed base URL."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """`host:port` (an IPv6 host in brackets), as the run page and the audit log show it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        """`scheme://host:port`."""
+        return f"{self.scheme}://{self.address}"
+
+
+def destination_of(url: str) -> Destination:
+    """The destination of an allowed URL (the port made explicit: 443 for https, 80 for http)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return Destination(
+        scheme=scheme,
+        host=(parts.hostname or "").lower(),
+        port=parts.port or DEFAULT_PORTS[scheme],
+    )
+
+
+def provider_destination(provider: str) -> Destination:
+    """Where `provider`'s calls go, from the allow-list; EgressRefused as provider_base_url."""
+    return destination_of(provider_base_url(provider))

@@ -142,8 +142,9 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "key.consumed",
         _RUN,
-        (*_KEY, "worker", "encryption_key_id"),
+        (*_KEY, "worker", "encryption_key_id", "destination"),
         "the executor, one per provider",
+        notes="`destination`: the allow-listed `scheme://host:port` the key may be sent to",
         label="Taken by a worker",
         key_life=True,
     ),
@@ -195,23 +196,26 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "run.succeeded",
         _RUN,
-        ("keys_released", "error_code"),
+        ("keys_released", "error_code", "sent_to"),
         "the executor",
-        notes="`keys_released`: providers whose keys the run held",
+        notes="`keys_released`: providers whose keys the run held; `sent_to`: per provider and "
+        "`scheme://host:port` destination, the `requests` the steps sent",
     ),
     EventType(
         "run.failed",
         _RUN,
-        ("error_code", "keys_released"),
+        ("error_code", "keys_released", "sent_to"),
         "the executor; the reaper; `run_fail_unqueued`",
-        notes="`keys_released` from the executor",
+        notes="`keys_released` from the executor; `sent_to` (as `run.succeeded`) from the "
+        "executor and the reaper",
     ),
     EventType(
         "run.cancelled",
         _RUN,
-        ("while", "keys_released", "error_code"),
+        ("while", "keys_released", "error_code", "sent_to"),
         "`run_cancel` (queued run); the executor (running run, before its next step)",
-        notes='`while: "queued"` from `run_cancel`; `keys_released` from the executor',
+        notes='`while: "queued"` from `run_cancel`; `keys_released` and `sent_to` (as '
+        "`run.succeeded`) from the executor",
     ),
     EventType(
         "run.cancel_requested",

@@ -91,3 +91,23 @@ class KeyRotationTenant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rotation} in {self.tenant}: {self.rewrapped}"
+
+
+class EncryptionKeyUsage(models.Model):
+    """How many tokens one encryption key has sealed, as moved from the key store's counter.
+
+    The ledger of the AES-GCM usage budget (swrly.keys.usage): the key store counts each seal
+    at once; `encryption_key_usage_record` adds those counts here. A key's total is this row
+    plus what the key store still holds.
+    """
+
+    key_id = models.CharField(max_length=16, primary_key=True)
+    sealed = models.PositiveBigIntegerField(default=0)
+    first_recorded_at = models.DateTimeField()
+    last_recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-last_recorded_at"]
+
+    def __str__(self) -> str:
+        return f"{self.key_id}: {self.sealed} sealed"

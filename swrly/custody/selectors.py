@@ -252,6 +252,7 @@ def _key_entry(event: AuditEvent) -> TimelineEntry:
         details += [
             Detail("Worker", meta.get("worker")),
             Detail("Encryption key id", meta.get("encryption_key_id")),
+            Detail("May only go to", meta.get("destination")),
         ]
     elif kind == "discarded":
         details += [Detail("By", event.actor), Detail("Token found", _token_found(meta))]
@@ -269,12 +270,27 @@ def _key_entry(event: AuditEvent) -> TimelineEntry:
     )
 
 
+def sent_to_texts(metadata: dict[str, Any], provider: str) -> list[str]:
+    """ "api.anthropic.com:443: 3 requests" for each destination the run end event records for
+    `provider` (its `sent_to`); the scheme is shown only when it is not https."""
+    texts = []
+    for entry in metadata.get("sent_to") or []:
+        if not isinstance(entry, dict) or entry.get("provider") != provider:
+            continue
+        origin = str(entry.get("destination", ""))
+        where = origin.removeprefix("https://")
+        requests = entry.get("requests")
+        texts.append(f"{where}: {requests} request{'' if requests == 1 else 's'}")
+    return texts
+
+
 def _end_entry(event: AuditEvent, provider: str, taken: bool) -> TimelineEntry:
     status = _RUN_END[event.action]
     released = event.metadata.get("keys_released") or []
     details = [Detail("Run", status)]
     if event.metadata.get("error_code"):
         details.append(Detail("Error", event.metadata["error_code"]))
+    details += [Detail("Sent to", text) for text in sent_to_texts(event.metadata, provider)]
     if provider in released:
         kind, label = "released", "Released from the worker's memory"
     elif not taken:

@@ -2,6 +2,7 @@
 
 from django.http import HttpRequest, HttpResponse
 
+from swrly.custody.key_usage import encryption_key_usage
 from swrly.custody.selectors import key_rotations, provider_key_history
 from tenants.pages import TenantPageView
 
@@ -14,4 +15,5 @@ class KeyHistoryView(TenantPageView):
             "custody/key_history.html",
             rotations=key_rotations(tenant=self.tenant),
             provider_keys=provider_key_history(tenant=self.tenant),
+            key_usage=encryption_key_usage(),
         )

@@ -19,6 +19,7 @@ from swrly.keys.errors import KeyServiceError, KeyStoreUnavailable
 from swrly.keys.keyring import Keyring, get_keyring
 from swrly.keys.store import KEY_PATTERN, get_client, parse_redis_key
 from swrly.keys.tokens import rewrap, token_key_id
+from swrly.keys.usage import count_seals
 
 BATCH_SIZE = 1000
 MALFORMED = "malformed"  # the count_live_tokens bucket for values that are not tokens
@@ -128,9 +129,11 @@ def rewrap_live_tokens(
 
     def write(pending: list[_Rewrapped]) -> list[int]:
         pipe = client.pipeline(transaction=False)
+        # The batch's seals are counted (swrly.keys.usage) before the swaps that store them.
+        count_seals(pipe, keyring.current.key_id_hex, len(pending))
         for item in pending:
             swap(keys=[item.key], args=[item.old, item.new], client=pipe)
-        return pipe.execute()
+        return pipe.execute()[1:]
 
     def tally(pending: list[_Rewrapped], results: list[int]) -> None:
         for item, result in zip(pending, results, strict=True):

@@ -35,6 +35,7 @@ from swrly.keys.errors import (
 from swrly.keys.keyring import get_keyring
 from swrly.keys.secret import ProviderSecret
 from swrly.keys.tokens import bound_fields, open_token, seal, token_key_id
+from swrly.keys.usage import count_seals
 from swrly.providers import PROVIDER_NAMES
 
 security_log = logging.getLogger("swrly.security")
@@ -238,8 +239,12 @@ def deposit(
     name = redis_key(tenant_id=tenant_id, run_id=run_id, provider=provider)
     keyring = get_keyring()
     token = seal(keyring, tenant_id=tenant_id, run_id=run_id, provider=provider, plaintext=key)
+    # One round trip: the seal is counted (swrly.keys.usage) before the SET that stores it.
+    pipe = get_client().pipeline(transaction=False)
+    count_seals(pipe, keyring.current.key_id_hex, 1)
+    pipe.set(name, token, ex=seconds, nx=True)
     try:
-        stored = get_client().set(name, token, ex=seconds, nx=True)
+        _, stored = pipe.execute()
     except redis.RedisError as exc:
         raise _unavailable(exc, "deposit") from exc
     if not stored:

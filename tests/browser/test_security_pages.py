@@ -207,6 +207,11 @@ def test_a_run_from_the_api_is_followed_through_every_page(
     cells = page.locator("#steps tbody tr td:nth-child(5)")
     assert _texts(cells) == request_ids
     assert _texts(page.locator("#steps tbody tr td:nth-child(3)")) == ["sandbox"] * 3
+    sent_to = {
+        f"{s.destination_host}:{s.destination_port}" for s in StepRun.objects.filter(run_id=run_id)
+    }
+    assert len(sent_to) == 1  # every step went to the sandbox's allow-listed address
+    assert _texts(page.locator("#steps tbody tr td:nth-child(6)")) == [*sent_to] * 3
     timeline = page.locator('section#key-timeline ol[data-provider="sandbox"]')
     assert timeline.count() == 1
     kinds = timeline.locator("li[data-kind]").evaluate_all("els => els.map(e => e.dataset.kind)")
@@ -232,9 +237,9 @@ def test_a_run_from_the_api_is_followed_through_every_page(
     visits.goto(f"{tenant}/runs/{failed_id}/")
     assert page.get_attribute("#run-facts", "data-status") == "failed"
     assert (
-        _texts(page.locator("#steps tbody tr[data-step] td:nth-child(10) .status"))[0] == "Failed"
+        _texts(page.locator("#steps tbody tr[data-step] td:nth-child(11) .status"))[0] == "Failed"
     )
-    error = page.locator("#steps tbody tr[data-step] td:nth-child(11)").first.inner_text()
+    error = page.locator("#steps tbody tr[data-step] td:nth-child(12)").first.inner_text()
     assert "Incorrect API key provided: [REDACTED]" in error, error  # quoted, then redacted
     refused_kinds = page.locator(
         'section#key-timeline ol[data-provider="sandbox"] li[data-kind]'

@@ -123,3 +123,30 @@ def test_the_page_is_linked_from_the_nav_for_every_role(acme):
     for role in Role:
         html = acme.client(role).get(reverse("runs:dashboard", args=["acme"])).content.decode()
         assert 'href="/t/acme/keys/"' in html
+
+
+def test_encryption_key_usage_shows_each_keys_share_of_the_budget_not_the_count(
+    acme, key_store, settings
+):
+    from swrly.custody.models import EncryptionKeyUsage
+    from swrly.keys.keyring import get_keyring
+
+    current = get_keyring().current.key_id_hex
+    EncryptionKeyUsage.objects.create(
+        key_id="00aa11bb22cc33dd", sealed=2**32, first_recorded_at=T0, last_recorded_at=T0
+    )
+    EncryptionKeyUsage.objects.create(
+        key_id=current, sealed=3 * 2**28 + 12345, first_recorded_at=T0, last_recorded_at=T0
+    )
+    usage = _table(_page(acme), "key-usage")
+    rows = re.findall(
+        r'<tr data-key-id="(\w+)" data-role="(\w+)" data-state="(\w+)">(.*?)</tr>', usage, re.S
+    )
+    assert [row[:3] for row in rows] == [
+        (current, "current", "ok"),
+        ("00aa11bb22cc33dd", "retired", "exhausted"),
+    ]
+    assert "18.75%" in rows[0][3]
+    assert "100.00%" in rows[1][3]
+    assert "past the bound" in rows[1][3]
+    assert str(3 * 2**28 + 12345) not in usage  # the platform's count is not a tenant's to see

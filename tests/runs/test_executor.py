@@ -167,7 +167,7 @@ def test_keys_are_released_when_the_run_ends(acme, key_store, provider_server):
     run = run_execute(run_id=str(run.pk))
     assert KEY not in live_secrets()
     finished = AuditEvent.objects.get(target=f"run:{run.pk}", action="run.succeeded")
-    assert finished.metadata == {"keys_released": ["anthropic"]}
+    assert finished.metadata["keys_released"] == ["anthropic"]
     assert list(key_store.scan_iter(match=KEY_PATTERN)) == []
     # the same story over the API, for auditors too
     timeline = acme.api(Role.AUDITOR).get(f"/api/v1/runs/{run.pk}/timeline/").json()

@@ -23,6 +23,7 @@ from runs.providers import ModelCall, ModelResult, ProviderError, call_provider
 from runs.providers.anthropic import parse_answer as parse_anthropic
 from runs.providers.base import UnexpectedAnswer, error_summary
 from runs.providers.client import BACKOFF_BASE, RETRY_AFTER_CAP, retry_after_seconds
+from runs.providers.egress import destination_of
 from runs.providers.openai import parse_answer as parse_openai
 from swrly.dev.sandbox import REDIRECT_TARGET, answer_text, word_count
 from swrly.keys.redaction import REDACTED
@@ -82,6 +83,7 @@ def test_anthropic_messages_round_trip(provider_server_factory, retry_delays):
         http_status=200,
         latency_ms=result.latency_ms,
         attempts=1,
+        destination=destination_of(server.url),  # where the key went: the allow-listed URL
     )
     assert result.latency_ms >= 0
     [received] = server.requests

@@ -1,3 +1,4 @@
+import contextlib
 import getpass
 import sys
 from collections.abc import Mapping
@@ -6,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from swrly.audit.writer import Actor
+from swrly.custody.key_usage import KeyUsage, encryption_key_usage, encryption_key_usage_record
 from swrly.custody.services import key_rotation_finish, key_rotation_start
 from swrly.keys.errors import KeyServiceError
 from swrly.keys.keyring import generate_key, get_keyring
@@ -32,6 +34,9 @@ class Command(BaseCommand):
     help = (
         "Rewrap live BYOK tokens to the current encryption key (or --generate/--dry-run/--check)."
     )
+    # The start-up checks (swrly.checks.STARTUP_TAG; custody may not import the composition
+    # layer), not the usage-budget one: rotating is how a key past its budget (E008) is retired.
+    requires_system_checks = ["swrly_startup"]
 
     def add_arguments(self, parser: CommandParser) -> None:
         mode = parser.add_mutually_exclusive_group()
@@ -57,6 +62,7 @@ class Command(BaseCommand):
             if options["dry_run"] or options["check"]:
                 counts = count_live_tokens(batch_size=options["batch_size"])
                 self._print_counts(counts, current)
+                self._print_usage()
                 dependent = sum(n for key_id, n in counts.items() if key_id != current)
                 if options["check"] and dependent:
                     raise CommandError(
@@ -78,6 +84,28 @@ class Command(BaseCommand):
         if not counts:
             self.stdout.write("  (no live tokens)")
 
+    def _print_usage(self) -> None:
+        """Seals per encryption key against the AES-GCM budget (after moving pending counts)."""
+        with contextlib.suppress(KeyServiceError):  # shown below as "did not answer"
+            encryption_key_usage_record()
+        rows: list[KeyUsage] = encryption_key_usage()
+        self.stdout.write("Tokens sealed per encryption key id (AES-GCM budget 2**32):")
+        for row in rows:
+            pending = "" if row.pending is not None else "  (key store did not answer: ledger only)"
+            self.stdout.write(
+                f"  {row.key_id}  {row.sealed:>12}  {row.percent:6.2f}%  {row.role:<8}  "
+                f"{row.state}{pending}"
+            )
+        current = rows[0]
+        if current.state != "ok":
+            self.stdout.write(
+                self.style.WARNING(
+                    f"The current key has sealed {current.sealed} tokens "
+                    f"({'past the bound' if current.state == 'exhausted' else 'warning'}): "
+                    "generate a new key (`rotate-keys --generate`) and roll it out."
+                )
+            )
+
     def _rotate(self, options: dict[str, Any], current: str) -> None:
         actor = Actor.system(f"rotate-keys ({options['actor'] or getpass.getuser()})")
         rotation = key_rotation_start(actor=actor, to_key_id=current)
@@ -98,6 +126,8 @@ class Command(BaseCommand):
             key_rotation_finish(rotation=rotation, report=report, actor=actor, interrupted=True)
             raise
         key_rotation_finish(rotation=rotation, report=report, actor=actor)
+        with contextlib.suppress(KeyServiceError):  # else the beat task moves them later
+            encryption_key_usage_record()  # the rewraps' seals, into the ledger at once
         if tty:
             self.stdout.write("")
         self.stdout.write(
