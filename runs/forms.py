@@ -13,10 +13,12 @@ class RunFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "Any status"), *RunStatus.choices], required=False)
     workflow = forms.ChoiceField(required=False)
     fingerprint = forms.RegexField(
-        regex=r"^[0-9a-fA-F]{8,64}$",
+        regex=r"^(?:[vV]2:)?[0-9a-fA-F]{8,64}$",
         required=False,
         strip=True,
-        error_messages={"invalid": "A fingerprint is 8 to 64 hexadecimal characters."},
+        error_messages={
+            "invalid": "A fingerprint is 8 to 64 hexadecimal characters (after v2: if it has it)."
+        },
     )
 
     def __init__(self, data: Any, *, workflows: list[Workflow]) -> None:
