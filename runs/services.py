@@ -23,8 +23,8 @@ from swrly import keys
 from swrly.audit.writer import Actor, audit_record
 from swrly.custody.models import BlockedKey
 from swrly.custody.selectors import blocked_key_for
-from swrly.custody.services import key_fingerprints, provider_key_seen
-from swrly.keys.fingerprint import Fingerprint, legacy_fingerprint
+from swrly.custody.services import fingerprint_salt, provider_key_seen
+from swrly.keys.fingerprint import Fingerprint, legacy_fingerprint, tenant_fingerprint
 from swrly.keys.redaction import secret_in
 from swrly.keys.rotation import idle_live_tokens
 from swrly.keys.secret import ProviderSecret
@@ -222,12 +222,13 @@ def _fingerprint_keys(
     name it by."""
     prints: dict[str, Fingerprint] = {}
     names: dict[str, set[str]] = {}
+    salt = fingerprint_salt(tenant=tenant) if needed else b""
     for provider in needed:
-        current, legacy = key_fingerprints(
-            tenant=tenant, provider=provider, key=provider_keys[provider].reveal()
-        )
+        key = provider_keys[provider].reveal()
+        current = tenant_fingerprint(provider=provider, key=key, salt=salt)
         prints[provider] = current
-        names[provider] = {current.value, legacy}
+        names[provider] = {current.value, legacy_fingerprint(provider=provider, key=key).value}
+        del key
     return prints, names
 
 

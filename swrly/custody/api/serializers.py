@@ -1,13 +1,12 @@
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from swrly.custody.models import BlockedKey, KeyRotation, ProviderKey
 from swrly.keys.fingerprint import FINGERPRINT_PATTERN
 from swrly.keys.secret import ProviderSecret
-from swrly.keys.store import KEY_MAX_LENGTH
+from swrly.keys.store import KEY_ALPHABET, KEY_ALPHABET_TEXT, KEY_MAX_LENGTH, KEY_MIN_LENGTH
 from swrly.providers import PROVIDER_NAMES
 from swrly.web.serializers import StrictSerializerMixin
 
@@ -81,9 +80,21 @@ class BlockedKeyCreatedSerializer(BlockedKeySerializer):
         read_only_fields = fields
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field(
+    {
+        "type": "string",
+        "writeOnly": True,
+        "pattern": f"^{KEY_ALPHABET.pattern}$",
+        "minLength": KEY_MIN_LENGTH,
+        "maxLength": KEY_MAX_LENGTH,
+    }
+)
 class SecretKeyField(serializers.Field):
-    """A key to fingerprint: held in a ProviderSecret (redacted everywhere) from the start."""
+    """A key to fingerprint: held in a ProviderSecret (redacted everywhere) from the start.
+
+    Only a key that could be deposited (the key store's alphabet and lengths) can be presented
+    by a run, so only such a key is accepted here; the error never repeats it.
+    """
 
     def to_representation(self, value: Any) -> str:
         raise TypeError("a key is never shown")
@@ -91,8 +102,10 @@ class SecretKeyField(serializers.Field):
     def to_internal_value(self, data: Any) -> ProviderSecret:
         if not isinstance(data, str) or not data:
             raise serializers.ValidationError("a non-empty string")
-        if len(data) > KEY_MAX_LENGTH:
-            raise serializers.ValidationError(f"at most {KEY_MAX_LENGTH} characters")
+        if not KEY_MIN_LENGTH <= len(data) <= KEY_MAX_LENGTH:
+            raise serializers.ValidationError(f"{KEY_MIN_LENGTH} to {KEY_MAX_LENGTH} characters")
+        if not KEY_ALPHABET.fullmatch(data):
+            raise serializers.ValidationError(f"only {KEY_ALPHABET_TEXT}")
         return ProviderSecret(data)
 
 

@@ -62,7 +62,7 @@ class ProviderKeyViewSet(mixins.ListModelMixin, TenantViewSet):
         parameters=[
             OpenApiParameter(
                 "fingerprint",
-                str,
+                {"type": "string", "pattern": "^([vV]2:)?[0-9a-fA-F]{64}$"},
                 description="Only the key with this fingerprint (was it seen, and when?): "
                 '"v2:" and 64 hex characters, or 64 hex characters (legacy, or v2 without '
                 "its prefix). An empty list: never seen in this tenant.",
