@@ -283,9 +283,9 @@ def run_create(
     `key.blocked`) for a key on the tenant's blocklist, checked before anything is deposited
     and again under the audit-chain lock, which `blocked_key_add` also takes: a key blocked
     while this run is created is either seen here or finds this run committed and cancels it;
-    KeyStoreUnavailable when
-    Redis fails, in which case no run is left behind and its tokens are discarded (or, if Redis
-    does not answer the DEL either, deleted later by `orphan_tokens_sweep`). `idempotency` is
+    KeyStoreUnavailable when Redis fails, in which case no run is left behind and its tokens
+    are discarded (or, if Redis does not answer the DEL either, deleted later by
+    `orphan_tokens_sweep`). `idempotency` is
     (Idempotency-Key, request hash): recorded before any key is deposited, so a concurrent
     duplicate fails with IdempotencyRace before it deposits anything. The key-store calls come
     before the first audit event, so a slow Redis never holds the tenant's audit-chain lock;
