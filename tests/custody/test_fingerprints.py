@@ -176,3 +176,15 @@ def test_the_key_history_page_shows_the_documented_one_liner_with_the_salt(acme)
     text = html.unescape(page.content.decode())
     assert f"export SALT={fingerprint_salt(tenant=acme.tenant).hex()} PROVIDER=" in text
     assert _one_liner() in text
+
+
+def test_the_runs_page_filters_by_a_v2_fingerprint_with_or_without_its_prefix(acme, deposit_ok):
+    run_id = _create_run(acme).json()["id"]
+    other = _create_run(acme, "sk-proj-other" + "o" * 30 + "Ot99").json()["id"]
+    recorded = Run.objects.get(pk=run_id).key_fingerprints["sandbox"]["fingerprint"]
+    client = acme.client(Role.AUDITOR)
+    for given in (recorded, recorded[3:], recorded[:15]):
+        html = client.get(reverse("runs:run-list", args=["acme"]), {"fingerprint": given})
+        body = html.content.decode()
+        assert f'data-run-id="{run_id}"' in body, given
+        assert f'data-run-id="{other}"' not in body, given
