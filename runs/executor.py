@@ -28,7 +28,8 @@ from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import render
 from swrly import keys
 from swrly.audit.writer import Actor, audit_record
-from swrly.keys.fingerprint import fingerprint
+from swrly.custody.services import fingerprint_salt
+from swrly.keys.fingerprint import fingerprint_matches, fingerprint_version
 from swrly.keys.redaction import redact
 from swrly.keys.secret import ProviderSecret
 
@@ -206,7 +207,10 @@ def _take_key(run: Run, provider: str, actor: Actor) -> ProviderSecret:
         raise RunAborted(
             RunError.KEY_STORE_UNAVAILABLE, "the key store did not answer when the run started"
         ) from None
-    if fingerprint(provider=provider, key=secret.reveal()).value != expected:
+    salt = fingerprint_salt(tenant=run.tenant) if fingerprint_version(expected or "") == 2 else b""
+    if expected is None or not fingerprint_matches(
+        provider=provider, key=secret.reveal(), expected=expected, salt=salt
+    ):
         secret.discard()
         _audit(run, "key.rejected", actor, {**common, "reason": "fingerprint mismatch"})
         raise RunAborted(RunError.KEY_REJECTED, f"the stored {provider} key was not the one given")

@@ -18,9 +18,12 @@ class FingerprintField(forms.RegexField):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
-            regex=r"^[0-9a-fA-F]{8,64}$",
+            regex=r"^(?:[vV]2:)?[0-9a-fA-F]{8,64}$",
             strip=True,
-            error_messages={"invalid": "A fingerprint is 8 to 64 hexadecimal characters."},
+            error_messages={
+                "invalid": "A fingerprint is 8 to 64 hexadecimal characters (after v2: if it "
+                "has it)."
+            },
             **kwargs,
         )
 
@@ -46,7 +49,8 @@ class RunFilterSet(TenantFilterSet):
     to = DayFilter(field_name="created_at", until=True, help_text="To this day (UTC), inclusive.")
     fingerprint = FingerprintFilter(
         method="filter_fingerprint",
-        help_text="Runs that used a key with this fingerprint (8 to 64 hex characters: a prefix).",
+        help_text="Runs that used a key with this fingerprint (8 to 64 hex characters, after "
+        "`v2:` for a v2 fingerprint: a prefix).",
     )
 
     def __init__(

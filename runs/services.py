@@ -6,10 +6,11 @@ import json
 import logging
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -20,8 +21,10 @@ from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import SpecError, validate_input, validate_steps
 from swrly import keys
 from swrly.audit.writer import Actor, audit_record
-from swrly.custody.services import provider_key_seen
-from swrly.keys.fingerprint import fingerprint
+from swrly.custody.models import BlockedKey
+from swrly.custody.selectors import blocked_key_for
+from swrly.custody.services import fingerprint_salt, provider_key_seen
+from swrly.keys.fingerprint import Fingerprint, legacy_fingerprint, tenant_fingerprint
 from swrly.keys.redaction import secret_in
 from swrly.keys.rotation import idle_live_tokens
 from swrly.keys.secret import ProviderSecret
@@ -164,9 +167,13 @@ class IdempotencyRace(Exception):
 def run_request_hash(
     *, workflow: Workflow, run_input: Any, provider_keys: dict[str, ProviderSecret]
 ) -> str:
-    """What makes two run requests the same: workflow, input, and the keys' fingerprints."""
+    """What makes two run requests the same: workflow, input, and the keys' fingerprints.
+
+    The legacy (v1) fingerprints: a request hash recorded before the per-tenant fingerprints
+    must still match its retry.
+    """
     prints = {
-        provider: fingerprint(provider=provider, key=secret.reveal()).value
+        provider: legacy_fingerprint(provider=provider, key=secret.reveal()).value
         for provider, secret in provider_keys.items()
     }
     body = json.dumps(
@@ -197,6 +204,68 @@ def run_for_idempotency_key(*, tenant: Tenant, key: str, request_hash: str) -> R
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
+class KeyBlocked(Exception):
+    """A key the run was given is on the tenant's blocklist: nothing was deposited."""
+
+    def __init__(self, *, provider: str, blocked_at: Any) -> None:
+        super().__init__(
+            f"the {provider} key is blocked: it was registered as compromised on "
+            f"{blocked_at:%Y-%m-%d %H:%M} UTC; use another key"
+        )
+        self.provider = provider
+
+
+def _fingerprint_keys(
+    tenant: Tenant, provider_keys: dict[str, ProviderSecret], needed: list[str]
+) -> tuple[dict[str, Fingerprint], dict[str, set[str]]]:
+    """Each needed key's v2 fingerprint, and every fingerprint (v2, v1) a blocklist entry may
+    name it by."""
+    prints: dict[str, Fingerprint] = {}
+    names: dict[str, set[str]] = {}
+    salt = fingerprint_salt(tenant=tenant) if needed else b""
+    for provider in needed:
+        key = provider_keys[provider].reveal()
+        current = tenant_fingerprint(provider=provider, key=key, salt=salt)
+        prints[provider] = current
+        names[provider] = {current.value, legacy_fingerprint(provider=provider, key=key).value}
+        del key
+    return prints, names
+
+
+def _refuse_blocked(
+    *,
+    tenant: Tenant,
+    blocked: BlockedKey,
+    workflow: Workflow,
+    actor: Actor,
+    request: HttpRequest | None,
+) -> NoReturn:
+    """Audit `key.blocked` (in a transaction of its own: it outlives the refusal) and raise
+    KeyBlocked."""
+    with transaction.atomic():
+        audit_record(
+            tenant=tenant,
+            action="key.blocked",
+            actor=actor,
+            target=f"blocked_key:{blocked.pk}",
+            metadata={
+                "provider": blocked.provider,
+                "fingerprint": blocked.fingerprint,
+                "workflow": str(workflow.pk),
+            },
+            request=request,
+        )
+    raise KeyBlocked(provider=blocked.provider, blocked_at=blocked.created_at)
+
+
+class _BlockedMeanwhile(Exception):
+    """A key was blocked while the run was being created (seen under the audit-chain lock)."""
+
+    def __init__(self, blocked: BlockedKey) -> None:
+        super().__init__()
+        self.blocked = blocked
+
+
 def run_create(
     *,
     tenant: Tenant,
@@ -210,9 +279,13 @@ def run_create(
     """Create a queued run and deposit its keys; the worker is asked once the run is committed.
 
     SpecError for a missing, unknown, unneeded or malformed key, an input that carries one of
-    the keys (in any encoding), or an input the templates can't use; KeyStoreUnavailable when
-    Redis fails, in which case no run is left behind and its tokens are discarded (or, if Redis
-    does not answer the DEL either, deleted later by `orphan_tokens_sweep`). `idempotency` is
+    the keys (in any encoding), or an input the templates can't use; KeyBlocked (audited
+    `key.blocked`) for a key on the tenant's blocklist, checked before anything is deposited
+    and again under the audit-chain lock, which `blocked_key_add` also takes: a key blocked
+    while this run is created is either seen here or finds this run committed and cancels it;
+    KeyStoreUnavailable when Redis fails, in which case no run is left behind and its tokens
+    are discarded (or, if Redis does not answer the DEL either, deleted later by
+    `orphan_tokens_sweep`). `idempotency` is
     (Idempotency-Key, request hash): recorded before any key is deposited, so a concurrent
     duplicate fails with IdempotencyRace before it deposits anything. The key-store calls come
     before the first audit event, so a slow Redis never holds the tenant's audit-chain lock;
@@ -222,6 +295,43 @@ def run_create(
     _check_provider_keys(workflow, provider_keys)
     _check_input_holds_no_key(run_input, provider_keys)
     validate_input(workflow.steps, run_input)
+    prints, names = _fingerprint_keys(tenant, provider_keys, workflow.providers)
+    blocked = blocked_key_for(tenant=tenant, fingerprints=names)
+    if blocked is not None:
+        _refuse_blocked(
+            tenant=tenant, blocked=blocked, workflow=workflow, actor=actor, request=request
+        )
+    try:
+        return _run_create(
+            tenant=tenant,
+            workflow=workflow,
+            run_input=run_input,
+            provider_keys=provider_keys,
+            prints=prints,
+            names=names,
+            actor=actor,
+            request=request,
+            idempotency=idempotency,
+        )
+    except _BlockedMeanwhile as exc:
+        # Rolled back and its tokens discarded; the refusal is audited on its own.
+        _refuse_blocked(
+            tenant=tenant, blocked=exc.blocked, workflow=workflow, actor=actor, request=request
+        )
+
+
+def _run_create(
+    *,
+    tenant: Tenant,
+    workflow: Workflow,
+    run_input: Any,
+    provider_keys: dict[str, ProviderSecret],
+    prints: dict[str, Fingerprint],
+    names: dict[str, set[str]],
+    actor: Actor,
+    request: HttpRequest | None,
+    idempotency: tuple[str, str] | None,
+) -> Run:
     run_id = uuid.uuid4()  # known before anything is written, so a cleanup can name its tokens
     committed = False
 
@@ -245,7 +355,7 @@ def run_create(
                 receipt = keys.deposit(
                     tenant_id=tenant.pk, run_id=run.pk, provider=provider, key=plaintext
                 )
-                deposited.append((provider, receipt, fingerprint(provider=provider, key=plaintext)))
+                deposited.append((provider, receipt, prints[provider]))
                 del plaintext
             audit_record(
                 tenant=tenant,
@@ -255,6 +365,10 @@ def run_create(
                 metadata={"workflow": str(workflow.pk), "providers": run.providers},
                 request=request,
             )
+            # The audit-chain lock is held from here to the commit (see the docstring above).
+            blocked = blocked_key_for(tenant=tenant, fingerprints=names)
+            if blocked is not None:
+                raise _BlockedMeanwhile(blocked)
             for provider, receipt, print_ in deposited:
                 run.key_fingerprints[provider] = {"fingerprint": print_.value, "hint": print_.hint}
                 run.keys_expire_at = receipt.expires_at
@@ -445,7 +559,12 @@ class RunFinished(ValidationError):
 
 
 def _audit_discard(
-    run: Run, provider: str, actor: Actor, found: bool | None, request: HttpRequest | None = None
+    run: Run,
+    provider: str,
+    actor: Actor,
+    found: bool | None,
+    request: HttpRequest | None = None,
+    reason: str | None = None,
 ) -> None:
     audit_record(
         tenant=run.tenant,
@@ -458,14 +577,18 @@ def _audit_discard(
             # None: the key store did not answer; the token expires at its TTL, unused (the
             # run can no longer be claimed).
             "token_found": found,
+            **({"reason": reason} if reason else {}),
         },
         request=request,
     )
 
 
-def run_cancel(*, run: Run, actor: Actor, request: HttpRequest | None = None) -> Run:
+def run_cancel(
+    *, run: Run, actor: Actor, request: HttpRequest | None = None, reason: str | None = None
+) -> Run:
     """Cancel a run: a queued one at once (its tokens are discarded), a running one before its
-    next step. RunFinished when it has already ended."""
+    next step. RunFinished when it has already ended. `reason` (e.g. `key_blocked`) goes into
+    the audit events when the cancellation is not the caller's own request."""
     now = timezone.now()
     with transaction.atomic():
         cancelled = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
@@ -478,7 +601,7 @@ def run_cancel(*, run: Run, actor: Actor, request: HttpRequest | None = None) ->
                 action="run.cancelled",
                 actor=actor,
                 target=f"run:{run.pk}",
-                metadata={"while": "queued"},
+                metadata={"while": "queued", **({"reason": reason} if reason else {})},
                 request=request,
             )
             requested = 0
@@ -492,7 +615,7 @@ def run_cancel(*, run: Run, actor: Actor, request: HttpRequest | None = None) ->
                     action="run.cancel_requested",
                     actor=actor,
                     target=f"run:{run.pk}",
-                    metadata={},
+                    metadata={"reason": reason} if reason else {},
                     request=request,
                 )
     if cancelled:  # committed: no worker can claim the run, so its tokens can only be deleted
@@ -504,8 +627,40 @@ def run_cancel(*, run: Run, actor: Actor, request: HttpRequest | None = None) ->
                     actor,
                     discard_token_best_effort(run.tenant_id, run.pk, provider),
                     request,
+                    reason,
                 )
     run.refresh_from_db()
     if not cancelled and not requested and run.is_finished:
         raise RunFinished(f"the run has already ended ({run.status})")
     return run
+
+
+def runs_cancel_holding_key(
+    *,
+    tenant: Tenant,
+    provider: str,
+    fingerprints: set[str],
+    actor: Actor,
+    request: HttpRequest | None = None,
+) -> int:
+    """Cancel the tenant's queued and running runs that hold a key just blocked (any of its
+    `fingerprints`): queued ones at once, their tokens discarded; running ones before their
+    next step. Registered with custody (runs.apps), which calls it from `blocked_key_add`.
+    Returns how many runs it cancelled or asked to stop."""
+    holding = Q()
+    for value in sorted(fingerprints):
+        holding |= Q(**{f"key_fingerprints__{provider}__fingerprint": value})
+    runs = (
+        Run.objects.filter(tenant=tenant, status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+        .filter(holding)
+        .select_related("tenant")
+        .order_by("created_at")
+    )
+    count = 0
+    for run in runs:
+        try:
+            run_cancel(run=run, actor=actor, request=request, reason="key_blocked")
+        except RunFinished:  # ended meanwhile
+            continue
+        count += 1
+    return count

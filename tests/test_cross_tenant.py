@@ -13,6 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from runs.models import Run, Workflow
 from swrly.audit.models import AuditEvent, AuditWebhook
+from swrly.custody.models import BlockedKey
 from tenants.models import ApiToken, Membership, Role
 
 # Routes that belong to no tenant. api:audit-keys serves the public checkpoint-signing keys,
@@ -61,6 +62,16 @@ def _acme_webhook(world):
     return {"webhook_id": world.audit_webhook().pk}
 
 
+def _acme_blocked_key(world):
+    blocked = BlockedKey.objects.create(
+        tenant=world.tenant, provider="sandbox", fingerprint="v2:" + "b" * 64, created_by="t"
+    )
+    return {"blocked_key_id": blocked.pk}
+
+
+BLOCK = {"provider": "sandbox", "fingerprint": "v2:" + "c" * 64, "reason": "intrusion"}
+
+
 # name -> (method, kwargs for an acme object, form data)
 PAGE_CASES = {
     "tenants:audit-webhook-list": ("get", None, None),
@@ -74,6 +85,8 @@ PAGE_CASES = {
     "tenants:apitoken-list": ("get", None, None),
     "tenants:apitoken-revoke": ("post", _acme_token, {}),
     "custody:key-history": ("get", None, None),
+    "custody:blocked-key-add": ("post", None, BLOCK),
+    "custody:blocked-key-remove": ("post", _acme_blocked_key, {}),
     "tenants:audit-list": ("get", None, None),
     "tenants:audit-export-csv": ("get", None, None),
     "tenants:audit-export-jsonl": ("get", None, None),
@@ -103,6 +116,10 @@ API_CASES = {
     "api:member-list": None,
     "api:member-detail": lambda world: {"pk": _acme_member(world)["membership_id"]},
     "api:provider-key-list": None,
+    "api:provider-key-salt": None,
+    "api:blocked-key-list": None,
+    "api:blocked-key-from-key": None,
+    "api:blocked-key-detail": lambda world: {"pk": _acme_blocked_key(world)["blocked_key_id"]},
     "api:key-rotation-list": None,
     "api:audit-event-list": None,
     "api:audit-event-verify": None,
@@ -112,7 +129,7 @@ API_CASES = {
     "api:audit-webhook-detail": lambda world: {"pk": world.audit_webhook().pk},
 }
 # Routes whose cross-tenant request is a write: method and body.
-API_WRITES = {"api:run-cancel": ("post", {})}
+API_WRITES = {"api:run-cancel": ("post", {}), "api:blocked-key-detail": ("delete", None)}
 
 
 def test_every_route_has_a_cross_tenant_case():
@@ -127,6 +144,7 @@ def _acme_state(acme):
         sorted(Membership.objects.filter(tenant=acme.tenant).values_list("user_id", "role")),
         sorted(ApiToken.objects.filter(tenant=acme.tenant).values_list("pk", "revoked_at")),
         sorted(AuditWebhook.objects.filter(tenant=acme.tenant).values_list("pk", "url")),
+        sorted(BlockedKey.objects.filter(tenant=acme.tenant).values_list("pk", flat=True)),
     )
 
 
@@ -296,3 +314,19 @@ def test_api_another_tenants_webhook_cannot_be_deleted_or_listed(acme, globex):
     assert AuditWebhook.objects.get(pk=created.json()["id"]).tenant == globex.tenant
     (row,) = acme.api(Role.AUDITOR).get(reverse("api:audit-webhook-list")).json()
     assert row["id"] == str(webhook.pk)
+
+
+def test_api_blocked_keys_and_salt_are_the_tokens_tenants(acme, globex):
+    _acme_blocked_key(acme)
+    assert globex.api(Role.AUDITOR).get(reverse("api:blocked-key-list")).json() == []
+    acme_salt = acme.api(Role.AUDITOR).get(reverse("api:provider-key-salt")).json()["salt"]
+    globex_salt = globex.api(Role.AUDITOR).get(reverse("api:provider-key-salt")).json()["salt"]
+    assert acme_salt != globex_salt
+    # blocking in globex leaves acme's list alone, and the same fingerprint may be blocked twice
+    created = globex.api(Role.ADMIN).post(
+        reverse("api:blocked-key-list"),
+        {"provider": "sandbox", "fingerprint": "v2:" + "b" * 64},
+        "application/json",
+    )
+    assert created.status_code == 201
+    assert BlockedKey.objects.filter(tenant=acme.tenant).count() == 1

@@ -90,6 +90,16 @@ BODIES = {
         "description": "Renamed.",
         "steps": _steps(),
     },
+    ("POST", "/api/v1/blocked-keys/"): {
+        "provider": "sandbox",
+        "fingerprint": "v2:" + "ab" * 32,
+        "reason": "leaked",
+    },
+    ("POST", "/api/v1/blocked-keys/from-key/"): {
+        "provider": "sandbox",
+        "key": "sk-leaked-0123456789",
+        "reason": "leaked",
+    },
     ("POST", "/api/v1/runs/"): {
         "workflow": WORKFLOW,
         "input": {"topic": "keys", "notes": {"tags": ["a", "b"]}},

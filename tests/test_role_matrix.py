@@ -11,6 +11,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from runs.models import Run
+from swrly.custody.models import BlockedKey
 from tenants.models import Membership, Role
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
@@ -88,6 +89,10 @@ def _target(world, route):
         obj = world.run()
     elif route.startswith("/api/v1/audit-webhooks/"):
         obj = world.audit_webhook()
+    elif route.startswith("/api/v1/blocked-keys/"):
+        obj = BlockedKey.objects.create(
+            tenant=world.tenant, provider="sandbox", fingerprint="v2:" + "d" * 64, created_by="t"
+        )
     else:
         raise AssertionError(f"no object for {route}")
     return route.replace("{id}", str(obj.pk))
@@ -103,6 +108,8 @@ BODIES = {
     },
     ("/api/v1/workflows/{id}/", "PATCH"): {"description": "matrix"},
     ("/api/v1/audit-webhooks/", "POST"): {"url": "https://siem.example/ingest"},
+    ("/api/v1/blocked-keys/", "POST"): {"provider": "sandbox", "fingerprint": "v2:" + "e" * 64},
+    ("/api/v1/blocked-keys/from-key/", "POST"): {"provider": "sandbox", "key": "sk-matrix-0002"},
     ("/api/v1/runs/", "POST"): {"workflow": None, "provider_keys": {"sandbox": "sk-matrix-0001"}},
 }
 

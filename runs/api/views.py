@@ -21,6 +21,7 @@ from runs.models import Run, Workflow
 from runs.services import (
     IdempotencyConflict,
     IdempotencyRace,
+    KeyBlocked,
     RunFinished,
     run_cancel,
     run_create,
@@ -58,6 +59,11 @@ def _idempotency_key(request: Request) -> str | None:
             {"Idempotency-Key": ["1 to 255 printable ASCII characters without spaces"]}
         )
     return value
+
+
+class KeyBlockedError(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "key_blocked"
 
 
 class RunConflict(APIException):
@@ -181,6 +187,8 @@ class RunViewSet(
             raise _spec_error(exc) from None
         except IdempotencyConflict as exc:
             raise IdempotencyConflictError(exc.messages[0]) from None
+        except KeyBlocked as exc:
+            raise KeyBlockedError(str(exc)) from None
         except keys.KeyStoreUnavailable:
             raise KeyStoreUnavailableError from None
         finally:

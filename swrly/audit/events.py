@@ -153,7 +153,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
         _RUN,
         (*_KEY, "token_found", "reason"),
         "`run_cancel` (queued run); `run_fail_unqueued`, one per provider; the orphan sweep",
-        notes="`token_found` is `null` when the key store did not answer; `reason` (sweep)",
+        notes="`token_found` is `null` when the key store did not answer; `reason` (sweep; "
+        "`key_blocked` when the run was cancelled because its key was blocked)",
         label="Discarded",
         key_life=True,
     ),
@@ -194,6 +195,28 @@ EVENT_TYPES: tuple[EventType, ...] = (
         label="A request carrying another provider's key was refused",
     ),
     EventType(
+        "key.blocked",
+        "blocked_key:<uuid>",
+        (*_KEY, "workflow"),
+        "`run_create`, when a key given for a run is on the tenant's blocklist (no run is "
+        "created, nothing is deposited)",
+        notes="`fingerprint` is the blocklist entry's; `workflow` is an id",
+    ),
+    EventType(
+        "blocked_key.added",
+        "blocked_key:<uuid>",
+        (*_KEY, "hint", "reason", "given"),
+        "`blocked_key_add` (the key-history page, `POST /api/v1/blocked-keys/`)",
+        notes='`given`: `"key"` (fingerprinted at once, never kept) or `"fingerprint"`; `hint` '
+        "is empty for a fingerprint",
+    ),
+    EventType(
+        "blocked_key.removed",
+        "blocked_key:<uuid>",
+        _KEY,
+        "`blocked_key_remove` (the key-history page, `DELETE /api/v1/blocked-keys/{id}/`)",
+    ),
+    EventType(
         "run.succeeded",
         _RUN,
         ("keys_released", "error_code", "sent_to"),
@@ -212,16 +235,18 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "run.cancelled",
         _RUN,
-        ("while", "keys_released", "error_code", "sent_to"),
+        ("while", "keys_released", "error_code", "sent_to", "reason"),
         "`run_cancel` (queued run); the executor (running run, before its next step)",
         notes='`while: "queued"` from `run_cancel`; `keys_released` and `sent_to` (as '
-        "`run.succeeded`) from the executor",
+        '`run.succeeded`) from the executor; `reason: "key_blocked"` when a key the run holds '
+        "was blocked",
     ),
     EventType(
         "run.cancel_requested",
         _RUN,
-        (),
+        ("reason",),
         "`run_cancel` (running run, first request only)",
+        notes='`reason: "key_blocked"` when a key the run holds was blocked',
         label="Cancellation requested",
     ),
     EventType(

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from swrly.custody.models import KeyRotation, ProviderKey
+from swrly.custody.models import BlockedKey, KeyRotation, ProviderKey
 from tenants.admin import ReadOnlyAdmin
 
 
@@ -14,3 +14,8 @@ class ProviderKeyAdmin(ReadOnlyAdmin):
 @admin.register(KeyRotation)
 class KeyRotationAdmin(ReadOnlyAdmin):
     list_display = ["started_at", "finished_at", "actor", "to_key_id", "rewrapped", "outcome"]
+
+
+@admin.register(BlockedKey)
+class BlockedKeyAdmin(ReadOnlyAdmin):
+    list_display = ["tenant", "provider", "fingerprint", "hint", "created_by", "created_at"]

@@ -20,7 +20,8 @@ class ProviderKey(models.Model):
         "tenants.Tenant", on_delete=models.CASCADE, related_name="provider_keys"
     )
     provider = models.CharField(max_length=32)
-    fingerprint = models.CharField(max_length=64)
+    # "v2:" and 64 hex (per-tenant, customer-computable), or 64 hex alone (legacy v1).
+    fingerprint = models.CharField(max_length=80)
     hint = models.CharField(max_length=40)
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
@@ -111,3 +112,51 @@ class EncryptionKeyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key_id}: {self.sealed} sealed"
+
+
+class FingerprintSalt(models.Model):
+    """A tenant's fingerprint salt: the HMAC key of its v2 key fingerprints.
+
+    Made the first time the tenant needs it. Readable by the tenant's owners, admins and
+    auditors, so they can fingerprint a key themselves; it protects no key (provider keys are
+    long random strings that no one can guess from a fingerprint), it keeps one tenant's
+    fingerprints unrelated to another's.
+    """
+
+    tenant = models.OneToOneField(
+        "tenants.Tenant",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="fingerprint_salt",
+    )
+    salt = models.CharField(max_length=64)  # 32 bytes, hex
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"fingerprint salt of {self.tenant_id}"
+
+
+class BlockedKey(models.Model):
+    """A customer key registered as compromised, by fingerprint: no run may present it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(
+        "tenants.Tenant", on_delete=models.CASCADE, related_name="blocked_keys"
+    )
+    provider = models.CharField(max_length=32)
+    fingerprint = models.CharField(max_length=80)
+    hint = models.CharField(max_length=40, blank=True)  # known when the key itself was given
+    reason = models.CharField(max_length=500, blank=True)
+    created_by = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "provider", "fingerprint"], name="blockedkey_unique_fingerprint"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"blocked {self.provider} {self.fingerprint[:15]}"

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from uuid import UUID
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Expression, F, OuterRef, QuerySet, Subquery, Window
+from django.db.models import Expression, F, OuterRef, Q, QuerySet, Subquery, Window
 from django.db.models.functions import Coalesce, Lead
 
 from swrly.audit.events import event_types, key_life_events
 from swrly.audit.models import AuditEvent
 from swrly.audit.writer import chain_for
-from swrly.custody.models import KeyRotation, KeyRotationTenant, ProviderKey
+from swrly.custody.models import BlockedKey, KeyRotation, KeyRotationTenant, ProviderKey
+from swrly.keys.fingerprint import V2_PREFIX
 from tenants.access import scoped
 from tenants.models import Tenant
 
@@ -95,10 +96,14 @@ def provider_key_windows(
     *, tenant: Tenant, fingerprint_prefix: str
 ) -> list[tuple[str, str, datetime, datetime]]:
     """(provider, fingerprint, first_seen_at, last_seen_at) of the tenant's keys whose
-    fingerprint starts with `fingerprint_prefix`: one indexed query."""
+    fingerprint starts with `fingerprint_prefix`: one indexed query. Bare hex matches both
+    versions (a legacy fingerprint, or a v2 one without its `v2:`)."""
+    match = Q(fingerprint__startswith=fingerprint_prefix)
+    if not fingerprint_prefix.startswith(V2_PREFIX):
+        match |= Q(fingerprint__startswith=V2_PREFIX + fingerprint_prefix)
     return list(
         scoped(ProviderKey, tenant)
-        .filter(fingerprint__startswith=fingerprint_prefix)
+        .filter(match)
         .values_list("provider", "fingerprint", "first_seen_at", "last_seen_at")
     )
 
@@ -367,3 +372,22 @@ def run_history(*, tenant: Tenant, run: RunRecord, step_providers: list[str]) ->
                 )
             )
     return RunHistory(keys=list(keys.values()), run_events=run_events)
+
+
+# --- The key blocklist -------------------------------------------------------------------------
+
+
+def blocked_key_for(*, tenant: Tenant, fingerprints: dict[str, set[str]]) -> BlockedKey | None:
+    """The tenant's blocklist entry matching any of `fingerprints` ({provider: values}), or
+    None: one indexed query."""
+    if not fingerprints:
+        return None
+    match = Q()
+    for provider, values in sorted(fingerprints.items()):
+        match |= Q(provider=provider, fingerprint__in=sorted(values))
+    return scoped(BlockedKey, tenant).filter(match).order_by("created_at").first()
+
+
+def blocked_keys(*, tenant: Tenant) -> list[BlockedKey]:
+    """The tenant's blocklist, newest first."""
+    return list(scoped(BlockedKey, tenant).order_by("-created_at"))

@@ -1,13 +1,32 @@
-"""Writes of key custody: a customer key seen, an encryption-key rotation begun and finished."""
+"""Writes of key custody: a customer key seen, an encryption-key rotation begun and finished,
+a tenant's fingerprint salt, the key blocklist."""
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 from swrly.audit.writer import Actor, audit_record
-from swrly.custody.models import KeyRotation, KeyRotationTenant, ProviderKey, RotationOutcome
+from swrly.custody.models import (
+    BlockedKey,
+    FingerprintSalt,
+    KeyRotation,
+    KeyRotationTenant,
+    ProviderKey,
+    RotationOutcome,
+)
+from swrly.keys.fingerprint import (
+    Fingerprint,
+    legacy_fingerprint,
+    new_fingerprint_salt,
+    tenant_fingerprint,
+)
+from swrly.keys.secret import ProviderSecret
 from tenants.models import Tenant
 
 
@@ -86,3 +105,132 @@ def provider_key_seen(*, tenant: Tenant, provider: str, fingerprint: str, hint: 
             f"{q('use_count')} = {table}.{q('use_count')} + 1",
             values,
         )
+
+
+# --- Per-tenant fingerprints and the key blocklist -------------------------------------------
+
+
+def fingerprint_salt(*, tenant: Tenant) -> bytes:
+    """The tenant's fingerprint salt, made (32 random bytes) the first time it is asked for.
+
+    Concurrent first calls agree: the salt row's primary key is the tenant, and get_or_create
+    reads the row the other call inserted.
+    """
+    row, _ = FingerprintSalt.objects.get_or_create(
+        tenant=tenant, defaults={"salt": new_fingerprint_salt().hex()}
+    )
+    return bytes.fromhex(row.salt)
+
+
+def key_fingerprints(*, tenant: Tenant, provider: str, key: str) -> tuple[Fingerprint, str]:
+    """A key's v2 fingerprint (with its hint) and its legacy v1 value: what a blocklist entry
+    may name it by."""
+    current = tenant_fingerprint(provider=provider, key=key, salt=fingerprint_salt(tenant=tenant))
+    return current, legacy_fingerprint(provider=provider, key=key).value
+
+
+class BlockedKeyExists(ValidationError):
+    """The key is already on the tenant's blocklist."""
+
+
+# Called with the new entry once it is committed; answers how many runs it cancelled. Runs are
+# cancelled by the runs app, which sits above custody and registers the handler (runs.apps).
+KeyBlockedHandler = Callable[..., int]
+_key_blocked_handler: KeyBlockedHandler | None = None
+
+
+def register_key_blocked_handler(handler: KeyBlockedHandler) -> None:
+    global _key_blocked_handler
+    _key_blocked_handler = handler
+
+
+@dataclass(frozen=True)
+class KeyBlocked:
+    blocked_key: BlockedKey
+    cancelled_runs: int
+
+
+def blocked_key_add(
+    *,
+    tenant: Tenant,
+    provider: str,
+    actor: Actor,
+    fingerprint: str | None = None,
+    key: ProviderSecret | None = None,
+    reason: str = "",
+    request: HttpRequest | None = None,
+) -> KeyBlocked:
+    """Register a key as compromised, by fingerprint or by the key itself, and cancel the
+    tenant's queued and running runs that hold it.
+
+    A key given is fingerprinted at once (v2 under the tenant's salt, and v1 to find runs
+    recorded before v2) and never stored or logged; only its fingerprint and hint are kept.
+    BlockedKeyExists when the tenant already blocked that fingerprint for that provider.
+    """
+    hint = ""
+    also: set[str] = set()
+    if key is not None and fingerprint is None:
+        current, legacy = key_fingerprints(tenant=tenant, provider=provider, key=key.reveal())
+        fingerprint, hint = current.value, current.hint
+        also.add(legacy)
+    elif fingerprint is None or key is not None:
+        raise ValueError("give a fingerprint or a key, not both")
+    try:
+        with transaction.atomic():
+            blocked = BlockedKey.objects.create(
+                tenant=tenant,
+                provider=provider,
+                fingerprint=fingerprint,
+                hint=hint,
+                reason=reason,
+                created_by=actor.label,
+            )
+            audit_record(
+                tenant=tenant,
+                action="blocked_key.added",
+                actor=actor,
+                target=f"blocked_key:{blocked.pk}",
+                metadata={
+                    "provider": provider,
+                    "fingerprint": fingerprint,
+                    "hint": hint,
+                    "reason": reason,
+                    "given": "key" if key is not None else "fingerprint",
+                },
+                request=request,
+            )
+    except IntegrityError:
+        if not BlockedKey.objects.filter(
+            tenant=tenant, provider=provider, fingerprint=fingerprint
+        ).exists():
+            raise
+        raise BlockedKeyExists(f"this {provider} key is already blocked") from None
+    cancelled = 0
+    if _key_blocked_handler is not None:
+        # Committed first: a run created meanwhile either saw the entry (run_create checks it
+        # again under the audit-chain lock) or is committed and found here.
+        cancelled = _key_blocked_handler(
+            tenant=tenant,
+            provider=provider,
+            fingerprints={fingerprint, *also},
+            actor=actor,
+            request=request,
+        )
+    return KeyBlocked(blocked_key=blocked, cancelled_runs=cancelled)
+
+
+@transaction.atomic
+def blocked_key_remove(
+    *, blocked_key: BlockedKey, actor: Actor, request: HttpRequest | None = None
+) -> None:
+    """Take a key off the blocklist: runs may present it again."""
+    pk = blocked_key.pk
+    BlockedKey.objects.filter(pk=pk).delete()
+    audit_record(
+        tenant=blocked_key.tenant,
+        action="blocked_key.removed",
+        actor=actor,
+        target=f"blocked_key:{pk}",
+        metadata={"provider": blocked_key.provider, "fingerprint": blocked_key.fingerprint},
+        request=request,
+    )

@@ -1,13 +1,22 @@
 """Fingerprints of customer keys: which key ran which run, without keeping the key.
 
-The fingerprint is an HMAC-SHA256 of the provider and the key under a secret derived from
-SECRET_KEY for this purpose alone (HKDF, its own label), so it can't be confused with, or
-used as, any other MAC the platform computes. The hint shows at most a known prefix and the
-last four characters.
+Two versions, told apart by their form (docs/security.md, "Key fingerprints"):
+
+- **v2** (`v2:` and 64 hex characters), every new fingerprint: HMAC-SHA256 of
+  `f"{provider}\x00{key}"` under the tenant's fingerprint salt (32 random bytes per tenant,
+  which its owners, admins and auditors can read). A customer computes it for a key in their
+  own secrets manager; the same key in two tenants has two unrelated fingerprints.
+- **v1** (64 hex characters, no prefix), legacy: the same message under a secret derived from
+  SECRET_KEY for this purpose alone (HKDF, its own label). Rows and events written before v2
+  keep them; nobody outside Swrly can compute them.
+
+The hint shows at most a known prefix and the last four characters.
 """
 
 import hashlib
 import hmac
+import re
+import secrets
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,9 +30,15 @@ KNOWN_PREFIXES = ("sk-ant-api03-", "sk-ant-admin01-", "sk-ant-", "sk-proj-", "sk
 MIN_LENGTH_FOR_LAST_FOUR = 20
 
 
+V2_PREFIX = "v2:"
+SALT_BYTES = 32
+# A whole fingerprint as stored or given: v2 (prefixed) or legacy v1 (bare hex).
+FINGERPRINT_PATTERN = re.compile(r"(?:v2:)?[0-9a-f]{64}")
+
+
 @dataclass(frozen=True)
 class Fingerprint:
-    value: str  # 64 hex characters
+    value: str  # "v2:" and 64 hex characters (v1: the 64 hex characters alone)
     hint: str  # e.g. "sk-ant-api03-…x9Qa"
 
 
@@ -44,12 +59,42 @@ def key_hint(key: str) -> str:
     return f"{prefix}…{last_four}"
 
 
-def fingerprint(*, provider: str, key: str) -> Fingerprint:
-    """The fingerprint and display hint of a customer's key for a provider."""
+def _message(provider: str, key: str) -> bytes:
+    return f"{provider}\x00{key}".encode()
+
+
+def new_fingerprint_salt() -> bytes:
+    """A tenant's fingerprint salt: 32 random bytes."""
+    return secrets.token_bytes(SALT_BYTES)
+
+
+def tenant_fingerprint(*, provider: str, key: str, salt: bytes) -> Fingerprint:
+    """The v2 fingerprint and display hint of a customer's key, under the tenant's salt."""
+    if len(salt) != SALT_BYTES:
+        raise ValueError("a fingerprint salt is 32 bytes")
+    digest = hmac.new(salt, _message(provider, key), hashlib.sha256).hexdigest()
+    return Fingerprint(value=V2_PREFIX + digest, hint=key_hint(key))
+
+
+def legacy_fingerprint(*, provider: str, key: str) -> Fingerprint:
+    """The v1 fingerprint (under a secret derived from SECRET_KEY): for rows and runs recorded
+    before v2, and for request hashes that must not change across the upgrade."""
     from django.conf import settings
 
     secret = _fingerprint_secret(settings.SECRET_KEY)
-    message = f"{provider}\x00{key}".encode()
-    return Fingerprint(
-        value=hmac.new(secret, message, hashlib.sha256).hexdigest(), hint=key_hint(key)
-    )
+    digest = hmac.new(secret, _message(provider, key), hashlib.sha256).hexdigest()
+    return Fingerprint(value=digest, hint=key_hint(key))
+
+
+def fingerprint_version(value: str) -> int:
+    """2 for a `v2:` fingerprint, 1 for a legacy one."""
+    return 2 if value.startswith(V2_PREFIX) else 1
+
+
+def fingerprint_matches(*, provider: str, key: str, expected: str, salt: bytes) -> bool:
+    """Whether `key` is the key `expected` (either version) was computed from; constant time."""
+    if fingerprint_version(expected) == 2:
+        actual = tenant_fingerprint(provider=provider, key=key, salt=salt).value
+    else:
+        actual = legacy_fingerprint(provider=provider, key=key).value
+    return hmac.compare_digest(actual.encode(), expected.encode())

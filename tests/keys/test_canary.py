@@ -26,7 +26,7 @@ from swrly.custody.services import provider_key_seen
 from swrly.dev.sandbox import ECHO_ENCODINGS
 from swrly.keys.encodings import base64_forms
 from swrly.keys.errors import InvalidKey, KeyServiceError
-from swrly.keys.fingerprint import fingerprint
+from swrly.keys.fingerprint import legacy_fingerprint as fingerprint
 from swrly.keys.redaction import REDACTED
 from swrly.keys.secret import live_secrets
 from swrly.keys.store import KEY_PATTERN

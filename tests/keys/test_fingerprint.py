@@ -6,7 +6,8 @@ from django.conf import settings
 
 from swrly.custody.models import ProviderKey
 from swrly.custody.services import provider_key_seen
-from swrly.keys.fingerprint import fingerprint, key_hint
+from swrly.keys.fingerprint import key_hint
+from swrly.keys.fingerprint import legacy_fingerprint as fingerprint
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from runs.models import Run, RunStatus, StepRun, StepStatus
 from swrly.audit.writer import Actor, audit_record
 from swrly.custody.models import KeyRotation, KeyRotationTenant, RotationOutcome
 from swrly.custody.services import provider_key_seen
-from swrly.keys.fingerprint import fingerprint
+from swrly.keys.fingerprint import legacy_fingerprint as fingerprint
 
 CANARY = "CANARY-7f3a9c-do-not-show-auditors"
 KEY_A = "sk-ant-api03-" + "a" * 40 + "Qa1x"

@@ -95,7 +95,7 @@ def test_the_fingerprint_filter_does_not_see_another_tenants_runs(acme, globex):
 def test_an_invalid_filter_is_reported_and_ignored(acme):
     run = make_run(acme)
     html = _get(acme.client(Role.OWNER), "fingerprint=xyz&status=nope&from=yesterday")
-    assert "A fingerprint is 8 to 64 hexadecimal characters." in html
+    assert "A fingerprint is 8 to 64 hexadecimal characters (after v2: if it has it)." in html
     assert _run_ids(html) == [str(run.pk)]
 
 

@@ -6,6 +6,7 @@ from swrly.custody.api import views
 
 router = SimpleRouter()
 router.register("provider-keys", views.ProviderKeyViewSet, basename="provider-key")
+router.register("blocked-keys", views.BlockedKeyViewSet, basename="blocked-key")
 router.register("key-rotations", views.KeyRotationViewSet, basename="key-rotation")
 
 urlpatterns = router.urls
