@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "tenants",
     "swrly.custody",
     "runs",
+    "swrly.evidence",
 ]
 
 MIDDLEWARE = [
