@@ -26,9 +26,11 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import io
 import json
 import sys
 import zipfile
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -123,9 +125,9 @@ class Report:
         self.failures.append(message)
 
 
-def _jsonl(data: bytes, name: str, report: Report) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+def _jsonl(lines: Iterable[str], name: str, report: Report) -> Iterator[dict[str, Any]]:
+    """One JSON object per line, read as it streams (a bundle may hold millions of events)."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -136,8 +138,16 @@ def _jsonl(data: bytes, name: str, report: Report) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             report.fail(f"{name} line {number}: not a JSON object")
             continue
-        rows.append(row)
-    return rows
+        yield row
+
+
+def _sha256(bundle: zipfile.ZipFile, name: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with bundle.open(name) as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 def check_manifest(
@@ -166,12 +176,10 @@ def check_manifest(
         if name not in names:
             report.fail(f"file {name}: listed in the manifest but missing from the bundle")
             continue
-        data = bundle.read(name)
-        if hashlib.sha256(data).hexdigest() != entry.get("sha256") or len(data) != entry.get(
-            "bytes"
-        ):
+        digest, size = _sha256(bundle, name)
+        if digest != entry.get("sha256") or size != entry.get("bytes"):
             report.fail(f"file {name}: its SHA-256 does not match the manifest (altered)")
-        files[name] = data
+        files[name] = b"" if name == EVENTS else bundle.read(name)
     unlisted = names - {entry.get("name") for entry in listed} - {MANIFEST, SIGNATURE}
     for name in sorted(unlisted):
         report.fail(f"file {name}: in the bundle but not listed in the manifest (added)")
@@ -231,16 +239,29 @@ def check_checkpoints(
 
 
 def check_events(
-    events: list[dict[str, Any]],
+    events: Iterable[dict[str, Any]],
     checkpoints: list[dict[str, Any]],
     manifest: dict[str, Any],
     report: Report,
-) -> dict[str, int]:
+) -> dict[str, Any]:
+    """Every event in order, keeping only the previous one (constant memory)."""
     by_seq = {c.get("seq"): c for c in checkpoints}
-    counts = {"recomputed": 0, "linked": 0, "anchored": 0}
+    counts: dict[str, Any] = {
+        "events": 0,
+        "first_seq": None,
+        "last_seq": None,
+        "keyed": 0,
+        "recomputed": 0,
+        "linked": 0,
+        "anchored": 0,
+    }
     previous: dict[str, Any] | None = None
     for event in events:
         seq = event.get("seq")
+        counts["events"] += 1
+        counts["first_seq"] = seq if previous is None else counts["first_seq"]
+        counts["last_seq"] = seq
+        counts["keyed"] += event.get("hash_version") == 2
         where = f"event #{seq}"
         if event.get("chain") != manifest.get("chain"):
             report.fail(f"{where}: belongs to chain {event.get('chain')}, not this tenant's")
@@ -290,18 +311,19 @@ def check_events(
                 )
         previous = event
     summary = manifest.get("events", {})
-    if events and (
-        events[0].get("seq") != summary.get("first_seq")
-        or events[-1].get("seq") != summary.get("last_seq")
+    if counts["events"] and (
+        counts["first_seq"] != summary.get("first_seq")
+        or counts["last_seq"] != summary.get("last_seq")
     ):
         report.fail(
-            f"events.jsonl: holds events #{events[0].get('seq')} to #{events[-1].get('seq')} "
+            f"events.jsonl: holds events #{counts['first_seq']} to #{counts['last_seq']} "
             f"but the manifest says #{summary.get('first_seq')} to #{summary.get('last_seq')} "
             "(events were cut from an end)"
         )
-    if len(events) != summary.get("count", len(events)):
+    if counts["events"] != summary.get("count", counts["events"]):
         report.fail(
-            f"events.jsonl: holds {len(events)} events but the manifest says {summary.get('count')}"
+            f"events.jsonl: holds {counts['events']} events but the manifest says "
+            f"{summary.get('count')}"
         )
     return counts
 
@@ -318,10 +340,15 @@ def verify(path: str, public_keys: dict[str, bytes] | None) -> tuple[Report, dic
         manifest, keys, files = check_manifest(bundle, public_keys, report)
         if not manifest:
             return report, facts
-        events = _jsonl(files.get(EVENTS, b""), EVENTS, report)
-        checkpoints = _jsonl(files.get(CHECKPOINTS, b""), CHECKPOINTS, report)
+        checkpoints = list(
+            _jsonl(files.get(CHECKPOINTS, b"").decode("utf-8").splitlines(), CHECKPOINTS, report)
+        )
         check_checkpoints(checkpoints, manifest, keys, report)
-        counts = check_events(events, checkpoints, manifest, report)
+        if EVENTS in files:
+            with bundle.open(EVENTS) as raw, io.TextIOWrapper(raw, encoding="utf-8") as lines:
+                counts = check_events(_jsonl(lines, EVENTS, report), checkpoints, manifest, report)
+        else:
+            counts = check_events([], checkpoints, manifest, report)
         server = manifest.get("server_check", {})
         if server.get("events_mismatched"):
             report.fail(
@@ -334,7 +361,6 @@ def verify(path: str, public_keys: dict[str, bytes] | None) -> tuple[Report, dic
             )
     facts = {
         "manifest": manifest,
-        "events": events,
         "checkpoints": checkpoints,
         "counts": counts,
     }
@@ -343,7 +369,6 @@ def verify(path: str, public_keys: dict[str, bytes] | None) -> tuple[Report, dic
 
 def _print_report(report: Report, facts: dict[str, Any]) -> None:
     manifest = facts.get("manifest", {})
-    events = facts.get("events", [])
     checkpoints = facts.get("checkpoints", [])
     counts = facts.get("counts", {})
     if manifest:
@@ -352,29 +377,27 @@ def _print_report(report: Report, facts: dict[str, Any]) -> None:
         print(f"Tenant: {tenant.get('slug')} ({tenant.get('id')})")
         print(f"Period: {period.get('from')} to {period.get('to')} (UTC, inclusive)")
         print(f"Exported: {manifest.get('generated_at')} by {manifest.get('generated_by')}")
-    if events:
+    first, last = counts.get("first_seq"), counts.get("last_seq")
+    if counts.get("events") and isinstance(first, int) and isinstance(last, int):
         print(
-            f"Events: {len(events)}, #{events[0].get('seq')} to #{events[-1].get('seq')}; "
+            f"Events: {counts['events']}, #{first} to #{last}; "
             f"{counts.get('recomputed', 0)} version-1 hashes recomputed, "
             f"{counts.get('linked', 0)} links checked, "
             f"{counts.get('anchored', 0)} matched a signed checkpoint"
         )
-        keyed = sum(1 for event in events if event.get("hash_version") == 2)
-        if keyed:
+        if counts.get("keyed"):
             check = manifest.get("server_check", {})
             print(
-                f"  {keyed} version-2 events are HMAC'd under Swrly's chain key: not recomputable "
-                f"here; Swrly recomputed {check.get('events_recomputed')} at export, mismatched: "
-                f"{check.get('events_mismatched') or 'none'} (a claim signed with the manifest)"
+                f"  {counts['keyed']} version-2 events are HMAC'd under Swrly's chain key: not "
+                f"recomputable here; Swrly recomputed {check.get('events_recomputed')} at export, "
+                f"mismatched: {check.get('events_mismatched') or 'none'} (a claim signed with "
+                "the manifest)"
             )
-        if events[0].get("seq") != 1:
-            print(
-                f"  event #{events[0].get('seq')} links to #{events[0].get('seq') - 1}, "
-                "which is before the period (not in this bundle)"
-            )
+        if first != 1:
+            print(f"  event #{first} links to #{first - 1}, before the period (not in this bundle)")
         anchored = [c.get("seq") for c in checkpoints if isinstance(c.get("seq"), int)]
-        inside = [s for s in anchored if events[0].get("seq") <= s <= events[-1].get("seq")]
-        if inside and inside[-1] < events[-1].get("seq"):
+        inside = [seq for seq in anchored if first <= seq <= last]
+        if inside and inside[-1] < last:
             print(
                 f"  events after #{inside[-1]} are linked but not yet covered by a checkpoint "
                 "in this bundle"
