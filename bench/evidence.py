@@ -11,6 +11,7 @@ swrly/evidence/verify_evidence.py on the bundle in a subprocess.
 """
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -74,10 +75,11 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     verified = time.perf_counter() - started
     if verdict.returncode != 0:
         raise SystemExit(f"unexpected: the verifier failed:\n{verdict.stdout}")
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e3
     print(
         f"{args.events} events: bundle {bundle.stat().st_size / 1e6:.1f} MB, exported in "
         f"{exported:.1f} s (under tracemalloc), peak traced memory {peak / 1e6:.1f} MB; "
-        f"verified offline in {verified:.1f} s"
+        f"verified offline in {verified:.1f} s (verifier peak RSS {child_rss:.0f} MB)"
     )
 
 

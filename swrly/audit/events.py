@@ -241,7 +241,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
         ("from", "to", "via"),
         "the evidence bundle: the audit page's form, `GET /api/v1/evidence/`, "
         "`manage.py export-evidence` (as `system:export-evidence`)",
-        notes='`via`: `page`, `api` or `cli`',
+        notes="`via`: `page`, `api` or `cli`",
     ),
     EventType(
         "audit.suppressed",
