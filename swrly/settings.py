@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "tenants",
     "swrly.custody",
     "runs",
+    "swrly.evidence",
 ]
 
 MIDDLEWARE = [

@@ -15,6 +15,7 @@ urlpatterns = [
     path("accounts/password/", PasswordChangeView.as_view(), name="password-change"),
     path("t/<slug:tenant_slug>/", include("tenants.urls")),
     path("t/<slug:tenant_slug>/keys/", include("swrly.custody.urls")),
+    path("t/<slug:tenant_slug>/evidence/", include("swrly.evidence.urls")),
     path("t/<slug:tenant_slug>/", include("runs.urls")),
     path("api/v1/", include("swrly.api")),
     path("admin/", admin.site.urls),

@@ -92,6 +92,8 @@ PAGE_CASES = {
     "tenants:audit-export-jsonl": ("get", None, None),
     "runs:run-list": ("get", None, None),
     "runs:run-detail": ("get", _acme_run_page, None),
+    "evidence:bundle": ("get", None, {"from": "2026-01-01", "to": "2026-01-31"}),
+    "evidence:verifier": ("get", None, None),
 }
 
 
@@ -127,6 +129,7 @@ API_CASES = {
     "api:run-timeline": _acme_run,
     "api:audit-webhook-list": None,
     "api:audit-webhook-detail": lambda world: {"pk": world.audit_webhook().pk},
+    "api:evidence-list": None,
 }
 # Routes whose cross-tenant request is a write: method and body.
 API_WRITES = {"api:run-cancel": ("post", {}), "api:blocked-key-detail": ("delete", None)}
@@ -278,6 +281,25 @@ def test_api_audit_events_verify_and_export_are_the_tokens_tenants(acme, globex)
     }
     assert exported
     assert not exported & acme_seqs
+
+
+def test_api_evidence_is_the_tokens_tenants(acme, globex):
+    import io
+    import zipfile
+
+    from django.utils import timezone
+
+    acme_hashes = set(AuditEvent.objects.filter(tenant=acme.tenant).values_list("hash", flat=True))
+    day = timezone.now().date().isoformat()
+    response = globex.api(Role.AUDITOR).get(reverse("api:evidence-list"), {"from": day, "to": day})
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as bundle:
+        events = [json.loads(line) for line in bundle.read("events.jsonl").splitlines()]
+        manifest = json.loads(bundle.read("manifest.json"))
+    assert manifest["tenant"]["slug"] == "globex"
+    assert events
+    assert {event["chain"] for event in events} == {str(globex.tenant.pk)}
+    assert not {event["hash"] for event in events} & acme_hashes
+    assert not AuditEvent.objects.filter(tenant=acme.tenant, action="evidence.exported").exists()
 
 
 def test_api_token_list_shows_only_the_tokens_tenant(acme, globex):

@@ -265,6 +265,14 @@ EVENT_TYPES: tuple[EventType, ...] = (
         notes='`via: "api"` from the API',
     ),
     EventType(
+        "evidence.exported",
+        "evidence:<from>..<to>",
+        ("from", "to", "via"),
+        "the evidence bundle: the audit page's form, `GET /api/v1/evidence/`, "
+        "`manage.py export-evidence` (as `system:export-evidence`)",
+        notes="`via`: `page`, `api` or `cli`",
+    ),
+    EventType(
         "audit.suppressed",
         "action:<action>",
         (
