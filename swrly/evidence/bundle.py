@@ -20,16 +20,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count
-from django.db.models.functions import TruncDate
+from django.db.models import Count, IntegerField, Sum, Value
+from django.db.models.functions import Greatest, TruncDate
 from django.http import HttpRequest
 from django.utils import timezone
 
-from runs.models import Run
+from runs.models import Run, StepRun
+from runs.providers.egress import Destination
 from swrly.audit.keys import AuditKeyError, chain_keyring, signing_keyring
 from swrly.audit.models import AuditCheckpoint, AuditEvent
 from swrly.audit.verifier import audit_verify_chain
 from swrly.audit.writer import HASH_VERSION, Actor, audit_record, chain_for, event_hash
+from swrly.custody.models import BlockedKey
 from swrly.custody.selectors import key_rotations, provider_key_history
 from tenants.access import scoped
 from tenants.models import Tenant
@@ -161,7 +163,65 @@ def _rotations(tenant: Tenant, period: Period) -> list[dict[str, Any]]:
     ]
 
 
-def _provider_keys(tenant: Tenant, period: Period) -> list[dict[str, Any]]:
+def _blocked_in_period(tenant: Tenant, period: Period) -> list[BlockedKey]:
+    """The tenant's blocklist entries made before the period ended, oldest first."""
+    return list(
+        scoped(BlockedKey, tenant)
+        .filter(created_at__lt=period.until)
+        .order_by("created_at", "provider", "fingerprint")
+    )
+
+
+def _blocked(blocked: list[BlockedKey]) -> list[dict[str, Any]]:
+    return [
+        {
+            "provider": entry.provider,
+            "fingerprint": entry.fingerprint,
+            "hint": entry.hint,
+            "blocked_at": _iso(entry.created_at),
+            "blocked_by": entry.created_by,
+            "reason": entry.reason,
+        }
+        for entry in blocked
+    ]
+
+
+def _destinations(tenant: Tenant, period: Period) -> dict[str, Any]:
+    """Where the keys went: per provider and destination, the steps and requests of the runs
+    created in the period, counted as the run end events' `sent_to` counts them (a step's HTTP
+    attempts, at least one once it has a destination)."""
+    rows = (
+        scoped(StepRun, tenant)
+        .filter(run__created_at__gte=period.since, run__created_at__lt=period.until)
+        .exclude(destination_host="")
+        .exclude(destination_port=None)
+        .values("provider", "destination_scheme", "destination_host", "destination_port")
+        .annotate(
+            steps=Count("id"),
+            requests=Sum(Greatest("attempts", Value(1), output_field=IntegerField())),
+        )
+    )
+    totals: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        origin = Destination(
+            row["destination_scheme"], row["destination_host"], row["destination_port"]
+        ).origin
+        counts = totals.setdefault((row["provider"], origin), [0, 0])
+        counts[0] += row["steps"]
+        counts[1] += row["requests"]
+    return {
+        "by": "the steps of runs created in the period (UTC) that sent requests",
+        "destinations": [
+            {"provider": provider, "destination": origin, "steps": steps, "requests": requests}
+            for (provider, origin), (steps, requests) in sorted(totals.items())
+        ],
+    }
+
+
+def _provider_keys(
+    tenant: Tenant, period: Period, blocked: list[BlockedKey]
+) -> list[dict[str, Any]]:
+    by_fingerprint = {(b.provider, b.fingerprint): b for b in blocked}
     rows = []
     for provider, keys in sorted(provider_key_history(tenant=tenant).items()):
         for row in keys:
@@ -178,9 +238,18 @@ def _provider_keys(tenant: Tenant, period: Period) -> list[dict[str, Any]]:
                     "runs": row.run_count,
                     "replaced_by": row.replaced_by.fingerprint if row.replaced_by else None,
                     "used_after_replacement": row.used_after_replacement,
+                    **_block_state(by_fingerprint.get((provider, key.fingerprint))),
                 }
             )
     return rows
+
+
+def _block_state(entry: BlockedKey | None) -> dict[str, Any]:
+    return {
+        "blocked": entry is not None,
+        "blocked_at": _iso(entry.created_at) if entry else None,
+        "blocked_reason": entry.reason if entry else None,
+    }
 
 
 def _runs_summary(tenant: Tenant, period: Period) -> dict[str, Any]:
@@ -316,7 +385,12 @@ def evidence_stream(
     yield from put(CHECKPOINTS, checkpoints())
     yield from put("public_keys.json", iter([_json_file(_public_keys())]))
     yield from put("key_rotations.json", iter([_json_file(_rotations(tenant, period))]))
-    yield from put("provider_keys.json", iter([_json_file(_provider_keys(tenant, period))]))
+    blocked = _blocked_in_period(tenant, period)
+    yield from put(
+        "provider_keys.json", iter([_json_file(_provider_keys(tenant, period, blocked))])
+    )
+    yield from put("blocked_keys.json", iter([_json_file(_blocked(blocked))]))
+    yield from put("destinations.json", iter([_json_file(_destinations(tenant, period))]))
     yield from put("runs_summary.json", iter([_json_file(_runs_summary(tenant, period))]))
 
     report = audit_verify_chain(chain, full=False)

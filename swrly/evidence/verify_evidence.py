@@ -19,6 +19,11 @@ their content is bound to the bundle by the manifest signature, and their hashes
 checkpoints; docs/evidence.md says precisely what that proves.
 
 Prints a short report; exit status 0 when every check passed, 1 when one failed, 2 on usage.
+
+It also computes a key's fingerprint as Swrly records it, to look the key up in a bundle's
+provider_keys.json or blocked_keys.json; the key is read from standard input, never an argument:
+
+    python3 verify_evidence.py --fingerprint --salt SALT_HEX --provider anthropic < key.txt
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import hmac
 import io
 import json
 import sys
@@ -42,8 +48,36 @@ SIGNATURE = "manifest.sig"
 EVENTS = "events.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
 PUBLIC_KEYS = "public_keys.json"
+BLOCKED_KEYS = "blocked_keys.json"
+DESTINATIONS = "destinations.json"
 GENESIS_HASH = "0" * 64
 MAX_LISTED = 20
+
+
+def key_fingerprint(*, salt: bytes, provider: str, key: str) -> str:
+    """A key's v2 fingerprint (swrly/keys/fingerprint.py): "v2:" and the hex HMAC-SHA256, under
+    the tenant's fingerprint salt, of the provider name, a NUL byte and the key (UTF-8)."""
+    message = (provider + "\0" + key).encode("utf-8")
+    return "v2:" + hmac.new(salt, message, hashlib.sha256).hexdigest()
+
+
+def _fingerprint_command(salt_hex: str | None, provider: str | None) -> int:
+    if not salt_hex or not provider:
+        print("--fingerprint needs --salt and --provider", file=sys.stderr)
+        return 2
+    try:
+        salt = bytes.fromhex(salt_hex)
+    except ValueError:
+        salt = b""
+    if len(salt) != 32:
+        print("--salt: the tenant's fingerprint salt, 64 hex characters", file=sys.stderr)
+        return 2
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("no key on standard input", file=sys.stderr)
+        return 2
+    print(key_fingerprint(salt=salt, provider=provider, key=key))
+    return 0
 
 
 def canonical_json(body: dict[str, Any]) -> bytes:
@@ -361,10 +395,28 @@ def verify(path: str, public_keys: dict[str, bytes] | None) -> tuple[Report, dic
             )
     facts = {
         "manifest": manifest,
+        "blocked_keys": _json_list(files.get(BLOCKED_KEYS)),
+        "destinations": _json_dict(files.get(DESTINATIONS)).get("destinations", []),
         "checkpoints": checkpoints,
         "counts": counts,
     }
     return report, facts
+
+
+def _json_list(data: bytes | None) -> list[Any]:
+    try:
+        body = json.loads(data) if data else []
+    except ValueError:
+        return []
+    return body if isinstance(body, list) else []
+
+
+def _json_dict(data: bytes | None) -> dict[str, Any]:
+    try:
+        body = json.loads(data) if data else {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _print_report(report: Report, facts: dict[str, Any]) -> None:
@@ -412,6 +464,15 @@ def _print_report(report: Report, facts: dict[str, Any]) -> None:
             f"Checkpoints: {len(checkpoints)}, at #{checkpoints[0].get('seq')} to "
             f"#{checkpoints[-1].get('seq')}, signed by {', '.join(key_ids)}"
         )
+    for entry in facts.get("destinations", []):
+        if isinstance(entry, dict):
+            print(
+                f"Sent to: {entry.get('provider')} at {entry.get('destination')}: "
+                f"{entry.get('requests')} request(s) in {entry.get('steps')} step(s)"
+            )
+    blocked = facts.get("blocked_keys", [])
+    if blocked:
+        print(f"Blocked keys: {len(blocked)} (blocked_keys.json)")
     for note in report.notes:
         print(note)
     if report.failures:
@@ -429,12 +490,23 @@ def _print_report(report: Report, facts: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Verify a Swrly evidence bundle offline.")
-    parser.add_argument("bundle", help="the .zip file")
+    parser.add_argument("bundle", nargs="?", help="the .zip file")
     parser.add_argument(
         "--public-keys",
         help="JSON answer of GET /api/v1/audit-keys/ (the published signing keys)",
     )
+    parser.add_argument(
+        "--fingerprint",
+        action="store_true",
+        help="instead of verifying: print the v2 fingerprint of the key read from stdin",
+    )
+    parser.add_argument("--salt", help="with --fingerprint: the tenant's fingerprint salt (hex)")
+    parser.add_argument("--provider", help="with --fingerprint: the provider, e.g. anthropic")
     args = parser.parse_args(argv)
+    if args.fingerprint:
+        return _fingerprint_command(args.salt, args.provider)
+    if not args.bundle:
+        parser.error("the bundle is required (or --fingerprint)")
     keys = None
     if args.public_keys:
         try:

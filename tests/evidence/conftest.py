@@ -48,7 +48,7 @@ def bare_python(tmp_path_factory):
     return root
 
 
-def run_verifier(bare_python: Path, *args: str) -> Verdict:
+def run_verifier(bare_python: Path, *args: str, stdin: str | None = None) -> Verdict:
     script = bare_python / "verify_evidence.py"
     code = (
         "import runpy, sys; "
@@ -60,6 +60,7 @@ def run_verifier(bare_python: Path, *args: str) -> Verdict:
         [sys.executable, "-I", "-S", "-c", code, *args],
         env={},
         cwd=bare_python,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,

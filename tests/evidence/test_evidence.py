@@ -119,6 +119,8 @@ def test_the_bundle_holds_every_part(bundle, history):
         "public_keys.json",
         "key_rotations.json",
         "provider_keys.json",
+        "blocked_keys.json",
+        "destinations.json",
         "runs_summary.json",
         "manifest.json",
         "manifest.sig",
