@@ -200,12 +200,14 @@ def _destinations(tenant: Tenant, period: Period) -> dict[str, Any]:
             steps=Count("id"),
             requests=Sum(Greatest("attempts", Value(1), output_field=IntegerField())),
         )
+        .order_by()
     )
     totals: dict[tuple[str, str], list[int]] = {}
     for row in rows:
-        origin = Destination(
-            row["destination_scheme"], row["destination_host"], row["destination_port"]
-        ).origin
+        port = row["destination_port"]
+        if port is None:  # excluded above; for the type checker
+            continue
+        origin = Destination(row["destination_scheme"], row["destination_host"], port).origin
         counts = totals.setdefault((row["provider"], origin), [0, 0])
         counts[0] += row["steps"]
         counts[1] += row["requests"]
