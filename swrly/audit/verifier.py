@@ -51,7 +51,7 @@ def _head_problem(
     return ""
 
 
-def _stored_hash(event: AuditEvent, keyring: ChainKeyring) -> str | None:
+def stored_hash(event: AuditEvent, keyring: ChainKeyring) -> str | None:
     """The hash an event should have, or None when its version or chain key is unknown."""
     chain_key = None
     if event.hash_version == HASH_VERSION:
@@ -260,7 +260,7 @@ def audit_verify_chain(chain: str, *, full: bool = True) -> ChainReport:
         if (
             event.hash != checkpoint.head_hash
             or _tenant_mismatch(event, chain)
-            or _stored_hash(event, keyring) != event.hash
+            or stored_hash(event, keyring) != event.hash
         ):
             return broken(event, event.seq, _NOT_AS_SIGNED, 0)
 
@@ -288,7 +288,7 @@ def audit_verify_chain(chain: str, *, full: bool = True) -> ChainReport:
                 "written without the chain key"
             )
         else:
-            expected = _stored_hash(event, keyring)
+            expected = stored_hash(event, keyring)
             if expected is None:
                 reason = (
                     f"hashed with an unknown chain key {event.key_id!r} or version "

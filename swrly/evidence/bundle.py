@@ -27,10 +27,11 @@ from django.utils import timezone
 
 from runs.models import Run, StepRun
 from runs.providers.egress import Destination
+from swrly.audit.export import event_record as audit_event_record
 from swrly.audit.keys import AuditKeyError, chain_keyring, signing_keyring
 from swrly.audit.models import AuditCheckpoint, AuditEvent
-from swrly.audit.verifier import audit_verify_chain
-from swrly.audit.writer import HASH_VERSION, Actor, audit_record, chain_for, event_hash
+from swrly.audit.verifier import audit_verify_chain, stored_hash
+from swrly.audit.writer import Actor, audit_record, chain_for
 from swrly.custody.models import BlockedKey
 from swrly.custody.selectors import key_rotations, provider_key_history
 from tenants.access import scoped
@@ -100,23 +101,9 @@ def _json_file(body: Any) -> bytes:
 
 
 def event_record(event: AuditEvent) -> dict[str, Any]:
-    """Every field an event's hash covers, as the hash saw it, and the hash itself."""
-    return {
-        "chain": event.chain,
-        "seq": event.seq,
-        "created_at": _iso(event.created_at),
-        "actor": event.actor,
-        "actor_user_id": event.actor_user_id,
-        "action": event.action,
-        "target": event.target,
-        "metadata": event.metadata,
-        "ip": event.ip,
-        "user_agent": event.user_agent,
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-        "hash_version": event.hash_version,
-        "key_id": event.key_id,
-    }
+    """Every field an event's hash covers, as the hash saw it, and the hash itself: the export's
+    record plus the chain and the actor's user id."""
+    return {**audit_event_record(event), "chain": event.chain, "actor_user_id": event.actor_user_id}
 
 
 def checkpoint_record(checkpoint: AuditCheckpoint) -> dict[str, Any]:
@@ -291,28 +278,7 @@ class _EventCheck:
         self.mismatched: list[int] = []
 
     def __call__(self, event: AuditEvent) -> None:
-        chain_key = None
-        if event.hash_version == HASH_VERSION:
-            chain_key = self.keyring.keys.get(event.key_id)
-        try:
-            expected = event_hash(
-                chain=event.chain,
-                seq=event.seq,
-                created_at=event.created_at,
-                actor=event.actor,
-                actor_user_id=event.actor_user_id,
-                action=event.action,
-                target=event.target,
-                metadata=event.metadata,
-                ip=event.ip,
-                user_agent=event.user_agent,
-                prev_hash=event.prev_hash,
-                hash_version=event.hash_version,
-                key_id=event.key_id,
-                chain_key=chain_key,
-            )
-        except ValueError:
-            expected = ""
+        expected = stored_hash(event, self.keyring) or ""
         if hmac.compare_digest(expected, event.hash):
             self.recomputed += 1
         elif len(self.mismatched) < 100:
