@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 
 from runs.models import Run, RunStatus, Workflow
 from runs.selectors import runs_with_fingerprint
-from swrly.web.filters import DayFilter
+from swrly.web.filters import DayFilter, UtcDateTimeFilter
 from tenants.filters import TenantFilterSet
 
 
@@ -42,8 +42,8 @@ class RunFilterSet(TenantFilterSet):
 
     status = django_filters.ChoiceFilter(choices=RunStatus.choices, empty_label="Any status")
     workflow = django_filters.UUIDFilter(field_name="workflow_id")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
     # "from" is a Python keyword: the class namespace takes it by name.
     locals()["from"] = DayFilter(field_name="created_at", help_text="From this day (UTC).")
     to = DayFilter(field_name="created_at", until=True, help_text="To this day (UTC), inclusive.")

@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import Any
 
 import django_filters
+from django import forms
 from django.db.models import QuerySet
 from django_filters.constants import EMPTY_VALUES
 
@@ -32,6 +33,30 @@ class DayFilter(django_filters.DateFilter):
         if self.until:
             return qs.filter(**{f"{self.field_name}__lt": day_start(value + timedelta(days=1))})
         return qs.filter(**{f"{self.field_name}__gte": day_start(value)})
+
+
+class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 date-time, converted to UTC before it reaches a query.
+
+    Python accepts UTC offsets up to ±23:59, PostgreSQL only up to ±15:59: a value such as
+    `…+18:49` passed on as given fails in the database (a 500). In UTC it is an ordinary
+    instant; one that does not exist in UTC (year 1 with a negative offset) is invalid.
+    """
+
+    def to_python(self, value: Any) -> datetime | None:
+        try:
+            parsed: datetime | None = super().to_python(value)
+            if parsed is None or parsed.tzinfo is None:
+                return parsed
+            return parsed.astimezone(UTC)
+        except OverflowError as error:
+            raise forms.ValidationError("This date-time does not exist in UTC.") from error
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """A date-time bound, compared in UTC (UtcDateTimeField)."""
+
+    field_class = UtcDateTimeField
 
 
 class FilterSet(django_filters.FilterSet):

@@ -4,6 +4,7 @@ import json
 import logging
 import secrets
 import socket
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
@@ -327,6 +328,27 @@ def test_run_list_filters_and_paginates_with_a_cursor(acme):
     future = api.get("/api/v1/runs/?created_after=2999-01-01T00:00:00Z").json()["results"]
     assert future == []
     assert StepRun.objects.count() == 0
+
+
+def test_run_list_date_times_are_compared_in_utc_whatever_their_offset(acme):
+    """An offset PostgreSQL cannot store (beyond ±15:59) is converted to UTC first, not a 500;
+    an instant that does not exist in UTC is a 400 naming the parameter (found by the contract)."""
+    run = acme.run()
+    Run.objects.filter(pk=run.pk).update(created_at=datetime(2030, 6, 1, 12, 0, tzinfo=UTC))
+    api = acme.api(Role.AUDITOR)
+
+    def ids(query: str) -> list[str]:
+        answer = api.get("/api/v1/runs/", {"created_after": query})
+        assert answer.status_code == 200, answer.content
+        return [r["id"] for r in answer.json()["results"]]
+
+    # 2030-06-01T12:00 UTC is 2030-06-02T06:49+18:49: just before and just after it.
+    assert ids("2030-06-02T06:48:59+18:49") == [str(run.pk)]
+    assert ids("2030-06-02T06:49:01+18:49") == []
+    assert ids("2000-01-01T00:00:00.967+18:49") == [str(run.pk)]
+    refused = api.get("/api/v1/runs/", {"created_before": "0001-01-01T00:00:00+18:00"})
+    assert refused.status_code == 400
+    assert "created_before" in refused.json()["error"]["fields"]
 
 
 def test_a_run_the_broker_refuses_fails_at_once_and_discards_its_keys(
