@@ -97,7 +97,7 @@ _PROVIDERS = (
         wire=OPENAI_CHAT_COMPLETIONS,
         default_base_url="https://api.openai.com",
     ),
-    # The development stand-in (`manage.py sandbox-provider`): reachable only where the
+    # The development stand-in (`python -m swrly.dev.sandbox`): reachable only where the
     # operator names its address.
     Provider(name="sandbox", display_name="Sandbox", wire=OPENAI_CHAT_COMPLETIONS),
 )
