@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -168,6 +169,10 @@ def run_execute(
     return run
 
 
+# The claimed run is read with its tenant and the tenant's fingerprint salt, in one query.
+CLAIM_JOINS = ("tenant", "tenant__fingerprint_salt")
+
+
 def _claim(run_id: str, worker: str, actor: Actor) -> tuple[Run, _Progress] | None:
     """Claim the run on a working connection; ClaimFailed when the database never answered.
 
@@ -189,7 +194,7 @@ def _claim(run_id: str, worker: str, actor: Actor) -> tuple[Run, _Progress] | No
             try:
                 with transaction.atomic():
                     mine = (
-                        Run.objects.select_related("tenant")
+                        Run.objects.select_related(*CLAIM_JOINS)
                         .filter(pk=run_id, status=RunStatus.RUNNING, worker=worker, started_at=now)
                         .first()
                     )
@@ -216,7 +221,7 @@ def _claim_once(
         )
         if not claimed:
             return None
-        run = Run.objects.select_related("tenant").get(pk=run_id)
+        run = Run.objects.select_related(*CLAIM_JOINS).get(pk=run_id)
         progress = _progress(run)  # read here: in this transaction, not one of their own
         audit_record(
             tenant=run.tenant,
@@ -234,9 +239,14 @@ def _progress(run: Run) -> _Progress:
         fingerprint_version(entry.get("fingerprint") or "") == 2
         for entry in run.key_fingerprints.values()
     )
+    salt = None
+    if v2:
+        try:  # read with the run (CLAIM_JOINS); made by custody if the tenant has none yet
+            salt = bytes.fromhex(run.tenant.fingerprint_salt.salt)
+        except ObjectDoesNotExist:
+            salt = fingerprint_salt(tenant=run.tenant)
     return _Progress(
-        step_runs=list(StepRun.objects.filter(run=run).order_by("position")),
-        salt=fingerprint_salt(tenant=run.tenant) if v2 else None,
+        step_runs=list(StepRun.objects.filter(run=run).order_by("position")), salt=salt
     )
 
 
