@@ -344,7 +344,7 @@ def audit_under_lock(check: Callable[[], None]) -> None:
 
 
 def _flush(batch: _Batch) -> None:
-    alive = {id(func) for _, func, _ in connection.run_on_commit}
+    alive = {id(entry[1]) for entry in connection.run_on_commit}  # (savepoints, func, ...)
     events = [event for event, marker in batch.events if id(marker) in alive]
     if not events and not batch.under_lock:
         return
