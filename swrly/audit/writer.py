@@ -330,12 +330,13 @@ def audited_atomic() -> Iterator[None]:
 
 
 def audit_under_lock(check: Callable[[], None]) -> None:
-    """Run `check` while the audit chain is locked, before the audited transaction's events are
-    inserted (at once, with the head locked, outside an audited transaction).
+    """Run `check` once the audited transaction's chain head is locked, before its events are
+    inserted (RuntimeError outside an audited transaction).
 
     For a check that must see what a concurrent writer of the same chain committed: anything
     that writer did before it appended to the chain is visible to `check`. It may raise to
-    roll the transaction back.
+    roll the transaction back. (A transaction that records no event locks no chain: its
+    checks then run last, without a lock.)
     """
     batch = _current_batch()
     if batch is None:
