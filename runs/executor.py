@@ -4,17 +4,27 @@ The claim is a conditional update (`queued` → `running`, `keys_consumed_at` se
 before any token is taken: a duplicate delivery of the task, or a token a Redis failover brought
 back, can never run the run a second time. Every key is released when the run ends, however it
 ends.
+
+Transactions (a run of n steps commits n + 2 times): the claim (with `run.started`, and the
+reads the run needs); the first step's start, with `key.consumed` for every key taken; then,
+between two calls, one transaction records the answer of step i and starts step i + 1 (the run
+checked alive, its heartbeat written), so a page always shows the step in flight as `running`;
+the last answer is recorded with the run's end. Audit events go through `audited_atomic`: the
+chain head is locked only for the last statements before each commit. Rows are written with
+`update_fields` (or one bulk UPDATE for two steps), never read back.
 """
 
 import logging
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -27,7 +37,7 @@ from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import render
 from swrly import keys
-from swrly.audit.writer import Actor, audit_record
+from swrly.audit.writer import Actor, audit_record, audited_atomic
 from swrly.custody.services import fingerprint_salt
 from swrly.keys.fingerprint import fingerprint_matches, fingerprint_version
 from swrly.keys.redaction import redact
@@ -82,6 +92,41 @@ def _with_db_retry(what: str, write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+@dataclass
+class _Progress:
+    """What the executor holds that is not written yet: it goes into the next transaction."""
+
+    step_runs: list[StepRun]
+    salt: bytes | None  # the tenant's fingerprint salt, read with the claim
+    unsaved: StepRun | None = None  # a step whose answer (or failure) is not recorded yet
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (action, metadata)
+
+
+# What recording a step's answer or failure writes, and what starting it writes.
+RESULT_FIELDS = (
+    "status",
+    "output_text",
+    "input_tokens",
+    "output_tokens",
+    "provider_request_id",
+    "http_status",
+    "latency_ms",
+    "attempts",
+    "error",
+    "finished_at",
+    "destination_scheme",
+    "destination_host",
+    "destination_port",
+)
+START_FIELDS = (
+    "status",
+    "started_at",
+    "destination_scheme",
+    "destination_host",
+    "destination_port",
+)
+
+
 def run_execute(
     *, run_id: str, worker: str | None = None, pause: Callable[[float], None] = time.sleep
 ) -> Run | None:
@@ -91,31 +136,44 @@ def run_execute(
     """
     worker = worker or worker_name()
     actor = Actor.system(f"worker {worker}")
-    run = _claim(run_id, worker, actor)
-    if run is None:
+    claimed = _claim(run_id, worker, actor)
+    if claimed is None:
         log.info("run %s was not queued; nothing to do", run_id)
         return None
+    run, progress = claimed
     secrets: dict[str, ProviderSecret] = {}
     try:
-        secrets = _take_keys(run, actor)
-        _run_steps(run, secrets, actor, pause)
+        secrets = _take_keys(run, actor, progress)
+        _run_steps(run, secrets, actor, pause, progress)
     except RunAborted as aborted:
-        _finish(run, actor, RunStatus.FAILED, aborted.code, aborted.message, secrets)
+        _finish(run, actor, RunStatus.FAILED, aborted.code, aborted.message, secrets, progress)
     except _Stopped:
-        _finish(run, actor, RunStatus.CANCELLED, "", "cancelled while running", secrets)
+        _finish(run, actor, RunStatus.CANCELLED, "", "cancelled while running", secrets, progress)
     except Exception:
         log.exception("run %s failed unexpectedly", run_id)
-        _finish(run, actor, RunStatus.FAILED, RunError.INTERNAL_ERROR, "internal error", secrets)
+        _finish(
+            run,
+            actor,
+            RunStatus.FAILED,
+            RunError.INTERNAL_ERROR,
+            "internal error",
+            secrets,
+            progress,
+        )
         raise
     else:
-        _finish(run, actor, RunStatus.SUCCEEDED, "", "", secrets)
+        _finish(run, actor, RunStatus.SUCCEEDED, "", "", secrets, progress)
     finally:
         for secret in secrets.values():
             secret.discard()
     return run
 
 
-def _claim(run_id: str, worker: str, actor: Actor) -> Run | None:
+# The claimed run is read with its tenant and the tenant's fingerprint salt, in one query.
+CLAIM_JOINS = ("tenant", "tenant__fingerprint_salt")
+
+
+def _claim(run_id: str, worker: str, actor: Actor) -> tuple[Run, _Progress] | None:
     """Claim the run on a working connection; ClaimFailed when the database never answered.
 
     A claim whose commit was sent but whose answer was lost is recognised by its mark
@@ -134,21 +192,24 @@ def _claim(run_id: str, worker: str, actor: Actor) -> Run | None:
             connection.close()
             time.sleep(DB_RETRY_DELAY * 2 ** (attempt - 1))
             try:
-                mine = (
-                    Run.objects.select_related("tenant")
-                    .filter(pk=run_id, status=RunStatus.RUNNING, worker=worker, started_at=now)
-                    .first()
-                )
+                with transaction.atomic():
+                    mine = (
+                        Run.objects.select_related(*CLAIM_JOINS)
+                        .filter(pk=run_id, status=RunStatus.RUNNING, worker=worker, started_at=now)
+                        .first()
+                    )
+                    if mine is not None:
+                        return mine, _progress(mine)
             except LOST_CONNECTION:
                 connection.close()
                 continue
-            if mine is not None:
-                return mine
     raise ClaimFailed(f"the database did not answer the claim of run {run_id}")
 
 
-def _claim_once(run_id: str, worker: str, actor: Actor, now: datetime) -> Run | None:
-    with transaction.atomic():
+def _claim_once(
+    run_id: str, worker: str, actor: Actor, now: datetime
+) -> tuple[Run, _Progress] | None:
+    with audited_atomic():
         claimed = Run.objects.filter(
             pk=run_id, status=RunStatus.QUEUED, keys_consumed_at=None
         ).update(
@@ -160,7 +221,8 @@ def _claim_once(run_id: str, worker: str, actor: Actor, now: datetime) -> Run | 
         )
         if not claimed:
             return None
-        run = Run.objects.select_related("tenant").get(pk=run_id)
+        run = Run.objects.select_related(*CLAIM_JOINS).get(pk=run_id)
+        progress = _progress(run)  # read here: in this transaction, not one of their own
         audit_record(
             tenant=run.tenant,
             action="run.started",
@@ -168,16 +230,37 @@ def _claim_once(run_id: str, worker: str, actor: Actor, now: datetime) -> Run | 
             target=f"run:{run.pk}",
             metadata={"worker": worker},
         )
-    return run
+    return run, progress
 
 
-def _take_keys(run: Run, actor: Actor) -> dict[str, ProviderSecret]:
-    """GETDEL every key the run needs. Any failure aborts the run; the rest are discarded."""
+def _progress(run: Run) -> _Progress:
+    """The run's step rows, and its tenant's fingerprint salt when a key is checked with it."""
+    v2 = any(
+        fingerprint_version(entry.get("fingerprint") or "") == 2
+        for entry in run.key_fingerprints.values()
+    )
+    salt = None
+    if v2:
+        try:  # read with the run (CLAIM_JOINS); made by custody if the tenant has none yet
+            salt = bytes.fromhex(run.tenant.fingerprint_salt.salt)
+        except ObjectDoesNotExist:
+            salt = fingerprint_salt(tenant=run.tenant)
+    return _Progress(
+        step_runs=list(StepRun.objects.filter(run=run).order_by("position")), salt=salt
+    )
+
+
+def _take_keys(run: Run, actor: Actor, progress: _Progress) -> dict[str, ProviderSecret]:
+    """GETDEL every key the run needs. Any failure aborts the run; the rest are discarded.
+
+    `key.consumed` is recorded with the first step's start (or the run's end, if no step
+    starts): in the first transaction after the keys are taken, before any call uses them.
+    """
     secrets: dict[str, ProviderSecret] = {}
     providers = run.providers
     try:
         for provider in providers:
-            secrets[provider] = _take_key(run, provider, actor)
+            secrets[provider] = _take_key(run, provider, actor, progress)
     except RunAborted:
         for provider in providers:
             if provider not in secrets:
@@ -188,7 +271,7 @@ def _take_keys(run: Run, actor: Actor) -> dict[str, ProviderSecret]:
     return secrets
 
 
-def _take_key(run: Run, provider: str, actor: Actor) -> ProviderSecret:
+def _take_key(run: Run, provider: str, actor: Actor, progress: _Progress) -> ProviderSecret:
     expected = run.key_fingerprints.get(provider, {}).get("fingerprint")
     common = {"provider": provider, "fingerprint": expected, "worker": run.worker}
     try:
@@ -207,9 +290,9 @@ def _take_key(run: Run, provider: str, actor: Actor) -> ProviderSecret:
         raise RunAborted(
             RunError.KEY_STORE_UNAVAILABLE, "the key store did not answer when the run started"
         ) from None
-    salt = fingerprint_salt(tenant=run.tenant) if fingerprint_version(expected or "") == 2 else b""
+    salt = progress.salt if fingerprint_version(expected or "") == 2 else b""
     if expected is None or not fingerprint_matches(
-        provider=provider, key=secret.reveal(), expected=expected, salt=salt
+        provider=provider, key=secret.reveal(), expected=expected, salt=salt or b""
     ):
         secret.discard()
         _audit(run, "key.rejected", actor, {**common, "reason": "fingerprint mismatch"})
@@ -218,7 +301,7 @@ def _take_key(run: Run, provider: str, actor: Actor) -> ProviderSecret:
     destination = _allowed_destination(provider)
     if destination is not None:  # the one address the allow-list lets this key go to
         consumed["destination"] = destination.origin
-    _audit(run, "key.consumed", actor, consumed)
+    progress.events.append(("key.consumed", consumed))
     return secret
 
 
@@ -235,28 +318,28 @@ class _Stopped(Exception):
 
 
 def _run_steps(
-    run: Run, secrets: dict[str, ProviderSecret], actor: Actor, pause: Callable[[float], None]
+    run: Run,
+    secrets: dict[str, ProviderSecret],
+    actor: Actor,
+    pause: Callable[[float], None],
+    progress: _Progress,
 ) -> None:
-    step_runs = _with_db_retry(
-        f"reading the steps of run {run.pk}",
-        lambda: list(StepRun.objects.filter(run=run).order_by("position")),
-    )
     with provider_client() as client:  # the run's steps share connections
-        _run_steps_with(run, step_runs, secrets, client, actor, pause)
+        _run_steps_with(run, secrets, client, actor, pause, progress)
 
 
 def _run_steps_with(
     run: Run,
-    step_runs: list[StepRun],
     secrets: dict[str, ProviderSecret],
     client: Any,
     actor: Actor,
     pause: Callable[[float], None],
+    progress: _Progress,
 ) -> None:
     # Outputs are redacted before anything uses them: stored, or rendered into a later step's
     # prompt, a key a provider echoed (in any encoding) is already [REDACTED].
     outputs: dict[str, str] = {}
-    for step, step_run in zip(run.steps, step_runs, strict=True):
+    for step, step_run in zip(run.steps, progress.step_runs, strict=True):
         try:
             call = ModelCall(
                 model=step["model"],
@@ -271,7 +354,7 @@ def _run_steps_with(
             ) from None
         _with_db_retry(
             f"starting step {step_run.position} of run {run.pk}",
-            partial(_start_step, run, step_run),
+            partial(_start_step, run, step_run, actor, progress),
         )
         try:
             result = call_provider(
@@ -290,10 +373,11 @@ def _run_steps_with(
             step_run.destination = exc.destination  # None: refused before anything was sent
             step_run.error = redact(exc.message)
             step_run.finished_at = timezone.now()
-            _with_db_retry(
-                f"recording step {step_run.position} of run {run.pk}",
-                partial(_record_step_failure, run, step_run, step, exc.code, actor),
-            )
+            progress.unsaved = step_run  # recorded with the run's end
+            if exc.code == KEY_LEAK_BLOCKED:
+                progress.events.append(
+                    ("key.leak_blocked", {"provider": step["provider"], "step": step["name"]})
+                )
             raise RunAborted(exc.code, f"step {step['name']}: {redact(exc.message)}") from None
         output = redact(result.text)
         step_run.status = StepStatus.SUCCEEDED
@@ -306,33 +390,50 @@ def _run_steps_with(
         step_run.attempts = result.attempts
         step_run.destination = result.destination
         step_run.finished_at = timezone.now()
-        _with_db_retry(f"recording step {step_run.position} of run {run.pk}", step_run.save)
+        progress.unsaved = step_run  # recorded with the next step's start, or the run's end
         outputs[step["name"]] = output
 
 
-def _record_step_failure(run: Run, step_run: StepRun, step: dict, code: str, actor: Actor) -> None:
-    with transaction.atomic():
-        step_run.save()
-        if code == KEY_LEAK_BLOCKED:
-            _audit(
-                run, "key.leak_blocked", actor, {"provider": step["provider"], "step": step["name"]}
-            )
+def _start_step(run: Run, step_run: StepRun, actor: Actor, progress: _Progress) -> None:
+    """One transaction: the previous step's answer, this step `running`, pending audit events.
 
-
-def _start_step(run: Run, step_run: StepRun) -> None:
+    _Stopped (after the commit: the answer and the events are kept) when the run may not go
+    on: a cancellation was requested, or the reaper ended it.
+    """
     now = timezone.now()
-    with transaction.atomic():
+    done = progress.unsaved
+    with audited_atomic():
         # One statement checks that the run may go on and records that the worker is alive.
         alive = Run.objects.filter(
             pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at=None
         ).update(heartbeat_at=now)
-        if not alive:
-            raise _Stopped
-        step_run.status, step_run.started_at = StepStatus.RUNNING, now
-        # Where the call is about to go: recorded before it leaves, so a step whose answer is
-        # lost (worker or database gone mid-call) still says where its request may have gone.
-        step_run.destination = _allowed_destination(step_run.provider)
-        step_run.save(update_fields=["status", "started_at", *DESTINATION_FIELDS])
+        starting: list[StepRun] = []
+        if alive:
+            step_run.status, step_run.started_at = StepStatus.RUNNING, now
+            # Where the call is about to go: recorded before it leaves, so a step whose answer
+            # is lost (worker or database gone mid-call) still says where it may have gone.
+            step_run.destination = _allowed_destination(step_run.provider)
+            starting.append(step_run)
+        if done is not None and starting:  # two rows, one UPDATE
+            StepRun.objects.bulk_update(
+                [done, *starting], fields=sorted({*RESULT_FIELDS, *START_FIELDS})
+            )
+        elif done is not None:
+            done.save(update_fields=RESULT_FIELDS)
+        elif starting:
+            step_run.save(update_fields=START_FIELDS)
+        _audit_pending(run, actor, progress)
+    progress.unsaved = None
+    progress.events = []
+    if not alive:
+        raise _Stopped
+
+
+def _audit_pending(run: Run, actor: Actor, progress: _Progress) -> None:
+    for action, metadata in progress.events:
+        audit_record(
+            tenant=run.tenant, action=action, actor=actor, target=f"run:{run.pk}", metadata=metadata
+        )
 
 
 NOT_RECORDED = "the request was sent to the provider; its answer was not recorded"
@@ -349,11 +450,17 @@ def _finish(
     code: str,
     message: str,
     secrets: dict[str, ProviderSecret],
+    progress: _Progress | None = None,
 ) -> None:
-    """End the run, on a fresh connection if the one in use was lost (never left `running`)."""
+    """End the run, on a fresh connection if the one in use was lost (never left `running`).
+
+    `progress` is what the executor holds unwritten (the step rows are read when not given).
+    """
+    if progress is None:
+        progress = _with_db_retry(f"reading the steps of run {run.pk}", lambda: _progress(run))
     _with_db_retry(
         f"ending run {run.pk}",
-        lambda: _finish_once(run, actor, status, code, message, secrets),
+        lambda: _finish_once(run, actor, status, code, message, secrets, progress),
     )
 
 
@@ -364,34 +471,62 @@ def _finish_once(
     code: str,
     message: str,
     secrets: dict[str, ProviderSecret],
+    progress: _Progress,
 ) -> None:
+    """One transaction: the last step's answer, the run's end, its steps' end, its events."""
     now = timezone.now()
-    with transaction.atomic():
+    done = progress.unsaved
+    with audited_atomic():
+        if done is not None:
+            done.save(update_fields=RESULT_FIELDS)
         # Only a run still running ends here: one the reaper failed keeps its recorded end.
-        if not Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        ended = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
             status=status, error_code=code, error_message=message, finished_at=now
-        ):
-            run.refresh_from_db()
-            return
-        # A step still `running` had its request sent (its answer was lost with the database
-        # connection, or the run failed while it was in flight): the provider may have billed it.
-        StepRun.objects.filter(run=run, status=StepStatus.RUNNING).update(
-            status=StepStatus.FAILED, error=NOT_RECORDED, finished_at=now
         )
-        StepRun.objects.filter(run=run, status=StepStatus.PENDING).update(status=StepStatus.SKIPPED)
-        action = {
-            RunStatus.SUCCEEDED: "run.succeeded",
-            RunStatus.FAILED: "run.failed",
-            RunStatus.CANCELLED: "run.cancelled",
-        }[status]
-        metadata: dict[str, Any] = {"keys_released": sorted(secrets)}
-        if code:
-            metadata["error_code"] = code
-        sent_to = steps_sent_to(run)
-        if sent_to:
-            metadata["sent_to"] = sent_to
-        _audit(run, action, actor, metadata)
-    run.refresh_from_db()
+        if ended and status != RunStatus.SUCCEEDED:
+            # A step still `running` had its request sent (its answer was lost with the
+            # database connection, or the run failed while it was in flight): the provider may
+            # have billed it. (A run that succeeded has every step recorded: nothing to do.)
+            for step_run in progress.step_runs:
+                if step_run.status == StepStatus.RUNNING:
+                    step_run.status, step_run.error = StepStatus.FAILED, NOT_RECORDED
+                    step_run.finished_at = now
+                elif step_run.status == StepStatus.PENDING:
+                    step_run.status = StepStatus.SKIPPED
+            StepRun.objects.filter(run=run, status=StepStatus.RUNNING).update(
+                status=StepStatus.FAILED, error=NOT_RECORDED, finished_at=now
+            )
+            StepRun.objects.filter(run=run, status=StepStatus.PENDING).update(
+                status=StepStatus.SKIPPED
+            )
+        _audit_pending(run, actor, progress)  # key.consumed / key.leak_blocked, however it ends
+        if ended:
+            action = {
+                RunStatus.SUCCEEDED: "run.succeeded",
+                RunStatus.FAILED: "run.failed",
+                RunStatus.CANCELLED: "run.cancelled",
+            }[status]
+            metadata: dict[str, Any] = {"keys_released": sorted(secrets)}
+            if code:
+                metadata["error_code"] = code
+            # From the rows in hand: this worker is the only writer of its running run's steps.
+            sent_to = _sent_to(progress.step_runs)
+            if sent_to:
+                metadata["sent_to"] = sent_to
+            audit_record(
+                tenant=run.tenant,
+                action=action,
+                actor=actor,
+                target=f"run:{run.pk}",
+                metadata=metadata,
+            )
+    progress.unsaved = None
+    progress.events = []
+    if ended:
+        run.status, run.error_code, run.error_message = status, code, message
+        run.finished_at = now
+    else:
+        run.refresh_from_db()  # the reaper ended it first: its end is the one to answer with
 
 
 DESTINATION_FIELDS = ("destination_scheme", "destination_host", "destination_port")
@@ -403,13 +538,26 @@ def steps_sent_to(run: Run) -> list[dict[str, Any]]:
     `requests` counts each step's HTTP attempts; a step whose answer was never recorded (its
     request was in flight when the run ended) counts as one, since it may have been sent.
     """
-    totals: dict[tuple[str, str], int] = {}
     rows = (
         StepRun.objects.filter(run=run)
         .exclude(destination_host="")
         .values_list("provider", *DESTINATION_FIELDS, "attempts")
         .order_by("position")
     )
+    return _sent_to_rows(rows)
+
+
+def _sent_to(step_runs: list[StepRun]) -> list[dict[str, Any]]:
+    """`steps_sent_to`, from step rows in hand (no query)."""
+    return _sent_to_rows(
+        (s.provider, s.destination_scheme, s.destination_host, s.destination_port, s.attempts)
+        for s in step_runs
+        if s.destination_host
+    )
+
+
+def _sent_to_rows(rows: Any) -> list[dict[str, Any]]:
+    totals: dict[tuple[str, str], int] = {}
     for provider, scheme, host, port, attempts in rows:
         if port is None:
             continue

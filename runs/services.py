@@ -20,7 +20,7 @@ from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import SpecError, validate_input, validate_steps
 from swrly import keys
-from swrly.audit.writer import Actor, audit_record
+from swrly.audit.writer import Actor, audit_record, audit_under_lock, audited_atomic
 from swrly.custody.models import BlockedKey
 from swrly.custody.selectors import blocked_key_for
 from swrly.custody.services import fingerprint_salt, provider_key_seen
@@ -288,33 +288,25 @@ def run_create(
     `orphan_tokens_sweep`). `idempotency` is
     (Idempotency-Key, request hash): recorded before any key is deposited, so a concurrent
     duplicate fails with IdempotencyRace before it deposits anything. The key-store calls come
-    before the first audit event, so a slow Redis never holds the tenant's audit-chain lock;
+    before the audit chain is locked, so a slow Redis never holds the tenant's audit-chain lock;
     once the run is committed, nothing on this path discards its tokens (they belong to the
     run, which a worker or the reaper ends).
     """
     _check_provider_keys(workflow, provider_keys)
     _check_input_holds_no_key(run_input, provider_keys)
     validate_input(workflow.steps, run_input)
-    prints, names = _fingerprint_keys(tenant, provider_keys, workflow.providers)
-    blocked = blocked_key_for(tenant=tenant, fingerprints=names)
-    if blocked is not None:
-        _refuse_blocked(
-            tenant=tenant, blocked=blocked, workflow=workflow, actor=actor, request=request
-        )
     try:
         return _run_create(
             tenant=tenant,
             workflow=workflow,
             run_input=run_input,
             provider_keys=provider_keys,
-            prints=prints,
-            names=names,
             actor=actor,
             request=request,
             idempotency=idempotency,
         )
     except _BlockedMeanwhile as exc:
-        # Rolled back and its tokens discarded; the refusal is audited on its own.
+        # Rolled back (its tokens discarded, if any were deposited); audited on its own.
         _refuse_blocked(
             tenant=tenant, blocked=exc.blocked, workflow=workflow, actor=actor, request=request
         )
@@ -326,12 +318,13 @@ def _run_create(
     workflow: Workflow,
     run_input: Any,
     provider_keys: dict[str, ProviderSecret],
-    prints: dict[str, Fingerprint],
-    names: dict[str, set[str]],
     actor: Actor,
     request: HttpRequest | None,
     idempotency: tuple[str, str] | None,
 ) -> Run:
+    """One transaction, one commit: the blocklist checked, the idempotency key recorded, the
+    keys deposited, the run inserted with their fingerprints, and the audit events appended
+    together at the end (`audited_atomic`), the blocklist checked again under the chain lock."""
     run_id = uuid.uuid4()  # known before anything is written, so a cleanup can name its tokens
     committed = False
 
@@ -339,24 +332,47 @@ def _run_create(
         nonlocal committed
         committed = True
 
+    def not_blocked_meanwhile() -> None:
+        # Under the audit-chain lock, which blocked_key_add's audit event also takes: an entry
+        # committed before we got the lock is seen here; one committed after finds this run.
+        blocked = blocked_key_for(tenant=tenant, fingerprints=names)
+        if blocked is not None:
+            raise _BlockedMeanwhile(blocked)
+
     try:
-        with transaction.atomic():
-            run = _run_insert(run_id, tenant, workflow, run_input, actor)
+        with audited_atomic():
+            prints, names = _fingerprint_keys(tenant, provider_keys, workflow.providers)
+            blocked = blocked_key_for(tenant=tenant, fingerprints=names)
+            if blocked is not None:  # before anything is deposited
+                raise _BlockedMeanwhile(blocked)
             if idempotency is not None:
                 IdempotencyKey.objects.filter(
                     tenant=tenant,
                     key=idempotency[0],
                     created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW,
                 ).delete()
-                _idempotency_key_record(tenant=tenant, idempotency=idempotency, run=run)
+                # The run row follows in this transaction (the foreign key is checked at commit).
+                _idempotency_key_record(tenant=tenant, idempotency=idempotency, run_id=run_id)
             deposited = []
-            for provider in run.providers:
+            for provider in workflow.providers:
                 plaintext = provider_keys[provider].reveal()
                 receipt = keys.deposit(
-                    tenant_id=tenant.pk, run_id=run.pk, provider=provider, key=plaintext
+                    tenant_id=tenant.pk, run_id=run_id, provider=provider, key=plaintext
                 )
                 deposited.append((provider, receipt, prints[provider]))
                 del plaintext
+            run = _run_insert(
+                run_id,
+                tenant,
+                workflow,
+                run_input,
+                actor,
+                key_fingerprints={
+                    provider: {"fingerprint": print_.value, "hint": print_.hint}
+                    for provider, _, print_ in deposited
+                },
+                keys_expire_at=deposited[-1][1].expires_at if deposited else None,
+            )
             audit_record(
                 tenant=tenant,
                 action="run.created",
@@ -365,13 +381,7 @@ def _run_create(
                 metadata={"workflow": str(workflow.pk), "providers": run.providers},
                 request=request,
             )
-            # The audit-chain lock is held from here to the commit (see the docstring above).
-            blocked = blocked_key_for(tenant=tenant, fingerprints=names)
-            if blocked is not None:
-                raise _BlockedMeanwhile(blocked)
             for provider, receipt, print_ in deposited:
-                run.key_fingerprints[provider] = {"fingerprint": print_.value, "hint": print_.hint}
-                run.keys_expire_at = receipt.expires_at
                 provider_key_seen(
                     tenant=tenant, provider=provider, fingerprint=print_.value, hint=print_.hint
                 )
@@ -389,7 +399,7 @@ def _run_create(
                     },
                     request=request,
                 )
-            run.save(update_fields=["key_fingerprints", "keys_expire_at"])
+            audit_under_lock(not_blocked_meanwhile)
             # In this order: the run counts as committed before the broker is asked.
             transaction.on_commit(mark_committed)
             transaction.on_commit(lambda: _enqueue(run))
@@ -403,7 +413,9 @@ def _run_create(
     return run
 
 
-def _idempotency_key_record(*, tenant: Tenant, idempotency: tuple[str, str], run: Run) -> None:
+def _idempotency_key_record(
+    *, tenant: Tenant, idempotency: tuple[str, str], run_id: uuid.UUID
+) -> None:
     """Record the run's Idempotency-Key; IdempotencyRace when a concurrent request holds it.
 
     Only a violation of the key's unique constraint is that race: the insert runs in a
@@ -415,7 +427,7 @@ def _idempotency_key_record(*, tenant: Tenant, idempotency: tuple[str, str], run
     try:
         with transaction.atomic():
             IdempotencyKey.objects.create(
-                tenant=tenant, key=key, request_hash=request_hash, run=run
+                tenant=tenant, key=key, request_hash=request_hash, run_id=run_id
             )
     except IntegrityError:
         if not IdempotencyKey.objects.filter(tenant=tenant, key=key).exists():
@@ -481,6 +493,9 @@ def _run_insert(
     workflow: Workflow,
     run_input: dict,
     actor: Actor,
+    *,
+    key_fingerprints: dict[str, dict[str, str]],
+    keys_expire_at: Any,
 ) -> Run:
     run = Run.objects.create(
         id=run_id,
@@ -490,6 +505,8 @@ def _run_insert(
         steps=workflow.steps,
         input=run_input,
         triggered_by=actor.label,
+        key_fingerprints=key_fingerprints,
+        keys_expire_at=keys_expire_at,
     )
     step_runs = StepRun.objects.bulk_create(
         StepRun(

@@ -6,6 +6,12 @@ while an event is appended, so concurrent writers queue and the chain never fork
 `audit_record` joins the caller's transaction: when the audit write fails, the action fails.
 Every action and its metadata keys must be declared in `swrly.audit.events`.
 
+Inside `audited_atomic()` (the hot paths: run creation, the executor) events are not written
+where they are recorded: they are kept and appended together as the last thing before the
+commit (`_flush`), so the chain head is locked for three statements (advance the head, insert
+the events, write the head's hash and MAC) instead of from the first event to the commit.
+Outside it, `audit_record` appends at once, as it always has.
+
 A tenant is anything with a `pk` (tenants.Tenant): this app imports no other app.
 """
 
@@ -14,7 +20,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -164,10 +173,88 @@ def audit_record(
     No savepoint of its own: when the audit write fails, the caller's whole transaction must
     fail with it (fail closed). An undeclared action or metadata key is a programming error
     (UnknownAuditEvent), raised before anything is written.
+
+    Inside `audited_atomic()` the event is appended just before that block commits; the object
+    returned then gets its `seq`, `created_at`, hashes and `pk` at that moment.
     """
     check_event(action, metadata)
+    batch = _current_batch()
+    if batch is not None:
+        return batch.add(_unsaved(tenant, action, actor, target, metadata, request))
     with transaction.atomic(savepoint=False):
         return _append(tenant, action, actor, target, metadata, request)
+
+
+def _append(
+    tenant: Tenant | None,
+    action: str,
+    actor: Actor,
+    target: str,
+    metadata: dict[str, Any] | None,
+    request: HttpRequest | None,
+) -> AuditEvent:
+    """Append one event now (the head locked until the caller's transaction ends)."""
+    event = _unsaved(tenant, action, actor, target, metadata, request)
+    head = _lock_head(event.chain)
+    keyring = chain_keyring()
+    _link(event, head.seq + 1, head.last_hash, keyring.current_id, keyring.current)
+    event.save(force_insert=True)
+    head.seq = event.seq
+    head.last_hash = event.hash
+    head.mac = head_mac(keyring.current, event.chain, event.seq, event.hash)
+    head.save(update_fields=["seq", "last_hash", "mac"])
+    return event
+
+
+def _unsaved(
+    tenant: Tenant | None,
+    action: str,
+    actor: Actor,
+    target: str,
+    metadata: dict[str, Any] | None,
+    request: HttpRequest | None,
+) -> AuditEvent:
+    """The event's content, before it has a place in the chain (no seq, time or hash yet)."""
+    # Round-trip through JSON so the hash covers exactly what the database will return.
+    metadata = json.loads(json.dumps(_normalized(metadata or {}), sort_keys=True))
+    ip = client_ip(request) if request is not None else None
+    return AuditEvent(
+        tenant=tenant,
+        chain=chain_for(tenant),
+        actor=actor.label[:300],
+        actor_user_id=actor.user_id,
+        action=action,
+        target=target[:300],
+        metadata=metadata,
+        ip=AuditEvent._meta.get_field("ip").get_prep_value(ip),  # as stored (IPv6 normalized)
+        user_agent=user_agent(request) if request is not None else "",
+    )
+
+
+def _link(event: AuditEvent, seq: int, prev_hash: str, key_id: str, chain_key: bytes) -> None:
+    """Give the event its place after `prev_hash`: seq, time (taken under the head lock, so a
+    chain's times never go back as its seq goes up) and hash."""
+    event.hash_version = HASH_VERSION
+    event.key_id = key_id
+    event.seq = seq
+    event.created_at = timezone.now()
+    event.prev_hash = prev_hash
+    event.hash = event_hash(
+        chain=event.chain,
+        seq=seq,
+        created_at=event.created_at,
+        actor=event.actor,
+        actor_user_id=event.actor_user_id,
+        action=event.action,
+        target=event.target,
+        metadata=event.metadata,
+        ip=event.ip,
+        user_agent=event.user_agent,
+        prev_hash=prev_hash,
+        hash_version=HASH_VERSION,
+        key_id=key_id,
+        chain_key=chain_key,
+    )
 
 
 def _lock_head(chain: str) -> AuditChainHead:
@@ -183,43 +270,130 @@ def _lock_head(chain: str) -> AuditChainHead:
     return head
 
 
-def _append(
-    tenant: Tenant | None,
-    action: str,
-    actor: Actor,
-    target: str,
-    metadata: dict[str, Any] | None,
-    request: HttpRequest | None,
-) -> AuditEvent:
-    chain = chain_for(tenant)
-    head = _lock_head(chain)
-    # Round-trip through JSON so the hash covers exactly what the database will return.
-    metadata = json.loads(json.dumps(_normalized(metadata or {}), sort_keys=True))
-    ip = client_ip(request) if request is not None else None
+# --- Audited transactions: the events of a transaction appended together, last ---------------
+
+
+@dataclass
+class _Batch:
+    """The events recorded in an audited transaction, waiting for its end."""
+
+    # (event, marker): the marker is a no-op on_commit callback registered when the event was
+    # recorded. Django drops the callbacks of a savepoint that is rolled back, so an event whose
+    # marker is gone was recorded in work that was undone, and is not appended.
+    events: list[tuple[AuditEvent, Callable[[], None]]] = field(default_factory=list)
+    under_lock: list[Callable[[], None]] = field(default_factory=list)
+
+    def add(self, event: AuditEvent) -> AuditEvent:
+        def marker() -> None:
+            pass
+
+        transaction.on_commit(marker)
+        self.events.append((event, marker))
+        return event
+
+
+_local = threading.local()
+
+
+def _current_batch() -> _Batch | None:
+    batch: _Batch | None = getattr(_local, "batch", None)
+    return batch
+
+
+@contextmanager
+def audited_atomic() -> Iterator[None]:
+    """`transaction.atomic()` whose audit events are appended together just before it commits.
+
+    Within the block, `audit_record` only keeps its events; when the block ends without an
+    exception they are appended in the order recorded, as the last statements before the
+    commit: the head is locked and advanced by the batch's size in one UPDATE, the callables
+    given to `audit_under_lock` run, the events are inserted in one statement and the head's
+    hash and MAC are written. A block nested in another joins the outer one's batch.
+    """
+    outer = _current_batch()
+    if outer is not None:
+        with transaction.atomic():
+            yield
+        return
+    batch = _Batch()
+    _local.batch = batch
+    try:
+        with transaction.atomic():
+            try:
+                yield
+            finally:
+                _local.batch = None
+            if not connection.needs_rollback:  # a caught error inside: the block rolls back
+                _flush(batch)
+    finally:
+        _local.batch = None
+
+
+def audit_under_lock(check: Callable[[], None]) -> None:
+    """Run `check` once the audited transaction's chain head is locked, before its events are
+    inserted (RuntimeError outside an audited transaction).
+
+    For a check that must see what a concurrent writer of the same chain committed: anything
+    that writer did before it appended to the chain is visible to `check`. It may raise to
+    roll the transaction back. (A transaction that records no event locks no chain: its
+    checks then run last, without a lock.)
+    """
+    batch = _current_batch()
+    if batch is None:
+        raise RuntimeError("audit_under_lock is for audited_atomic() blocks")
+    batch.under_lock.append(check)
+
+
+def _flush(batch: _Batch) -> None:
+    alive = {id(entry[1]) for entry in connection.run_on_commit}  # (savepoints, func, ...)
+    events = [event for event, marker in batch.events if id(marker) in alive]
+    if not events and not batch.under_lock:
+        return
+    chains: dict[str, list[AuditEvent]] = {}
+    for event in events:
+        chains.setdefault(event.chain, []).append(event)
+    if not chains:  # checks to run under a lock, but no event: lock nothing of any chain
+        for check in batch.under_lock:
+            check()
+        return
     keyring = chain_keyring()
-    fields = {
-        "hash_version": HASH_VERSION,
-        "key_id": keyring.current_id,
-        "chain": chain,
-        "seq": head.seq + 1,
-        "created_at": timezone.now(),
-        "actor": actor.label[:300],
-        "actor_user_id": actor.user_id,
-        "action": action,
-        "target": target[:300],
-        "metadata": metadata,
-        "ip": AuditEvent._meta.get_field("ip").get_prep_value(ip),  # as stored (IPv6 normalized)
-        "user_agent": user_agent(request) if request is not None else "",
-        "prev_hash": head.last_hash,
-    }
-    event = AuditEvent.objects.create(
-        tenant=tenant, hash=event_hash(**fields, chain_key=keyring.current), **fields
+    checks = batch.under_lock
+    # One chain in practice; several are locked in a fixed order, so writers never cross.
+    for chain in sorted(chains):
+        chain_events = chains[chain]
+        seq, last_hash = _advance_head(chain, len(chain_events))
+        for check in checks:
+            check()
+        checks = []
+        for event in chain_events:
+            seq += 1
+            _link(event, seq, last_hash, keyring.current_id, keyring.current)
+            last_hash = event.hash
+        AuditEvent.objects.bulk_create(chain_events)
+        AuditChainHead.objects.filter(chain=chain).update(
+            last_hash=last_hash, mac=head_mac(keyring.current, chain, seq, last_hash)
+        )
+
+
+def _advance_head(chain: str, count: int) -> tuple[int, str]:
+    """Lock the chain's head and move its seq on by `count`, in one statement; returns the
+    seq and hash it had (the events go after them). Creates the head for a chain's first event.
+    """
+    q = connection.ops.quote_name
+    table = q(AuditChainHead._meta.db_table)
+    sql = (
+        f"UPDATE {table} SET {q('seq')} = {q('seq')} + %s WHERE {q('chain')} = %s "  # noqa: S608
+        f"RETURNING {q('seq')}, {q('last_hash')}"
     )
-    head.seq = event.seq
-    head.last_hash = event.hash
-    head.mac = head_mac(keyring.current, chain, event.seq, event.hash)
-    head.save(update_fields=["seq", "last_hash", "mac"])
-    return event
+    for _ in range(2):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [count, chain])
+            row = cursor.fetchone()
+        if row is not None:
+            return row[0] - count, row[1]
+        # The chain's first event (get_or_create copes with a concurrent first).
+        AuditChainHead.objects.get_or_create(chain=chain, defaults={"last_hash": GENESIS_HASH})
+    raise AssertionError(f"the head of chain {chain} could not be created")
 
 
 # The chain-wide row of a window in AuditSuppression (sources are "actor|address" strings).
@@ -261,14 +435,8 @@ def audit_record_bounded(
         per_source = _count_one(chain, action, source, window)
         if total > settings.AUDIT_FLOOD_PER_CHAIN or per_source > settings.AUDIT_FLOOD_PER_SOURCE:
             return None
-        event = audit_record(
-            tenant=tenant,
-            action=action,
-            actor=actor,
-            target=target,
-            metadata=metadata,
-            request=request,
-        )
+        # At once, not batched: this transaction already holds the head (taken first, above).
+        event = _append(tenant, action, actor, target, metadata, request)
         AuditSuppression.objects.filter(
             chain=chain, action=action, source=_ALL_SOURCES, window_start=window
         ).update(recorded=F("recorded") + 1)
@@ -335,23 +503,27 @@ def _flush_suppressed(*, chain: str, before: int) -> int:
         if tenant is None and chain != PLATFORM_CHAIN:  # the tenant was deleted since
             continue
         start = datetime.fromtimestamp(window, tz=UTC)
-        audit_record(
-            tenant=tenant,
-            action="audit.suppressed",
-            actor=Actor.system("audit-flood-bound"),
-            target=f"action:{action}",
-            metadata={
-                "action": action,
-                "window_start": start.isoformat(),
-                "window_seconds": window_seconds,
-                "attempts": total.count,
-                "recorded": total.recorded,
-                "suppressed": total.count - total.recorded,
-                "sources": len(sources),
-                "top_sources": [
-                    {"source": r.source, "attempts": r.count} for r in sources[:_TOP_SOURCES]
-                ],
-            },
+        suppressed = {
+            "action": action,
+            "window_start": start.isoformat(),
+            "window_seconds": window_seconds,
+            "attempts": total.count,
+            "recorded": total.recorded,
+            "suppressed": total.count - total.recorded,
+            "sources": len(sources),
+            "top_sources": [
+                {"source": r.source, "attempts": r.count} for r in sources[:_TOP_SOURCES]
+            ],
+        }
+        check_event("audit.suppressed", suppressed)
+        # At once, not batched: the head is already locked by this transaction (above).
+        _append(
+            tenant,
+            "audit.suppressed",
+            Actor.system("audit-flood-bound"),
+            f"action:{action}",
+            suppressed,
+            None,
         )
         written += 1
     AuditSuppression.objects.filter(pk__in=[r.pk for r in rows]).delete()
