@@ -78,7 +78,8 @@ def test_both_rate_limits_cost_one_redis_round_trip_per_request(acme, settings):
         assert api.get("/api/v1/me/").status_code == 200
         [one] = sends
         assert one.count(b"INCR") == 2
-        assert b"swrly:ratelimit:ip:" in one and b"swrly:ratelimit:token:" in one
+        assert b"swrly:ratelimit:ip:" in one
+        assert b"swrly:ratelimit:token:" in one
         assert acme.tokens[Role.AUDITOR].encode() not in one  # only a digest names the token
         assert api.get("/api/v1/me/").status_code == 200
         with CaptureQueriesContext(connection) as queries:

@@ -75,9 +75,13 @@ def test_the_salt_is_made_once_per_tenant(acme):
 def test_a_salt_is_remembered_in_the_process_only_once_committed(acme, transactional_db):
     # A salt made in a transaction that rolls back was never the tenant's: a concurrent call
     # may commit another one, so it must not be remembered.
-    with pytest.raises(RuntimeError), transaction.atomic():
-        fingerprint_salt(tenant=acme.tenant)
-        raise RuntimeError
+    def made_then_rolled_back() -> None:
+        with transaction.atomic():
+            fingerprint_salt(tenant=acme.tenant)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        made_then_rolled_back()
     assert acme.tenant.pk not in custody_services._COMMITTED_SALTS
     assert not FingerprintSalt.objects.filter(tenant=acme.tenant).exists()
     salt = fingerprint_salt(tenant=acme.tenant)
