@@ -1,6 +1,7 @@
-"""Applied around every view: the redaction scope, request size, per-address API rate and
-storable input."""
+"""Applied around every view: the redaction scope, request size, the API rate limits (per
+address and per token, in one Redis round trip) and storable input."""
 
+import hashlib
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
@@ -9,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from swrly.http import client_ip
 from swrly.input_limits import UNSTORABLE_MESSAGE, is_unstorable, unstorable_parameters
 from swrly.keys.secret import redaction_scope
-from swrly.ratelimit import over_limit
+from swrly.ratelimit import Limit, over_limits
 
 
 def _api_error(
@@ -45,8 +46,14 @@ class RedactionScopeMiddleware:
 
 
 class RequestLimitsMiddleware:
-    """413 for a body above DATA_UPLOAD_MAX_MEMORY_SIZE; 429 when one address exceeds
-    API_RATE_PER_IP on /api/ — before authentication, so guessing tokens is throttled too."""
+    """413 for a body above DATA_UPLOAD_MAX_MEMORY_SIZE; 429 on /api/ when the address exceeds
+    API_RATE_PER_IP or the bearer token API_RATE_PER_TOKEN.
+
+    Both are counted here, before authentication, in one Redis round trip: guessing tokens is
+    throttled by address, and a throttled request costs no database work. The token is counted
+    by a digest of the credential presented, not by its database row: the same count for a
+    valid token, and a wrong secret for someone else's token prefix counts on its own.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -64,23 +71,39 @@ class RequestLimitsMiddleware:
                 return _api_error(413, "request_too_large", message)
             return HttpResponse(message, status=413, content_type="text/plain")
         if is_api:
-            wait = _address_throttle_wait(request)
-            if wait is not None:
+            exceeded = over_limits(_api_limits(request))
+            if exceeded is not None:
+                limit, wait = exceeded
                 return _api_error(
                     429,
                     "throttled",
-                    "Too many requests from this address.",
+                    _THROTTLED[limit.scope],
                     headers={"Retry-After": str(max(1, int(wait + 0.999)))},
                 )
         return self.get_response(request)
 
 
-def _address_throttle_wait(request: HttpRequest) -> float | None:
-    """Seconds to wait when the address is over its rate, else None (and the request counts)."""
+_THROTTLED = {
+    "ip": "Too many requests from this address.",
+    "token": "Too many requests with this token.",
+}
+
+
+def _api_limits(request: HttpRequest) -> list[Limit]:
+    """The counters an API request counts against: its client address and its bearer token."""
+    limits = []
     address = client_ip(request)
-    if address is None:
-        return None
-    return over_limit(scope="ip", ident=address, rate=settings.API_RATE_PER_IP)
+    if address is not None:
+        limits.append(Limit("ip", address, settings.API_RATE_PER_IP))
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    presented = presented.strip()
+    if scheme.lower() == "bearer" and presented:
+        # A digest, so no credential is ever part of a Redis key name.
+        digest = hashlib.blake2b(
+            presented.encode("utf-8", "surrogatepass"), digest_size=16, person=b"swrly-ratelimit"
+        ).hexdigest()
+        limits.append(Limit("token", digest, settings.API_RATE_PER_TOKEN))
+    return limits
 
 
 class StorableInputMiddleware:

@@ -378,15 +378,18 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "swrly.web.errors.exception_handler",
     # No ?format= switch: content negotiation is by Accept only (an unknown format was a 404).
     "URL_FORMAT_OVERRIDE": None,
-    "DEFAULT_THROTTLE_CLASSES": ["swrly.web.throttling.TokenRateThrottle"],
+    # No DRF throttles: both API rate limits are counted in one Redis round trip by
+    # swrly.middleware.RequestLimitsMiddleware, before authentication.
+    "DEFAULT_THROTTLE_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
 }
 # Proxies (CIDRs) whose X-Forwarded-For is believed; the client address is the first hop from
 # the right that is not one of them. Empty: the peer address (REMOTE_ADDR) is the client.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
-# API rate limits ("N/s", "N/min", "N/hour"; empty disables): per token after authentication,
-# per client address before it (so guessing tokens is throttled too). 429 with Retry-After.
+# API rate limits ("N/s", "N/min", "N/hour"; empty disables): per bearer token and per client
+# address, both before authentication (so guessing tokens is throttled too), in one Redis round
+# trip. 429 with Retry-After.
 API_RATE_PER_TOKEN = env.str("API_RATE_PER_TOKEN", default="600/min")
 API_RATE_PER_IP = env.str("API_RATE_PER_IP", default="1200/min")
 

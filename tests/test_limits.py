@@ -1,5 +1,8 @@
 """Request limits: 413 for large bodies, 429 with Retry-After per token and per address."""
 
+from unittest import mock
+
+import redis
 import time_machine
 from django.test import Client
 
@@ -48,3 +51,40 @@ def test_interactive_api_docs_use_local_assets_only(db):
     script = Client().get("/api/v1/docs/?script=")
     assert script.status_code == 200
     assert "/api/v1/schema/" in script.content.decode()
+
+
+@time_machine.travel("2026-06-01 12:02:30+00:00", tick=False)
+def test_both_rate_limits_cost_one_redis_round_trip_per_request(acme, settings):
+    """The per-address and per-token counters of a request go to Redis together: one send on
+    the wire (issue 13: two checks, two round trips before), and a throttled token answers 429
+    before any database work."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.API_RATE_PER_IP = "100/min"
+    settings.API_RATE_PER_TOKEN = "2/min"
+    sends: list[bytes] = []
+    real_send = redis.connection.Connection.send_packed_command
+
+    def send(self, command, check_health=True):
+        parts = [command] if isinstance(command, bytes | memoryview | str) else command
+        packed = b"".join(bytes(p) if not isinstance(p, str) else p.encode() for p in parts)
+        if b"swrly:ratelimit:" in packed:
+            sends.append(packed)
+        return real_send(self, command, check_health)
+
+    api = acme.api(Role.AUDITOR)
+    with mock.patch.object(redis.connection.Connection, "send_packed_command", send):
+        assert api.get("/api/v1/me/").status_code == 200
+        [one] = sends
+        assert one.count(b"INCR") == 2
+        assert b"swrly:ratelimit:ip:" in one
+        assert b"swrly:ratelimit:token:" in one
+        assert acme.tokens[Role.AUDITOR].encode() not in one  # only a digest names the token
+        assert api.get("/api/v1/me/").status_code == 200
+        with CaptureQueriesContext(connection) as queries:
+            throttled = api.get("/api/v1/me/")
+    assert throttled.status_code == 429
+    assert throttled.json()["error"]["message"] == "Too many requests with this token."
+    assert len(sends) == 3
+    assert len(queries) == 0

@@ -110,16 +110,36 @@ def provider_key_seen(*, tenant: Tenant, provider: str, fingerprint: str, hint: 
 # --- Per-tenant fingerprints and the key blocklist -------------------------------------------
 
 
+# Salts known to be committed, per process: a salt never changes once its row exists, so every
+# run of a tenant after the first reads it from memory instead of the database. Tenant ids are
+# UUIDs, never reused. Bounded so that a process serving very many tenants stays small.
+_COMMITTED_SALTS: dict[uuid.UUID, bytes] = {}
+_COMMITTED_SALTS_MAX = 10_000
+
+
 def fingerprint_salt(*, tenant: Tenant) -> bytes:
     """The tenant's fingerprint salt, made (32 random bytes) the first time it is asked for.
 
     Concurrent first calls agree: the salt row's primary key is the tenant, and get_or_create
-    reads the row the other call inserted.
+    reads the row the other call inserted. The salt is remembered in this process only once
+    the transaction that read or made it has committed: a salt made in a transaction that
+    rolls back is never remembered, so a concurrent call's committed salt is the one that wins.
     """
+    cached = _COMMITTED_SALTS.get(tenant.pk)
+    if cached is not None:
+        return cached
     row, _ = FingerprintSalt.objects.get_or_create(
         tenant=tenant, defaults={"salt": new_fingerprint_salt().hex()}
     )
-    return bytes.fromhex(row.salt)
+    salt = bytes.fromhex(row.salt)
+    transaction.on_commit(lambda: _remember_salt(tenant.pk, salt))
+    return salt
+
+
+def _remember_salt(tenant_id: uuid.UUID, salt: bytes) -> None:
+    if len(_COMMITTED_SALTS) >= _COMMITTED_SALTS_MAX:
+        _COMMITTED_SALTS.clear()
+    _COMMITTED_SALTS[tenant_id] = salt
 
 
 def key_fingerprints(*, tenant: Tenant, provider: str, key: str) -> tuple[Fingerprint, str]:

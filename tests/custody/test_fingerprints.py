@@ -6,10 +6,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from runs.models import Run
 from swrly.audit.models import AuditEvent
+from swrly.custody import services as custody_services
 from swrly.custody.models import FingerprintSalt, ProviderKey
 from swrly.custody.services import fingerprint_salt, key_fingerprints
 from swrly.keys.fingerprint import (
@@ -67,6 +70,25 @@ def test_the_salt_is_made_once_per_tenant(acme):
     assert new_fingerprint_salt() != new_fingerprint_salt()
     with pytest.raises(ValueError, match="32 bytes"):
         tenant_fingerprint(provider="sandbox", key=KEY, salt=b"short")
+
+
+def test_a_salt_is_remembered_in_the_process_only_once_committed(acme, transactional_db):
+    # A salt made in a transaction that rolls back was never the tenant's: a concurrent call
+    # may commit another one, so it must not be remembered.
+    def made_then_rolled_back() -> None:
+        with transaction.atomic():
+            fingerprint_salt(tenant=acme.tenant)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        made_then_rolled_back()
+    assert acme.tenant.pk not in custody_services._COMMITTED_SALTS
+    assert not FingerprintSalt.objects.filter(tenant=acme.tenant).exists()
+    salt = fingerprint_salt(tenant=acme.tenant)
+    assert salt == bytes.fromhex(FingerprintSalt.objects.get(tenant=acme.tenant).salt)
+    with CaptureQueriesContext(connection) as queries:
+        assert fingerprint_salt(tenant=acme.tenant) == salt
+    assert len(queries) == 0  # from memory: a salt never changes once committed
 
 
 def test_a_run_records_v2_fingerprints_everywhere(acme, deposit_ok):
