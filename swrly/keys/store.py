@@ -278,12 +278,13 @@ def _run_deposit_script(
 ) -> int:
     """EVALSHA of the deposit script; loaded once more on NOSCRIPT (a restarted or flushed
     script cache), which is safe to retry: NOSCRIPT means the script did not run."""
-    args = ("EVALSHA", DEPOSIT_SHA, 2, USAGE_KEY, name, key_id_hex, token, seconds)
+    # redis-py's annotations want str arguments; it sends bytes and ints as they are.
+    args: tuple[Any, ...] = (USAGE_KEY, name, key_id_hex, token, seconds)
     try:
-        return cast(int, client.execute_command(*args))
+        return cast("int", client.evalsha(DEPOSIT_SHA, 2, *args))
     except redis.exceptions.NoScriptError:
         client.script_load(DEPOSIT_SCRIPT)
-        return cast(int, client.execute_command(*args))
+        return cast("int", client.evalsha(DEPOSIT_SHA, 2, *args))
 
 
 @sensitive_variables("plaintext", "token")
