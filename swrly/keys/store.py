@@ -85,14 +85,20 @@ def _bound_key(binding: Binding) -> str:
 
 def parse_redis_key(key: str | bytes) -> tuple[str, str, str]:
     """(tenant_id, run_id, provider) from a Redis key; ValueError when it is not a token key."""
+    tenant, run, provider, _ = parse_bound_key(key)
+    return tenant, run, provider
+
+
+def parse_bound_key(key: str | bytes) -> Binding:
+    """The binding (ids checked once, associated data built) a token key names; ValueError
+    when it is not a token key. Rotation opens and reseals each token with it."""
     text = key.decode() if isinstance(key, bytes) else key
     if not text.startswith(KEY_PREFIX):
         raise ValueError("not a BYOK token key")
-    parts = text.removeprefix(KEY_PREFIX).split(":")
+    parts = text[len(KEY_PREFIX) :].split(":")
     if len(parts) != 3:
         raise ValueError("not a BYOK token key")
-    tenant, run, provider = bound_fields(tenant_id=parts[0], run_id=parts[1], provider=parts[2])
-    return tenant, run, provider
+    return bind(tenant_id=parts[0], run_id=parts[1], provider=parts[2])
 
 
 # --- Connection ----------------------------------------------------------------------------

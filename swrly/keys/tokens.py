@@ -207,6 +207,15 @@ def rewrap(
     A token already under the current key is resealed too; callers skip those if they wish.
     The plaintext stays bytes and the associated data is built once: this runs per live token.
     """
-    ad = bind(tenant_id=tenant_id, run_id=run_id, provider=provider).ad
-    plaintext = _open_bytes(keyring, token, ad)
-    return _seal_bytes(keyring, plaintext, ad)
+    return rewrap_bound(keyring, token, bind(tenant_id=tenant_id, run_id=run_id, provider=provider))
+
+
+@sensitive_variables("plaintext")
+def rewrap_bound(
+    keyring: Keyring, token: bytes, binding: Binding, key_id: bytes | None = None
+) -> bytes:
+    """rewrap() for a binding the caller already validated with bind(); `key_id`, when the
+    caller already read it from the token, spares reading it again."""
+    entry = keyring.by_id(token_key_id(token) if key_id is None else key_id)
+    plaintext = _open_with(entry, token, binding.ad)
+    return _seal_bytes(keyring, plaintext, binding.ad)
