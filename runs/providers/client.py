@@ -13,14 +13,16 @@ ProviderSecret only while a request is being built. Request headers are never lo
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import functools
+import http.cookiejar
 import json
 import logging
 import math
+import os
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,13 +87,109 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def provider_client() -> httpx.Client:
-    """An httpx client for provider calls; one per run lets its steps reuse connections.
+class _NoCookieJar(http.cookiejar.CookieJar):
+    """A cookie jar that never stores anything.
+
+    The pooled clients serve every tenant's runs: a cookie one provider answer set (a load
+    balancer's affinity cookie, a session) must never be sent with another request, so nothing
+    a response carries is kept, and a cookie set by hand is dropped too.
+    """
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        """Ignore every Set-Cookie."""
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        """Ignore any cookie set by hand."""
+
+
+KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default, made explicit)
+MAX_CONNECTIONS = 100  # per provider and process; a worker's threads share them
+
+
+def _new_pooled_client() -> httpx.Client:
+    """A client for one provider's calls in this process.
 
     It ignores proxy settings from the environment (trust_env=False): a key goes only to the
-    allow-listed address, never through a proxy an environment variable names.
+    allow-listed address, never through a proxy an environment variable names. It has no
+    default headers, auth or base URL: the address and the key are set on each request by
+    send(), so a client shared by every run carries nothing from one to the next but open
+    connections (and no cookies: _NoCookieJar). HTTP/2 where the provider offers it (TLS ALPN).
     """
-    return httpx.Client(follow_redirects=False, verify=_tls_context(), trust_env=False)
+    return httpx.Client(
+        follow_redirects=False,
+        verify=_tls_context(),
+        trust_env=False,
+        http2=True,
+        cookies=_NoCookieJar(),
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS,
+            max_keepalive_connections=MAX_CONNECTIONS,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        ),
+    )
+
+
+# (process id, provider) -> that provider's client in this process. A forked child (Celery
+# prefork) finds only its parent's entries, under another pid: it builds its own and never
+# sends on a connection its parent opened. The parent's entries are left untouched (never
+# closed from the child, which would tear down connections the parent still uses).
+_pooled: dict[tuple[int, str], httpx.Client] = {}
+_pooled_lock = threading.Lock()
+
+
+def _reset_lock_in_child() -> None:
+    """A fresh lock after fork: one held by another thread of the parent would never be freed."""
+    global _pooled_lock
+    _pooled_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_lock_in_child)
+
+
+def pooled_client(provider: str) -> httpx.Client:
+    """This process's pooled client for `provider`, created on first use (thread-safe).
+
+    Keep-alive connections (and HTTP/2 streams) are reused across steps and runs, so a call
+    does not pay a new TCP and TLS handshake each time. Never close it: it lives as long as the
+    process.
+    """
+    key = (os.getpid(), provider)
+    client = _pooled.get(key)
+    if client is None:
+        with _pooled_lock:
+            client = _pooled.get(key)
+            if client is None:
+                client = _pooled[key] = _new_pooled_client()
+    return client
+
+
+class ProviderClients:
+    """The process's pooled provider clients, lent to one run (`with provider_client() as c`).
+
+    send() takes the client for each call's provider from it; leaving the block closes nothing,
+    since the clients outlive the run.
+    """
+
+    __slots__ = ()
+
+    def for_provider(self, provider: str) -> httpx.Client:
+        """The pooled client for `provider` in this process."""
+        return pooled_client(provider)
+
+    def __enter__(self) -> ProviderClients:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Nothing to close: the pooled clients serve the next run too."""
+
+
+def provider_client() -> ProviderClients:
+    """The pooled provider clients, as a context manager used once per run.
+
+    Kept as a context manager so a run's call shape (`with provider_client() as client:`) does
+    not change: the clients it lends are process-wide and stay open when the block ends.
+    """
+    return ProviderClients()
 
 
 def is_retryable(status: int) -> bool:
@@ -237,14 +335,16 @@ def send(
     protocol: WireProtocol,
     secret: ProviderSecret,
     body: dict[str, Any],
-    client: httpx.Client | None = None,
+    client: httpx.Client | ProviderClients | None = None,
     pause: Callable[[float], None] = time.sleep,
 ) -> Delivery:
     """POST `body` to `provider`'s allowed base URL + `protocol.wire.path`, with bounded retries.
 
-    Returns the first 2xx answer; raises ProviderError for everything else. A caller's `client`
-    may be passed to reuse connections: redirects, timeouts and auth are still set per request,
-    so its defaults cannot change where or how the key travels. `pause(seconds)` is how it waits
+    Returns the first 2xx answer; raises ProviderError for everything else. Without `client`,
+    or with the ProviderClients that provider_client() lends a run, the call goes through this
+    process's pooled client for `provider` (pooled_client). A caller's own httpx.Client may be
+    passed instead: redirects, timeouts and auth are still set per request, so its defaults
+    cannot change where or how the key travels. `pause(seconds)` is how it waits
     between attempts (the back-off, or the provider's retry-after): time.sleep unless the caller
     passes another (the tests pass a recorder).
     """
@@ -289,50 +389,48 @@ def send(
             destination=destination,
         )
 
-    with contextlib.ExitStack() as stack:
-        if client is None:
-            client = stack.enter_context(provider_client())
-        while True:
-            attempts += 1
-            outcome = _post(client, provider, url, protocol, secret, content, timeout)
-            if isinstance(outcome, _TransportFailure):
-                if outcome.code is not None:
-                    raise failed(outcome.code, outcome.reason)
-                reason, delay = outcome.reason, None
-            else:
-                response = last_response = outcome
-                status = response.status_code
-                if 200 <= status <= 299:
-                    return Delivery(response, attempts, _elapsed_ms(started), destination)
-                if status in (401, 403):
-                    raise failed(
-                        PROVIDER_AUTH_FAILED,
-                        f"{provider} refused the key (HTTP {status}): "
-                        f"{error_summary(response.text)}",
-                    )
-                if 300 <= status <= 399:
-                    raise failed(
-                        PROVIDER_ERROR,
-                        f"{provider} answered with a redirect (HTTP {status}), which is not "
-                        "followed: a key goes only to the configured base URL",
-                    )
-                reason = f"{provider} answered HTTP {status}: {error_summary(response.text)}"
-                if not is_retryable(status):
-                    raise failed(PROVIDER_ERROR, reason)
-                delay = retry_after_seconds(response.headers)
-            if attempts > max_retries:
-                raise failed(PROVIDER_ERROR, f"{reason} (gave up after {attempts} attempts)")
-            if delay is None:
-                delay = backoff_delay(attempts)
-            logger.warning(
-                "%s call attempt %d of %d failed (%s); retrying in %.2f s",
-                provider,
-                attempts,
-                max_retries + 1,
-                reason[:200],
-                delay,
-            )
-            pause(delay)
+    if client is None or isinstance(client, ProviderClients):
+        client = pooled_client(provider)
+    while True:
+        attempts += 1
+        outcome = _post(client, provider, url, protocol, secret, content, timeout)
+        if isinstance(outcome, _TransportFailure):
+            if outcome.code is not None:
+                raise failed(outcome.code, outcome.reason)
+            reason, delay = outcome.reason, None
+        else:
+            response = last_response = outcome
+            status = response.status_code
+            if 200 <= status <= 299:
+                return Delivery(response, attempts, _elapsed_ms(started), destination)
+            if status in (401, 403):
+                raise failed(
+                    PROVIDER_AUTH_FAILED,
+                    f"{provider} refused the key (HTTP {status}): {error_summary(response.text)}",
+                )
+            if 300 <= status <= 399:
+                raise failed(
+                    PROVIDER_ERROR,
+                    f"{provider} answered with a redirect (HTTP {status}), which is not "
+                    "followed: a key goes only to the configured base URL",
+                )
+            reason = f"{provider} answered HTTP {status}: {error_summary(response.text)}"
+            if not is_retryable(status):
+                raise failed(PROVIDER_ERROR, reason)
+            delay = retry_after_seconds(response.headers)
+        if attempts > max_retries:
+            raise failed(PROVIDER_ERROR, f"{reason} (gave up after {attempts} attempts)")
+        if delay is None:
+            delay = backoff_delay(attempts)
+        logger.warning(
+            "%s call attempt %d of %d failed (%s); retrying in %.2f s",
+            provider,
+            attempts,
+            max_retries + 1,
+            reason[:200],
+            delay,
+        )
+        pause(delay)
 
 
 def call_provider(
@@ -340,7 +438,7 @@ def call_provider(
     *,
     secret: ProviderSecret,
     call: ModelCall,
-    client: httpx.Client | None = None,
+    client: httpx.Client | ProviderClients | None = None,
     pause: Callable[[float], None] = time.sleep,
 ) -> ModelResult:
     """Run one model call with the customer's key; ProviderError (redacted) when it fails.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -19,12 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
 
 from swrly.keys.errors import KeyringError, UnknownKeyId
 
 KEY_BYTES = 32
 KEY_ID_BYTES = 8
 KEY_ID_LABEL = b"swrly.byok.key-id.v1"
+TOKEN_VERSION = 0x01  # swrly.keys.tokens.VERSION: the first byte of every token
 CURRENT_VARIABLE = "BYOK_ENCRYPTION_KEY"
 FALLBACKS_VARIABLE = "BYOK_ENCRYPTION_KEY_FALLBACKS"
 
@@ -49,10 +52,16 @@ class KeyEntry:
     variable: str
     aead: AESGCM = field(repr=False, compare=False)
 
-    @property
+    @functools.cached_property
     def key_id_hex(self) -> str:
         """The key id as 16 hex characters, as shown in rotation records and commands."""
         return self.key_id.hex()
+
+    @functools.cached_property
+    def token_prefix(self) -> bytes:
+        """The first bytes of every token this key seals: the token version and the key id
+        (swrly.keys.tokens), built once per key rather than once per token."""
+        return bytes([TOKEN_VERSION]) + self.key_id
 
 
 @dataclass(frozen=True)
@@ -158,16 +167,34 @@ def get_keyring() -> Keyring:
     only when the raw values differ from the cached ones.
     """
     global _cached
-    from django.conf import settings
-
+    current = getattr(settings, CURRENT_VARIABLE, "")
     fallbacks = getattr(settings, FALLBACKS_VARIABLE, None) or ()
+    hit = _last_seen
+    if hit is not None and hit[0] is current and hit[1] is fallbacks and hit[2] == fallbacks:
+        # The very objects parsed last time, the fallbacks still equal to the copy kept then
+        # (a list edited in place is noticed): no tuple to build, no strings to compare.
+        return hit[3]
+    raw_fallbacks = fallbacks
     if isinstance(fallbacks, str):
         fallbacks = [part for part in fallbacks.split(",") if part.strip()]
-    raw = (getattr(settings, CURRENT_VARIABLE, ""), tuple(fallbacks))
+    raw = (current, tuple(fallbacks))
     cached = _cached
     if cached is not None and cached[0] == raw:
-        return cached[1]
-    with _cache_lock:
-        keyring = parse_keyring(raw[0], raw[1])
-        _cached = (raw, keyring)
+        keyring = cached[1]
+    else:
+        with _cache_lock:
+            keyring = parse_keyring(raw[0], raw[1])
+            _cached = (raw, keyring)
+    _remember(current, raw_fallbacks, keyring)
     return keyring
+
+
+# (current setting object, fallbacks setting object, a copy of the fallbacks, keyring): the
+# identity fast path of get_keyring().
+_last_seen: tuple[object, object, object, Keyring] | None = None
+
+
+def _remember(current: object, fallbacks: object, keyring: Keyring) -> None:
+    global _last_seen
+    copy = list(fallbacks) if isinstance(fallbacks, list) else fallbacks
+    _last_seen = (current, fallbacks, copy, keyring)

@@ -9,16 +9,19 @@ recreated, and one rewrapped by a concurrent rotation is left alone.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import redis
+from redis.exceptions import NoScriptError
 
 from swrly.keys.errors import KeyServiceError, KeyStoreUnavailable
 from swrly.keys.keyring import Keyring, get_keyring
-from swrly.keys.store import KEY_PATTERN, get_client, parse_redis_key
-from swrly.keys.tokens import rewrap, token_key_id
+from swrly.keys.store import KEY_PATTERN, get_client, parse_bound_key, parse_redis_key
+from swrly.keys.tokens import rewrap_bound, token_key_id
 from swrly.keys.usage import count_seals
 
 BATCH_SIZE = 1000
@@ -33,6 +36,7 @@ if current ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 """
+COMPARE_AND_SWAP_SHA = hashlib.sha1(COMPARE_AND_SWAP.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass
@@ -124,16 +128,19 @@ def rewrap_live_tokens(
     """
     keyring = keyring or get_keyring()
     client = get_client()
-    swap = client.register_script(COMPARE_AND_SWAP)
     report = report if report is not None else RewrapReport()
+    key_id_hex = keyring.current.key_id_hex
 
-    def write(pending: list[_Rewrapped]) -> list[int]:
+    def write(pending: list[_Rewrapped]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
         # The batch's seals are counted (swrly.keys.usage) before the swaps that store them.
-        count_seals(pipe, keyring.current.key_id_hex, len(pending))
+        count_seals(pipe, key_id_hex, len(pending))
         for item in pending:
-            swap(keys=[item.key], args=[item.old, item.new], client=pipe)
-        return pipe.execute()[1:]
+            _queue_swap(pipe, item)
+        results = pipe.execute(raise_on_error=False)
+        if isinstance(results[0], Exception):
+            raise results[0]
+        return _retry_unloaded_swaps(client, pending, results[1:])
 
     def tally(pending: list[_Rewrapped], results: list[int]) -> None:
         for item, result in zip(pending, results, strict=True):
@@ -146,6 +153,7 @@ def rewrap_live_tokens(
                 report.changed += 1
 
     try:
+        client.script_load(COMPARE_AND_SWAP)
         for keys in _batches(client, batch_size):
             pending = _prepare(keyring, keys, _read(client, keys), report)
             if pending:
@@ -157,8 +165,32 @@ def rewrap_live_tokens(
     return report
 
 
-@dataclass(frozen=True)
-class _Rewrapped:
+def _queue_swap(pipe: Any, item: _Rewrapped) -> None:
+    """Queue the compare-and-swap of one token on a pipeline, by the script's SHA."""
+    pipe.evalsha(COMPARE_AND_SWAP_SHA, 1, item.key, item.old, item.new)
+
+
+def _retry_unloaded_swaps(
+    client: redis.Redis, pending: list[_Rewrapped], results: list[Any]
+) -> list[Any]:
+    """The swaps' results, with those that found no script (the script cache was flushed
+    since SCRIPT LOAD: NOSCRIPT, so they did not run) loaded and run again; any other error
+    raised. The swaps go by SHA in the batch's pipeline: no SCRIPT EXISTS per batch."""
+    again = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(result, NoScriptError):
+            raise result
+    if again:
+        client.script_load(COMPARE_AND_SWAP)
+        pipe = client.pipeline(transaction=False)
+        for i in again:
+            _queue_swap(pipe, pending[i])
+        for i, result in zip(again, pipe.execute(), strict=True):
+            results[i] = result
+    return results
+
+
+class _Rewrapped(NamedTuple):
     key: bytes
     old: bytes
     new: bytes
@@ -171,6 +203,7 @@ def _prepare(
     """The batch's tokens that need a rewrap, rewrapped; the others counted in `report`."""
     current_id = keyring.current.key_id
     pending = []
+    from_key_ids: set[bytes] = set()
     for key, token in zip(keys, tokens, strict=True):
         report.scanned += 1
         if token is None:
@@ -181,11 +214,12 @@ def _prepare(
             if key_id == current_id:
                 report.already_current += 1
                 continue
-            tenant_id, run_id, provider = parse_redis_key(key)
-            new = rewrap(keyring, token, tenant_id=tenant_id, run_id=run_id, provider=provider)
+            binding = parse_bound_key(key)  # the ids checked once, for the key and the token
+            new = rewrap_bound(keyring, token, binding, key_id)
         except (KeyServiceError, ValueError):  # malformed, unknown key id, tampered
             report.failed += 1
             continue
-        report.from_key_ids.add(key_id.hex())
-        pending.append(_Rewrapped(key, token, new, tenant_id))
+        from_key_ids.add(key_id)
+        pending.append(_Rewrapped(key, token, new, binding.tenant_id))
+    report.from_key_ids.update(key_id.hex() for key_id in from_key_ids)
     return pending

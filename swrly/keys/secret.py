@@ -67,8 +67,9 @@ class _LiveKey:
         self.value: str | None = value
         self.matcher: KeyMatcher | None = KeyMatcher(value)  # compiled once, on first use
         self.holders = 1
-        with _locked_registry() as registry:
-            registry[id(self)] = self
+        with _registry_lock:  # _locked_registry() without a generator: once per consume
+            _apply_pending_releases()
+            _registry[id(self)] = self
 
     def hold(self) -> None:
         with _locked_registry():

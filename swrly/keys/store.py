@@ -1,13 +1,15 @@
 """The BYOK token store in Redis: deposit once (SET EX NX), consume once (GETDEL), discard (DEL).
 
-Each operation is a single Redis command, so nothing is ever half-written and exactly one
-consumer can ever take a token. Redis failures become KeyStoreUnavailable. It logs one thing
+Each operation is a single Redis command (a deposit: one EVALSHA of a script that counts the seal
+and does the SET NX EX), so nothing is ever half-written and exactly one consumer can ever take
+a token. Redis failures become KeyStoreUnavailable. It logs one thing
 only, a token that fails to open (to `swrly.security`: the error and the tenant, run and
 provider ids); no log line and no exception of it ever holds a key, a token or the Redis URL.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -18,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import redis
+from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from django_redis.pool import ConnectionFactory
 from redis.backoff import NoBackoff
@@ -34,8 +37,8 @@ from swrly.keys.errors import (
 )
 from swrly.keys.keyring import get_keyring
 from swrly.keys.secret import ProviderSecret
-from swrly.keys.tokens import bound_fields, open_token, seal, token_key_id
-from swrly.keys.usage import count_seals
+from swrly.keys.tokens import Binding, bind, bound_fields, open_bound, seal_bound
+from swrly.keys.usage import DEPOSIT_SCRIPT, USAGE_KEY
 from swrly.providers import PROVIDER_NAMES
 
 security_log = logging.getLogger("swrly.security")
@@ -75,16 +78,27 @@ def redis_key(*, tenant_id: str | uuid.UUID, run_id: str | uuid.UUID, provider: 
     return f"{KEY_PREFIX}{tenant}:{run}:{name}"
 
 
+def _bound_key(binding: Binding) -> str:
+    """redis_key() from ids bind() already validated."""
+    return f"{KEY_PREFIX}{binding.tenant_id}:{binding.run_id}:{binding.provider}"
+
+
 def parse_redis_key(key: str | bytes) -> tuple[str, str, str]:
     """(tenant_id, run_id, provider) from a Redis key; ValueError when it is not a token key."""
+    tenant, run, provider, _ = parse_bound_key(key)
+    return tenant, run, provider
+
+
+def parse_bound_key(key: str | bytes) -> Binding:
+    """The binding (ids checked once, associated data built) a token key names; ValueError
+    when it is not a token key. Rotation opens and reseals each token with it."""
     text = key.decode() if isinstance(key, bytes) else key
     if not text.startswith(KEY_PREFIX):
         raise ValueError("not a BYOK token key")
-    parts = text.removeprefix(KEY_PREFIX).split(":")
+    parts = text[len(KEY_PREFIX) :].split(":")
     if len(parts) != 3:
         raise ValueError("not a BYOK token key")
-    tenant, run, provider = bound_fields(tenant_id=parts[0], run_id=parts[1], provider=parts[2])
-    return tenant, run, provider
+    return bind(tenant_id=parts[0], run_id=parts[1], provider=parts[2])
 
 
 # --- Connection ----------------------------------------------------------------------------
@@ -110,23 +124,25 @@ class KeyStoreConnectionFactory(ConnectionFactory):
             return self._pools[key]
 
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+# One client per URL in this process. Emptied in a forked child (below), so a child never uses
+# its parent's client or sockets; keying by URL alone spares an os.getpid() per operation.
+_clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
 
 
-def _reset_locks_in_child() -> None:
-    """Fresh locks after fork: one held by another thread of the parent would never be freed."""
+def _reset_in_child() -> None:
+    """After fork: no client of the parent's, and fresh locks (one held by another thread of the
+    parent would never be freed)."""
     global _clients_lock
+    _clients.clear()
     _clients_lock = threading.Lock()
     KeyStoreConnectionFactory._pools_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_reset_locks_in_child)
+os.register_at_fork(after_in_child=_reset_in_child)
 
 
 def _redis_url() -> str:
-    from django.conf import settings
-
     url: str = getattr(settings, "BYOK_REDIS_URL", None) or settings.REDIS_URL
     return url
 
@@ -139,11 +155,10 @@ def get_client() -> redis.Redis:
     report the wrong outcome.
     """
     url = _redis_url()
-    key = (os.getpid(), url)
-    client = _clients.get(key)
+    client = _clients.get(url)
     if client is None:
         with _clients_lock:
-            client = _clients.get(key)
+            client = _clients.get(url)
             if client is None:
                 factory = KeyStoreConnectionFactory(
                     {
@@ -153,7 +168,7 @@ def get_client() -> redis.Redis:
                     }
                 )
                 client = factory.connect(url)
-                _clients[key] = client
+                _clients[url] = client
     return client
 
 
@@ -185,6 +200,12 @@ def validate_key(*, provider: str, key: object) -> str:
     header, and a key that no escaping (JSON, HTML, URL) changes is found by redaction wherever
     a provider echoes it.
     """
+    if (
+        type(key) is str
+        and KEY_MIN_LENGTH <= len(key) <= KEY_MAX_LENGTH
+        and KEY_ALPHABET.fullmatch(key)
+    ):
+        return key  # valid: one check; an invalid key goes through the rules below for its message
     if not isinstance(key, str):
         raise InvalidKey(provider, "is not a string")
     if not key:
@@ -204,8 +225,6 @@ def validate_key(*, provider: str, key: object) -> str:
 
 def _ttl(ttl: int | None) -> int:
     if ttl is None:
-        from django.conf import settings
-
         ttl = getattr(settings, "BYOK_TOKEN_TTL", DEFAULT_TTL)
     if isinstance(ttl, bool) or not isinstance(ttl, int):
         raise ValueError("the token TTL must be an integer number of seconds")
@@ -236,25 +255,42 @@ def deposit(
     provider = _check_provider(provider)
     validate_key(provider=provider, key=key)
     seconds = _ttl(ttl)
-    name = redis_key(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    binding = bind(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    name = _bound_key(binding)
     keyring = get_keyring()
-    token = seal(keyring, tenant_id=tenant_id, run_id=run_id, provider=provider, plaintext=key)
-    # One round trip: the seal is counted (swrly.keys.usage) before the SET that stores it.
-    pipe = get_client().pipeline(transaction=False)
-    count_seals(pipe, keyring.current.key_id_hex, 1)
-    pipe.set(name, token, ex=seconds, nx=True)
+    current = keyring.current
+    token = seal_bound(keyring, binding, key)
     try:
-        _, stored = pipe.execute()
+        # One round trip: the seal is counted (swrly.keys.usage) and stored by one script.
+        stored = _run_deposit_script(get_client(), name, current.key_id_hex, token, seconds)
     except redis.RedisError as exc:
         raise _unavailable(exc, "deposit") from exc
     if not stored:
         raise TokenExists(tenant_id=str(tenant_id), run_id=str(run_id), provider=provider)
     return DepositReceipt(
         redis_key=name,
-        key_id_hex=keyring.current.key_id_hex,
+        key_id_hex=current.key_id_hex,
         ttl=seconds,
         expires_at=datetime.now(UTC) + timedelta(seconds=seconds),
     )
+
+
+DEPOSIT_SHA = hashlib.sha1(DEPOSIT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+@sensitive_variables("token")
+def _run_deposit_script(
+    client: redis.Redis, name: str, key_id_hex: str, token: bytes, seconds: int
+) -> int:
+    """EVALSHA of the deposit script; loaded once more on NOSCRIPT (a restarted or flushed
+    script cache), which is safe to retry: NOSCRIPT means the script did not run."""
+    # redis-py's annotations want str arguments; it sends bytes and ints as they are.
+    args: tuple[Any, ...] = (USAGE_KEY, name, key_id_hex, token, seconds)
+    try:
+        return cast("int", client.evalsha(DEPOSIT_SHA, 2, *args))
+    except redis.exceptions.NoScriptError:
+        client.script_load(DEPOSIT_SCRIPT)
+        return cast("int", client.evalsha(DEPOSIT_SHA, 2, *args))
 
 
 @sensitive_variables("plaintext", "token")
@@ -270,18 +306,16 @@ def consume(
     never retried with another key. After a timeout the token may or may not have been taken.
     """
     provider = _check_provider(provider)
-    name = redis_key(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    binding = bind(tenant_id=tenant_id, run_id=run_id, provider=provider)
     try:
         # redis-py types a reply as "Awaitable or Any" for its sync and asyncio clients alike.
-        token = cast("bytes | None", get_client().getdel(name))
+        token = cast("bytes | None", get_client().getdel(_bound_key(binding)))
     except redis.RedisError as exc:
         raise _unavailable(exc, "consume") from exc
     if token is None:
         raise TokenMissing(tenant_id=str(tenant_id), run_id=str(run_id), provider=provider)
     try:
-        plaintext = open_token(
-            get_keyring(), token, tenant_id=tenant_id, run_id=run_id, provider=provider
-        )
+        plaintext, key_id = open_bound(get_keyring(), token, binding)
     except (TokenAuthenticationFailed, UnknownKeyId) as exc:
         # A security event: the caller also audits it (key.rejected) in the tenant's log.
         security_log.warning(
@@ -292,7 +326,7 @@ def consume(
             provider,
         )
         raise
-    return ProviderSecret(plaintext, key_id_hex=token_key_id(token).hex())
+    return ProviderSecret(plaintext, key_id_hex=key_id.hex())
 
 
 def discard(*, tenant_id: str | uuid.UUID, run_id: str | uuid.UUID, provider: str) -> bool:

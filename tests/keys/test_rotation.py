@@ -12,6 +12,7 @@ from swrly import keys
 from swrly.audit.models import AuditEvent
 from swrly.custody.models import KeyRotation, KeyRotationTenant, RotationOutcome
 from swrly.keys.keyring import get_keyring, parse_keyring
+from swrly.keys.rotation import rewrap_live_tokens
 from swrly.keys.store import get_client, redis_key
 from swrly.keys.tokens import token_key_id
 from tests.keys.conftest import new_key
@@ -176,3 +177,22 @@ def test_rotation_racing_consumers_loses_nothing_and_resurrects_nothing(
         keys.consume(tenant_id=tenant_id, run_id=run_id, provider="openai")
     # nothing consumed came back
     assert list(get_client().scan_iter(match=f"*{tenant_id}*")) == []
+
+
+def test_a_script_cache_flushed_during_a_rotation_costs_no_token(acme, key_store, settings):
+    runs = _deposit(str(acme.tenant.pk), 12)
+    _promote(settings, new_key())
+    new_id = get_keyring().current.key_id
+    flushes = []
+
+    def flush_after_each_batch(report):
+        key_store.script_flush()  # as a restarted or flushed Valkey would
+        flushes.append(report.rewrapped)
+
+    report = rewrap_live_tokens(batch_size=5, progress=flush_after_each_batch)
+
+    assert (report.scanned, report.rewrapped, report.changed, report.failed) == (12, 12, 0, 0)
+    assert len(flushes) >= 2  # later batches found no script, and loaded it again
+    for run_id in runs:
+        name = redis_key(tenant_id=str(acme.tenant.pk), run_id=run_id, provider="openai")
+        assert token_key_id(key_store.get(name)) == new_id

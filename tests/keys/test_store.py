@@ -2,6 +2,7 @@
 
 import logging
 import multiprocessing
+import os
 import secrets
 import socket
 import threading
@@ -517,3 +518,25 @@ def test_a_rejected_token_is_logged_as_a_security_event(caplog):
     (record,) = [r for r in caplog.records if r.name == "swrly.security"]
     assert run_id in record.getMessage()
     assert "q" * 30 not in caplog.text
+
+
+def test_a_forked_child_builds_its_own_key_store_client():
+    parent = get_client()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it got a client of its own, then leave at once
+        try:
+            own = get_client()
+            ok = own is not parent and own.connection_pool is not parent.connection_pool
+            os.write(write_end, b"1" if ok and own.ping() else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        answer = os.read(read_end, 1)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+
+    assert answer == b"1"
+    assert get_client() is parent

@@ -8,6 +8,8 @@ import threading
 import uuid
 
 import pytest
+import redis
+import redis.connection
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
@@ -17,7 +19,7 @@ from swrly.custody.key_usage import encryption_key_usage, encryption_key_usage_r
 from swrly.custody.models import EncryptionKeyUsage
 from swrly.custody.tasks import record_key_usage
 from swrly.keys.keyring import get_keyring
-from swrly.keys.store import get_client
+from swrly.keys.store import DEPOSIT_SHA, _run_deposit_script, get_client, redis_key
 from swrly.keys.usage import SAFE_LIMIT, USAGE_KEY, pending_seals, settle_seals
 from tests.keys.conftest import new_key
 
@@ -195,3 +197,49 @@ def test_the_counter_is_not_a_token_key(acme, key_store):
     _deposit(str(acme.tenant.pk), 2)
     assert get_client().type(USAGE_KEY) == b"hash"
     assert sum(count_live_tokens().values()) == 2
+
+
+def test_a_deposit_counts_and_stores_in_one_round_trip_of_one_command(key_store, monkeypatch):
+    sent: list[bytes] = []
+    original = redis.connection.Connection.send_packed_command
+
+    def spy(self, command, check_health=True):
+        packed = command if isinstance(command, bytes) else b"".join(command)
+        sent.append(packed)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", spy)
+    current = get_keyring().current.key_id_hex
+    tenant_id, run_id = str(uuid.uuid4()), str(uuid.uuid4())
+    keys.deposit(tenant_id=tenant_id, run_id=run_id, provider="openai", key=KEY)
+    monkeypatch.undo()
+
+    assert len(sent) == 1
+    # One command of 8 parts: EVALSHA sha 2 usage-key token-key key-id token ttl.
+    assert sent[0].startswith(b"*8\r\n$7\r\nEVALSHA\r\n")
+    assert pending_seals(key_store) == {current: 1}
+    assert key_store.ttl(redis_key(tenant_id=tenant_id, run_id=run_id, provider="openai")) > 0
+
+
+def test_a_flushed_script_cache_is_reloaded_and_the_deposit_still_counts(key_store):
+    current = get_keyring().current.key_id_hex
+    tenant_id = str(uuid.uuid4())
+    _deposit(tenant_id, 1)
+    key_store.script_flush()
+    assert key_store.script_exists(DEPOSIT_SHA) == [False]
+
+    _deposit(tenant_id, 2)
+
+    assert key_store.script_exists(DEPOSIT_SHA) == [True]
+    assert pending_seals(key_store) == {current: 3}
+    assert len(key_store.keys("swrly:byok:v1:*")) == 3
+
+
+def test_the_deposit_script_never_overwrites_and_still_counts(key_store):
+    current = get_keyring().current.key_id_hex
+    name = redis_key(tenant_id="t-1", run_id="r-1", provider="openai")
+    assert _run_deposit_script(key_store, name, current, b"first", 60) == 1
+    assert _run_deposit_script(key_store, name, current, b"second", 60) == 0
+    assert key_store.get(name) == b"first"
+    assert 0 < key_store.ttl(name) <= 60
+    assert pending_seals(key_store) == {current: 2}
