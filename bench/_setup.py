@@ -182,12 +182,18 @@ def wait_worker_ready(broker_url: str, timeout: float = 90) -> None:
     """Until a worker answers a ping on the broker (so its start-up is not measured)."""
     from celery import Celery
 
-    probe = Celery("bench-probe", broker=broker_url, set_as_current=False)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe.control.ping(timeout=1.0):
-            return
-    raise SystemExit("the Celery worker did not answer a ping")
+    # Celery prefers CELERY_BROKER_URL from the environment (see unread_broker) to `broker`.
+    moved = os.environ.pop("CELERY_BROKER_URL", None)
+    try:
+        probe = Celery("bench-probe", broker=broker_url, set_as_current=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if probe.control.ping(timeout=1.0):
+                return
+        raise SystemExit("the Celery worker did not answer a ping")
+    finally:
+        if moved is not None:
+            os.environ["CELERY_BROKER_URL"] = moved
 
 
 def unread_broker(database: int = 15) -> str:
