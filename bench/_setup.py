@@ -151,6 +151,9 @@ def start_web(
         f"--workers={workers}",
         f"--threads={threads}",
         f"--chdir={ROOT}",
+        # Clients keep connections open between requests (as a load balancer does); gunicorn's
+        # default of 2 s would close them under a client waiting for a run.
+        "--keep-alive=75",
         "--log-level=warning",
     ]
     process = spawn(command, env, log)
