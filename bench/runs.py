@@ -237,12 +237,20 @@ class Stack:
         self.web, self.base_url = _setup.start_web(
             _setup.child_env(DATABASE_URL=named("bench-web")), log=workdir / "web.log"
         )
-        self.worker = _setup.start_worker(
-            _setup.child_env(DATABASE_URL=named("bench-worker")),
-            concurrency=concurrency,
-            log=workdir / "worker.log",
-        )
-        _setup.wait_worker_ready(os.environ["REDIS_URL"])
+        try:
+            self.worker = _setup.start_worker(
+                _setup.child_env(DATABASE_URL=named("bench-worker")),
+                concurrency=concurrency,
+                log=workdir / "worker.log",
+            )
+        except BaseException:
+            _setup.end([self.web])
+            raise
+        try:
+            _setup.wait_worker_ready(os.environ["REDIS_URL"])
+        except BaseException:  # a failed start must not leave the servers behind
+            self.stop()
+            raise
 
     def stop(self) -> None:
         _setup.end([self.web, self.worker])
