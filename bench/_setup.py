@@ -92,6 +92,7 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: floa
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.1)
+    end([process])  # not left behind
     raise SystemExit(f"{what} did not listen on port {port} within {timeout:.0f} s")
 
 
