@@ -3,8 +3,9 @@
 import contextlib
 import os
 import threading
+from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import before_task_publish, task_postrun, task_prerun, worker_init
 
 from swrly.logs import TASK_HEADER, request_id_scope, stamp_task_headers
@@ -51,3 +52,60 @@ def _close_task_scope(task_id: str | None = None, **_: object) -> None:
         stack = _task_scopes.pop(str(task_id), None)
     if stack is not None:
         stack.close()
+
+
+class WakeLoopWhenTaskDone(bootsteps.StartStopStep):
+    """With the threads pool, wake the worker's event loop as soon as a task has finished.
+
+    The worker reserves at most `concurrency * prefetch multiplier` messages (acks_late): once
+    it holds that many, it stops reading the queue until one is acknowledged. The threads pool
+    acknowledges from the task's thread, which does not wake the event loop; the loop noticed
+    only on its next timer (up to 2 s, the broker heartbeat), so a busy worker idled between
+    batches (celery/celery#6941; measured in bench/runs.py: runs/s capped by the stall). Here
+    each finished task (its acknowledgement included) writes a byte to a pipe the loop reads,
+    so the loop turns at once and fetches the next message. The prefork pool wakes the loop by
+    itself (its results arrive on pipes the loop watches); other pools are left alone.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def register_with_event_loop(self, worker: Any, hub: Any) -> None:
+        from celery.concurrency.thread import TaskPool as ThreadTaskPool
+
+        pool = worker.pool
+        if not isinstance(pool, ThreadTaskPool):
+            return
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+
+        def drain() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(read_fd, 4096):
+                    pass
+
+        def wake() -> None:
+            # A full pipe already holds a wake-up the loop has not read: nothing is lost.
+            with contextlib.suppress(BlockingIOError):
+                os.write(write_fd, b"\0")
+
+        hub.add_reader(read_fd, drain)
+        apply = pool.on_apply
+
+        def on_apply(target: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+            callback = options.get("callback")
+            if callback is not None:
+
+                def done(*result: Any) -> None:
+                    try:
+                        callback(*result)  # Request.on_success: the late ack happens here
+                    finally:
+                        wake()
+
+                options["callback"] = done
+            return apply(target, args, kwargs, **options)
+
+        pool.on_apply = on_apply
+
+
+app.steps["worker"].add(WakeLoopWhenTaskDone)
