@@ -11,7 +11,7 @@ between two calls, one transaction records the answer of step i and starts step 
 checked alive, its heartbeat written), so a page always shows the step in flight as `running`;
 the last answer is recorded with the run's end. Audit events go through `audited_atomic`: the
 chain head is locked only for the last statements before each commit. Rows are written with
-`update_fields` (or one bulk UPDATE for two steps), never read back.
+`update_fields`, never read back.
 """
 
 import logging
