@@ -6,6 +6,7 @@ import json
 import logging
 import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Any, NoReturn
 
 from django.core.exceptions import ValidationError
@@ -345,6 +346,7 @@ def _run_create(
             blocked = blocked_key_for(tenant=tenant, fingerprints=names)
             if blocked is not None:  # before anything is deposited
                 raise _BlockedMeanwhile(blocked)
+            audit_under_lock(not_blocked_meanwhile)  # first of the work under the chain head
             if idempotency is not None:
                 IdempotencyKey.objects.filter(
                     tenant=tenant,
@@ -382,8 +384,18 @@ def _run_create(
                 request=request,
             )
             for provider, receipt, print_ in deposited:
-                provider_key_seen(
-                    tenant=tenant, provider=provider, fingerprint=print_.value, hint=print_.hint
+                # Counted under the chain head, after the blocklist re-check: every run of the
+                # same key updates this one row, so its lock is held only for the last
+                # statements before the commit (not from the deposit on). Nothing else writes
+                # ProviderKey rows, so the head → key row order is the only one there is.
+                audit_under_lock(
+                    partial(
+                        provider_key_seen,
+                        tenant=tenant,
+                        provider=provider,
+                        fingerprint=print_.value,
+                        hint=print_.hint,
+                    )
                 )
                 audit_record(
                     tenant=tenant,
@@ -399,7 +411,6 @@ def _run_create(
                     },
                     request=request,
                 )
-            audit_under_lock(not_blocked_meanwhile)
             # In this order: the run counts as committed before the broker is asked.
             transaction.on_commit(mark_committed)
             transaction.on_commit(lambda: _enqueue(run))
