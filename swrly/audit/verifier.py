@@ -15,8 +15,8 @@ from swrly.audit.writer import (
     HASH_VERSION,
     canonical_json,
     chain_for,
-    event_hash,
     head_mac,
+    stored_event_hash,
 )
 
 if TYPE_CHECKING:
@@ -60,22 +60,7 @@ def stored_hash(event: AuditEvent, keyring: ChainKeyring) -> str | None:
             return None
     elif event.hash_version != 1:
         return None
-    return event_hash(
-        chain=event.chain,
-        seq=event.seq,
-        created_at=event.created_at,
-        actor=event.actor,
-        actor_user_id=event.actor_user_id,
-        action=event.action,
-        target=event.target,
-        metadata=event.metadata,
-        ip=event.ip,
-        user_agent=event.user_agent,
-        prev_hash=event.prev_hash,
-        hash_version=event.hash_version,
-        key_id=event.key_id,
-        chain_key=chain_key,
-    )
+    return stored_event_hash(event, chain_key=chain_key)
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,26 @@ def event_hash(
     return hmac.new(chain_key, canonical_json(body), hashlib.sha256).hexdigest()
 
 
+def stored_event_hash(event: AuditEvent, *, chain_key: bytes | None) -> str:
+    """`event_hash` over an event's own fields, as they are (or will be) stored."""
+    return event_hash(
+        chain=event.chain,
+        seq=event.seq,
+        created_at=event.created_at,
+        actor=event.actor,
+        actor_user_id=event.actor_user_id,
+        action=event.action,
+        target=event.target,
+        metadata=event.metadata,
+        ip=event.ip,
+        user_agent=event.user_agent,
+        prev_hash=event.prev_hash,
+        hash_version=event.hash_version,
+        key_id=event.key_id,
+        chain_key=chain_key,
+    )
+
+
 def head_mac(chain_key: bytes, chain: str, seq: int, last_hash: str) -> str:
     """The chain head's authentication code: only the application can move the head."""
     message = f"swrly-audit-head\0{chain}\0{seq}\0{last_hash}".encode()
@@ -239,22 +259,7 @@ def _link(event: AuditEvent, seq: int, prev_hash: str, key_id: str, chain_key: b
     event.seq = seq
     event.created_at = timezone.now()
     event.prev_hash = prev_hash
-    event.hash = event_hash(
-        chain=event.chain,
-        seq=seq,
-        created_at=event.created_at,
-        actor=event.actor,
-        actor_user_id=event.actor_user_id,
-        action=event.action,
-        target=event.target,
-        metadata=event.metadata,
-        ip=event.ip,
-        user_agent=event.user_agent,
-        prev_hash=prev_hash,
-        hash_version=HASH_VERSION,
-        key_id=key_id,
-        chain_key=chain_key,
-    )
+    event.hash = stored_event_hash(event, chain_key=chain_key)
 
 
 def _lock_head(chain: str) -> AuditChainHead:
