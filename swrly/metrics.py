@@ -17,10 +17,12 @@ process of the node, dead ones included (counters and histograms never go back).
 scrape shows the one process that answered it (fine for `make run`, not for production). Gauges
 are never stored: they are computed when scraped, so no dead process leaves a stale value.
 
-Endpoints. `GET /metrics` on the web nodes, and `python -m swrly.metrics` (a small HTTP server
-for a node that runs only Celery workers), both answer only with `Authorization: Bearer
-<METRICS_TOKEN>` (compared in constant time): 404 while METRICS_TOKEN is unset (metrics off),
-401 without the right token.
+Endpoints. `GET /metrics` on a web node, through the application (its host and HTTPS rules),
+and `python -m swrly.metrics`, a small HTTP server on METRICS_HOST:METRICS_PORT for any node (a
+worker-only node has no web server), answer the same: this node's processes, and the queue
+gauges (cluster-wide values from the database, the same on every node). Both answer only
+`Authorization: Bearer <METRICS_TOKEN>` (compared in constant time): 404 while METRICS_TOKEN is
+unset (metrics off), 401 without the right token.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
+from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -274,7 +277,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 def _wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """The worker-node exporter: the same rules as metrics_view, this node's processes only."""
+    """`python -m swrly.metrics`: what metrics_view answers, under the same rules."""
     token = metrics_token()
     if not token or environ.get("PATH_INFO") != "/metrics":
         start_response("404 Not Found", [("Content-Type", "text/plain")])
@@ -285,7 +288,10 @@ def _wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> li
             [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="metrics"')],
         )
         return [b""]
-    body = exposition(scrape_gauges=False)  # the queue gauges are the web nodes' to report
+    try:
+        body = exposition()
+    finally:
+        close_old_connections()  # the queue gauges' connection: as a request's end would
     start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
     return [body]
 

@@ -193,7 +193,7 @@ def test_only_reads_are_scrapes(db, metrics_on):
     assert response.status_code == 405
 
 
-def test_the_worker_node_exporter_applies_the_same_rules(metrics_on):
+def test_the_node_exporter_applies_the_same_rules(db, metrics_on):
     statuses = []
 
     def call(path, authorization=None):
@@ -208,7 +208,7 @@ def test_the_worker_node_exporter_applies_the_same_rules(metrics_on):
     status, body = call("/metrics", f"Bearer {TOKEN}")
     assert status.startswith("200")
     assert b"swrly_key_store_duration_seconds" in body
-    assert b"swrly_runs_queued" not in body  # the web nodes report the queue
+    assert b"swrly_runs_queued " in body
 
 
 def test_several_processes_add_up_in_multiprocess_mode(tmp_path, monkeypatch):
