@@ -6,7 +6,7 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
-        from runs.selectors import key_run_count
+        from runs.selectors import key_run_count, register_queue_gauges
         from runs.services import runs_cancel_holding_key
         from swrly.custody.selectors import register_key_run_count
         from swrly.custody.services import register_key_blocked_handler
@@ -15,3 +15,5 @@ class RunsConfig(AppConfig):
         register_key_run_count(key_run_count)
         # A key blocked (custody) cancels the runs holding it (a runs concern).
         register_key_blocked_handler(runs_cancel_holding_key)
+        # The queue's depth, read from the database when /metrics is scraped.
+        register_queue_gauges()

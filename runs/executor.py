@@ -36,7 +36,7 @@ from runs.providers.egress import Destination, EgressRefused, provider_destinati
 from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import render
-from swrly import keys
+from swrly import keys, metrics
 from swrly.audit.writer import Actor, audit_record, audited_atomic
 from swrly.custody.services import fingerprint_salt
 from swrly.keys.fingerprint import fingerprint_matches, fingerprint_version
@@ -365,6 +365,7 @@ def _run_steps_with(
                 pause=pause,
             )
         except ProviderError as exc:
+            metrics.step_finished(step["provider"], exc.code, exc.latency_ms)
             step_run.status = StepStatus.FAILED
             step_run.http_status = exc.http_status
             step_run.provider_request_id = exc.request_id
@@ -379,6 +380,7 @@ def _run_steps_with(
                     ("key.leak_blocked", {"provider": step["provider"], "step": step["name"]})
                 )
             raise RunAborted(exc.code, f"step {step['name']}: {redact(exc.message)}") from None
+        metrics.step_finished(step["provider"], "succeeded", result.latency_ms)
         output = redact(result.text)
         step_run.status = StepStatus.SUCCEEDED
         step_run.output_text = output

@@ -9,6 +9,7 @@ from django.db.models import (
     Count,
     DateTimeField,
     ExpressionWrapper,
+    Min,
     OuterRef,
     Q,
     QuerySet,
@@ -18,8 +19,10 @@ from django.db.models import (
 )
 from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
 
 from runs.models import Run, RunStatus, StepRun, Workflow
+from swrly import metrics
 from swrly.custody.selectors import FINGERPRINT_WINDOW_SLACK, provider_key_windows
 from swrly.providers import PROVIDER_NAMES
 from swrly.web.filters import day_start
@@ -172,3 +175,29 @@ def key_run_count(tenant: Tenant) -> Coalesce:
         uses_key |= Q(**{f"fp_{provider}": OuterRef("fingerprint")})
     runs = in_lifetime.filter(uses_key).order_by().values("tenant").annotate(n=Count("pk"))
     return Coalesce(Subquery(runs.values("n")), 0)
+
+
+def queue_gauges() -> dict[str, tuple[str, float | None]]:
+    """The queue as /metrics reports it: queued runs and the oldest one's wait (one query).
+
+    From the database, whatever the broker: a queued run is one no worker has claimed, and the
+    oldest one's age against BYOK_TOKEN_TTL is what says whether runs are about to expire in
+    the queue (the broker's own length is its exporter's to report).
+    """
+    queued = Run.objects.filter(status=RunStatus.QUEUED).aggregate(
+        count=Count("pk"), oldest=Min("created_at")
+    )
+    oldest = queued["oldest"]
+    age = (timezone.now() - oldest).total_seconds() if oldest is not None else 0.0
+    return {
+        "swrly_runs_queued": ("Runs queued, not yet claimed by a worker.", queued["count"]),
+        "swrly_runs_queued_oldest_age_seconds": (
+            "How long the oldest queued run has waited (0 when none is queued).",
+            max(age, 0.0),
+        ),
+    }
+
+
+def register_queue_gauges() -> None:
+    """Let /metrics report queue_gauges() at each scrape."""
+    metrics.register_scrape_gauges(queue_gauges)

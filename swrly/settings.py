@@ -420,3 +420,11 @@ vars().update(env.email_url("EMAIL_URL", default="smtp://localhost:25"))
 LOGGING = logging_config(
     log_format=env.str("LOG_FORMAT", default="plain"), level=env.str("LOG_LEVEL", default="INFO")
 )
+
+# --- Metrics (Prometheus; swrly/metrics.py, docs/operations.md "Metrics") -------------------
+# GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset: metrics are off (404).
+# `python -m swrly.metrics` serves a worker-only node's metrics on METRICS_HOST:METRICS_PORT.
+# Several processes per node: set PROMETHEUS_MULTIPROC_DIR (read by prometheus-client itself).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_HOST = env.str("METRICS_HOST", default="127.0.0.1")
+METRICS_PORT = env.int("METRICS_PORT", default=9464)

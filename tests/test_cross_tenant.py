@@ -18,6 +18,8 @@ from tenants.models import ApiToken, Membership, Role
 
 # Routes that belong to no tenant. api:audit-keys serves the public checkpoint-signing keys,
 # the same for everyone (tests/audit/test_audit_checkpoints.py checks it holds no tenant data).
+# metrics: platform-wide Prometheus figures behind METRICS_TOKEN, with no tenant label
+# (tests/test_metrics.py checks the output names no tenant, run or key).
 UNSCOPED = {
     "home",
     "login",
@@ -26,6 +28,7 @@ UNSCOPED = {
     "api:schema",
     "api:docs",
     "api:audit-keys",
+    "metrics",
 }
 
 

@@ -48,6 +48,7 @@ from runs.providers.base import (
 )
 from runs.providers.egress import Destination, EgressRefused, destination_of, provider_base_url
 from runs.providers.openai import OPENAI
+from swrly import metrics
 from swrly.keys.redaction import foreign_key_in, redact
 from swrly.keys.secret import ProviderSecret
 from swrly.providers import (
@@ -393,14 +394,17 @@ def send(
         client = pooled_client(provider)
     while True:
         attempts += 1
+        attempt_started = time.monotonic()
         outcome = _post(client, provider, url, protocol, secret, content, timeout)
         if isinstance(outcome, _TransportFailure):
+            metrics.provider_request(provider, attempt_started, failure=outcome.code)
             if outcome.code is not None:
                 raise failed(outcome.code, outcome.reason)
             reason, delay = outcome.reason, None
         else:
             response = last_response = outcome
             status = response.status_code
+            metrics.provider_request(provider, attempt_started, status=status)
             if 200 <= status <= 299:
                 return Delivery(response, attempts, _elapsed_ms(started), destination)
             if status in (401, 403):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -33,6 +34,7 @@ from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
+from swrly import metrics
 from swrly.audit.events import check_event
 from swrly.audit.keys import chain_keyring
 from swrly.audit.models import (
@@ -200,9 +202,13 @@ def audit_record(
     check_event(action, metadata)
     batch = _current_batch()
     if batch is not None:
-        return batch.add(_unsaved(tenant, action, actor, target, metadata, request))
-    with transaction.atomic(savepoint=False):
-        return _append(tenant, action, actor, target, metadata, request)
+        event = batch.add(_unsaved(tenant, action, actor, target, metadata, request))
+    else:
+        with transaction.atomic(savepoint=False), metrics.audit_write("single"):
+            event = _append(tenant, action, actor, target, metadata, request)
+    if action in metrics.COUNTED_ACTIONS:  # run ends and key events, once they are committed
+        transaction.on_commit(partial(metrics.count_audited, action, event.metadata), robust=True)
+    return event
 
 
 def _append(
@@ -329,7 +335,8 @@ def audited_atomic() -> Iterator[None]:
             finally:
                 _local.batch = None
             if not connection.needs_rollback:  # a caught error inside: the block rolls back
-                _flush(batch)
+                with metrics.audit_write("batch"):
+                    _flush(batch)
     finally:
         _local.batch = None
 

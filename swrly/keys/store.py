@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from django_redis.pool import ConnectionFactory
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from swrly import metrics
 from swrly.keys.errors import (
     InvalidKey,
     InvalidProvider,
@@ -260,11 +262,14 @@ def deposit(
     keyring = get_keyring()
     current = keyring.current
     token = seal_bound(keyring, binding, key)
+    started = time.perf_counter()
     try:
         # One round trip: the seal is counted (swrly.keys.usage) and stored by one script.
         stored = _run_deposit_script(get_client(), name, current.key_id_hex, token, seconds)
     except redis.RedisError as exc:
+        metrics.key_store_op("deposit", "unavailable", started)
         raise _unavailable(exc, "deposit") from exc
+    metrics.key_store_op("deposit", "stored" if stored else "exists", started)
     if not stored:
         raise TokenExists(tenant_id=str(tenant_id), run_id=str(run_id), provider=provider)
     return DepositReceipt(
@@ -307,11 +312,14 @@ def consume(
     """
     provider = _check_provider(provider)
     binding = bind(tenant_id=tenant_id, run_id=run_id, provider=provider)
+    started = time.perf_counter()
     try:
         # redis-py types a reply as "Awaitable or Any" for its sync and asyncio clients alike.
         token = cast("bytes | None", get_client().getdel(_bound_key(binding)))
     except redis.RedisError as exc:
+        metrics.key_store_op("consume", "unavailable", started)
         raise _unavailable(exc, "consume") from exc
+    metrics.key_store_op("consume", "missing" if token is None else "taken", started)
     if token is None:
         raise TokenMissing(tenant_id=str(tenant_id), run_id=str(run_id), provider=provider)
     try:
