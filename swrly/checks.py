@@ -125,18 +125,33 @@ def check_run_timing(app_configs: Iterable[Any] | None = None, **_: Any) -> list
 
 @checks.register(STARTUP_TAG)
 def check_trusted_proxies(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
-    """swrly.E006: a TRUSTED_PROXIES entry is not an address or network."""
+    """swrly.E006: a TRUSTED_PROXIES entry is not an address or network, or is every address.
+
+    Trusting every address (0.0.0.0/0, ::/0) would make every hop a proxy's, so the leftmost
+    hop, which the client writes, would be its address: any client could choose it.
+    """
     import ipaddress
 
     errors = []
     for entry in settings.TRUSTED_PROXIES:
         try:
-            ipaddress.ip_network(entry, strict=False)
+            network = ipaddress.ip_network(entry, strict=False)
         except ValueError:
             errors.append(
                 checks.Error(
                     f"TRUSTED_PROXIES entry {entry!r} is not an IP address or network",
                     hint="Use CIDRs such as 10.0.0.0/8 or single addresses, comma-separated.",
+                    id="swrly.E006",
+                )
+            )
+            continue
+        if network.prefixlen == 0:
+            errors.append(
+                checks.Error(
+                    f"TRUSTED_PROXIES entry {entry!r} trusts every address: any client could "
+                    "choose its own address with X-Forwarded-For",
+                    hint="List the proxies' own networks only (docs/operations.md, "
+                    '"Behind a proxy").',
                     id="swrly.E006",
                 )
             )

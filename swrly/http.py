@@ -16,14 +16,39 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[_Network, ...]:
 
 
 def _parse(value: str) -> _Address | None:
+    """One address as a peer or an X-Forwarded-For hop writes it; None when it is not one.
+
+    Besides a bare address, proxies write a hop with its port (`203.0.113.7:41234`, Azure's
+    gateways and IIS do) or an IPv6 address in brackets, with or without a port
+    (`[2001:db8::5]:443`); those are the same client. Anything else (`unknown`, a name, an
+    obfuscated identifier, an empty entry) is not an address.
+    """
+    text = value.strip()
+    if text.startswith("["):  # [v6] or [v6]:port
+        text, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not (port.startswith(":") and _is_port(port[1:]))):
+            return None
+    elif text.count(":") == 1:  # a.b.c.d:port (a bare IPv6 address has at least two colons)
+        text, _, port = text.partition(":")
+        if not _is_port(port):
+            return None
     try:
-        address = ipaddress.ip_address(value.strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    # An IPv4 client seen through an IPv6 socket (::ffff:a.b.c.d) is the IPv4 client.
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 client seen through an IPv6 socket (::ffff:a.b.c.d) is the IPv4 client.
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        # A zone (fe80::1%eth0) names an interface of the machine that wrote it, not part of
+        # the client: with or without it, the same client and the same rate-limit bucket.
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(text.partition("%")[0])
     return address
+
+
+def _is_port(text: str) -> bool:
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit()
 
 
 def is_loopback(host: str) -> bool:
@@ -46,8 +71,11 @@ def client_ip(request: HttpRequest) -> str | None:
     `X-Forwarded-For` is read only when the peer (REMOTE_ADDR) is in TRUSTED_PROXIES, and then
     from the right: each hop a trusted proxy appended is skipped, and the first address that is
     not a trusted proxy is the client. Anything a client wrote further left is ignored, so a
-    forged header changes nothing; a malformed entry stops the walk at the last good hop.
-    Throttles, sign-in lockouts and the audit log all use this one answer.
+    forged header changes nothing; a malformed entry stops the walk at the last good hop (the
+    proxy that passed it on, never an address further left). Hops may carry a port or IPv6
+    brackets (see `_parse`). None only when REMOTE_ADDR itself is no address.
+    Throttles, sign-in lockouts (AXES_CLIENT_IP_CALLABLE) and the audit log all use this one
+    answer.
     """
     cache = vars(request)  # the answer is worked out once per request
     if "_swrly_client_ip" in cache:
