@@ -161,6 +161,26 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
+# --- PostgreSQL behind PgBouncer (issue 14 §5) ---
+# DATABASE_POOL_MODE names how the pooler in front of PostgreSQL hands out server connections:
+# "session" (or no pooler) or "transaction" (PgBouncer's pool_mode=transaction). Under
+# transaction pooling consecutive transactions of one Django connection may run on different
+# server connections, so nothing may outlive a transaction on the server: no server-side
+# cursors (`.iterator()` declares one; the exports and chain verification read by keyset
+# instead), and no prepared statements (psycopg's prepare_threshold=None, Django's default with
+# psycopg 3, kept explicit here because PgBouncer before 1.21 cannot track them).
+DATABASE_POOL_MODE = env.str("DATABASE_POOL_MODE", default="session")
+if DATABASE_POOL_MODE not in ("session", "transaction"):
+    raise environ.ImproperlyConfigured(
+        f"DATABASE_POOL_MODE must be 'session' or 'transaction', not {DATABASE_POOL_MODE!r}"
+    )
+if DATABASE_POOL_MODE == "transaction" and DATABASES["default"]["ENGINE"] != (
+    "django.db.backends.sqlite3"
+):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
+# --- end PgBouncer ---
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 
+from swrly.audit.chunked import in_chunks
 from swrly.audit.models import AuditEvent
 from swrly.audit.writer import Actor, audit_record
 
@@ -124,7 +125,8 @@ def audit_export(
             metadata=metadata,
             request=request,
         )
-    rows = events.filter(seq__lt=exported.seq).order_by("seq").iterator(chunk_size=2000)
+    # By keyset, chunk by chunk: no cursor or transaction is held while the client downloads.
+    rows = in_chunks(events.filter(seq__lt=exported.seq))
     response = StreamingHttpResponse(lines(rows), content_type=content_type)
     name = f"swrly-audit-{tenant.slug}"
     if stamped:

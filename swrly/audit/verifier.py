@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from swrly.audit.chunked import in_chunks
 from swrly.audit.keys import ChainKeyring, chain_keyring, signature_valid, signing_keyring
 from swrly.audit.models import PLATFORM_CHAIN, AuditChainHead, AuditCheckpoint, AuditEvent
 from swrly.audit.writer import (
@@ -259,7 +260,7 @@ def audit_verify_chain(chain: str, *, full: bool = True) -> ChainReport:
         prev_version = anchor.hash_version
         from_seq = newest.seq
         events = AuditEvent.objects.filter(chain=chain, seq__gt=newest.seq)
-    for event in events.order_by("seq").iterator(chunk_size=2000):
+    for event in in_chunks(events):  # by keyset: no server-side cursor (PgBouncer)
         reason = ""
         if _tenant_mismatch(event, chain):
             reason = "the event's tenant does not match its chain (the row was moved)"

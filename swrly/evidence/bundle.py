@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from runs.models import Run, StepRun
 from runs.providers.egress import Destination
+from swrly.audit.chunked import in_chunks
 from swrly.audit.export import event_record as audit_event_record
 from swrly.audit.keys import AuditKeyError, chain_keyring, signing_keyring
 from swrly.audit.models import AuditCheckpoint, AuditEvent
@@ -318,17 +319,13 @@ def evidence_stream(
 
     def events() -> Iterator[bytes]:
         nonlocal first_seq, last_seq, count
-        rows = (
-            scoped(AuditEvent, tenant)
-            .filter(
-                chain=chain,
-                created_at__gte=period.since,
-                created_at__lt=period.until,
-                seq__lt=export_seq,
-            )
-            .order_by("seq")
+        rows = scoped(AuditEvent, tenant).filter(
+            chain=chain,
+            created_at__gte=period.since,
+            created_at__lt=period.until,
+            seq__lt=export_seq,
         )
-        for event in rows.iterator(chunk_size=2000):
+        for event in in_chunks(rows):  # by keyset: nothing held across chunks (PgBouncer)
             check(event)
             first_seq = event.seq if first_seq is None else first_seq
             last_seq = event.seq
@@ -344,9 +341,7 @@ def evidence_stream(
         before = rows.filter(seq__lt=first_seq).order_by("-seq").first()
         if before is not None:
             yield _line(checkpoint_record(before))
-        for checkpoint in rows.filter(seq__gte=first_seq, seq__lte=last_seq).iterator(
-            chunk_size=2000
-        ):
+        for checkpoint in in_chunks(rows.filter(seq__gte=first_seq, seq__lte=last_seq)):
             yield _line(checkpoint_record(checkpoint))
 
     yield from put(EVENTS, events(), large=True)
