@@ -80,7 +80,7 @@ def audit_chain_status(*, tenant: Tenant) -> ChainReport:
     """The tenant's chain, verified from its newest signed checkpoint onward.
 
     Cost: the checkpoints' signatures (two queries; each signature is checked once per process
-    and then remembered) plus the events after the newest checkpoint (2,000 per fetch), so it
+    and then remembered) plus the events after the newest checkpoint (read 2,000 per query), so it
     grows with the events since the last checkpoint (one AUDIT_CHECKPOINT_INTERVAL of activity),
     not with the whole chain. `manage.py verify-audit --full` re-verifies everything.
     """
