@@ -6,9 +6,15 @@ import threading
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import before_task_publish, task_postrun, task_prerun, worker_init
+from celery.signals import (
+    before_task_publish,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+)
 
-from swrly.logs import TASK_HEADER, request_id_scope, stamp_task_headers
+from swrly.logs import TASK_HEADER, keep_logging_setting, request_id_scope, stamp_task_headers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swrly.settings")
 
@@ -17,6 +23,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # The request id rides along with every task published while a request is handled.
 before_task_publish.connect(stamp_task_headers, weak=False)
+# Workers log as LOGGING says (plain or JSON, with request ids), not in Celery's own format.
+setup_logging.connect(keep_logging_setting, weak=False)
 
 
 @worker_init.connect

@@ -15,6 +15,7 @@ import contextvars
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 HEADER = "X-Request-Id"
 TASK_HEADER = "swrly_request_id"
 _VALID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Probes are answered often and say nothing worth a line each (swrly/health.py).
+_NOT_LOGGED = frozenset({"/healthz", "/readyz"})
+
+access_log = logging.getLogger("swrly.access")
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -38,7 +44,12 @@ def accept_request_id(value: str | None) -> str:
 
 
 class RequestIdMiddleware:
-    """Sets the request id for everything this request logs or queues."""
+    """Sets the request id for everything this request logs or queues, and logs one access line.
+
+    The access line (`swrly.access`, INFO: method, path, status, milliseconds) is written under
+    the request id, so a run's POST has a line of its own that the worker's lines for the run
+    share an id with. The path only: a query string may hold what should not be logged.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -46,12 +57,26 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         rid = accept_request_id(request.headers.get(HEADER))
         token = request_id.set(rid)
+        started = time.monotonic()
         try:
             response = self.get_response(request)
+            if request.path not in _NOT_LOGGED:
+                access_log.info(
+                    "%s %s %s %.0fms",
+                    request.method,
+                    _loggable_path(request.path),
+                    response.status_code,
+                    (time.monotonic() - started) * 1000,
+                )
         finally:
             request_id.reset(token)
         response[HEADER] = rid
         return response
+
+
+def _loggable_path(path: str) -> str:
+    """The path with control characters escaped (no forged lines in plain logs), cut at 200."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", path[:200])
 
 
 class RequestIdFilter(logging.Filter):
@@ -91,8 +116,9 @@ def logging_config(*, log_format: str, level: str) -> dict:
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {"()": "swrly.logs.JsonFormatter"},
     }
+    log_format = {"text": "plain"}.get(log_format, log_format)
     if log_format not in formatters:
-        raise ValueError(f"LOG_FORMAT must be plain or json, not {log_format!r}")
+        raise ValueError(f"LOG_FORMAT must be plain (or text) or json, not {log_format!r}")
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -117,6 +143,16 @@ def request_id_scope(value: str | None) -> Iterator[None]:
         yield
     finally:
         request_id.reset(token)
+
+
+def keep_logging_setting(**_: Any) -> None:
+    """Celery's setup_logging signal: a worker keeps the LOGGING setting as Django applied it.
+
+    Without a receiver, a worker replaces the root logger's handlers with its own format, which
+    has neither JSON (LOG_FORMAT=json is lost) nor the request id. Connecting this tells Celery
+    that logging is configured: its --loglevel is then ignored for LOG_LEVEL, and its start-up
+    banner (plain text on stdout) is left out with `celery --quiet`.
+    """
 
 
 def stamp_task_headers(headers: dict | None = None, **_: Any) -> None:

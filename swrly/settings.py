@@ -436,6 +436,10 @@ ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
 SERVER_EMAIL = env.str("SERVER_EMAIL", default="root@localhost")
 vars().update(env.email_url("EMAIL_URL", default="smtp://localhost:25"))
 
+# Health checks (swrly/health.py): /readyz answers within READYZ_TIMEOUT seconds, failing
+# whichever check (database, key store, broker) has not answered by then.
+READYZ_TIMEOUT = env.float("READYZ_TIMEOUT", default=2.0)
+
 # Console logs, plain text or one JSON object per line, each with the request id (swrly/logs.py).
 LOGGING = logging_config(
     log_format=env.str("LOG_FORMAT", default="plain"), level=env.str("LOG_LEVEL", default="INFO")
