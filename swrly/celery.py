@@ -78,42 +78,57 @@ class WakeLoopWhenTaskDone(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Pool",)
 
     def register_with_event_loop(self, worker: Any, hub: Any) -> None:
+        """Watch the pool's wake-up pipe in `hub`.
+
+        Called again each time the consumer restarts (a lost broker connection): the pipe and
+        the pool's wrapper are made once per pool, and only the reader is registered anew.
+        """
         from celery.concurrency.thread import TaskPool as ThreadTaskPool
 
         pool = worker.pool
         if not isinstance(pool, ThreadTaskPool):
             return
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
+        read_fd = getattr(pool, "swrly_wake_fd", None)
+        if read_fd is None:
+            read_fd = pool.swrly_wake_fd = _wake_on_task_done(pool)
 
         def drain() -> None:
             with contextlib.suppress(BlockingIOError):
                 while os.read(read_fd, 4096):
                     pass
 
-        def wake() -> None:
-            # A full pipe already holds a wake-up the loop has not read: nothing is lost.
-            with contextlib.suppress(BlockingIOError):
-                os.write(write_fd, b"\0")
-
         hub.add_reader(read_fd, drain)
-        apply = pool.on_apply
 
-        def on_apply(target: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-            callback = options.get("callback")
-            if callback is not None:
 
-                def done(*result: Any) -> None:
-                    try:
-                        callback(*result)  # Request.on_success: the late ack happens here
-                    finally:
-                        wake()
+def _wake_on_task_done(pool: Any) -> int:
+    """Wrap `pool.on_apply` so each task's callback is followed by a byte on a new pipe;
+    returns the pipe's read end."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
 
-                options["callback"] = done
-            return apply(target, args, kwargs, **options)
+    def wake() -> None:
+        # A full pipe already holds a wake-up the loop has not read: nothing is lost.
+        with contextlib.suppress(BlockingIOError):
+            os.write(write_fd, b"\0")
 
-        pool.on_apply = on_apply
+    apply = pool.on_apply
+
+    def on_apply(target: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        callback = options.get("callback")
+        if callback is not None:
+
+            def done(*result: Any) -> None:
+                try:
+                    callback(*result)  # Request.on_success: the late ack happens here
+                finally:
+                    wake()
+
+            options["callback"] = done
+        return apply(target, args, kwargs, **options)
+
+    pool.on_apply = on_apply
+    return read_fd
 
 
 app.steps["worker"].add(WakeLoopWhenTaskDone)

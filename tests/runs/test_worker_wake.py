@@ -49,6 +49,30 @@ def test_a_finished_task_wakes_the_event_loop_after_its_acknowledgement():
         hub.close()
 
 
+def test_a_consumer_restart_watches_the_same_pipe_and_wraps_the_pool_once():
+    """After a lost broker connection the consumer runs a new loop and registers the steps
+    again: the new loop is woken, and the pool's callback is not wrapped a second time."""
+    pool = ThreadTaskPool(limit=1)
+    pool.start()
+    first, second = Hub(), Hub()
+    worker = SimpleNamespace(pool=pool)
+    step = WakeLoopWhenTaskDone(SimpleNamespace())
+    try:
+        step.register_with_event_loop(worker, first)
+        wrapped = pool.on_apply
+        first.close()  # the consumer's loop ends with the connection
+        step.register_with_event_loop(worker, second)
+        assert pool.on_apply is wrapped
+        acked = threading.Event()
+        pool.apply_async(lambda: None, callback=lambda _: acked.set())
+        assert acked.wait(10)
+        [(fd, _)] = second.poller.poll(5)
+        assert fd == pool.swrly_wake_fd
+    finally:
+        pool.stop()
+        second.close()
+
+
 def test_other_pools_are_left_alone():
     hub = Hub()
     step = WakeLoopWhenTaskDone(SimpleNamespace())
