@@ -41,7 +41,8 @@ def configure() -> str:
     if not os.environ.get("REDIS_URL"):
         from swrly.dev.devstack import start_embedded_valkey
 
-        for attempt in range(3):  # its free port can be taken by another process meanwhile
+        # start_embedded_valkey retries by itself; a --baseline checkout's older one may not.
+        for attempt in range(3):
             try:
                 _valkey = start_embedded_valkey()
                 break

