@@ -13,16 +13,16 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from runs.executor import run_execute
-from runs.models import Run, RunError, RunStatus
+from runs.models import RunError, RunStatus
 from swrly import metrics
 from swrly.audit.writer import Actor, audit_record
 from swrly.keys.store import redis_key
-from tenants.models import Role
 from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     provider_expected_keys,
     provider_server,
     provider_server_factory,
 )
+from tests.runs.test_executor import _queued_run, _steps
 
 TOKEN = "metrics-token-for-tests-0123456789"
 CANARY = "sk-ant-api03-canary-metrics-0123456789abcdef"
@@ -49,20 +49,6 @@ def _value(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def _queued_run(world, key=CANARY, provider="anthropic"):
-    api = world.api(Role.DEVELOPER)
-    steps = [{"name": "s0", "provider": provider, "model": "m", "prompt": "hello"}]
-    workflow = api.post("/api/v1/workflows/", {"name": "w", "steps": steps}, "application/json")
-    assert workflow.status_code == 201, workflow.content
-    response = api.post(
-        "/api/v1/runs/",
-        {"workflow": workflow.json()["id"], "provider_keys": {provider: key}},
-        "application/json",
-    )
-    assert response.status_code == 202, response.content
-    return Run.objects.get(pk=response.json()["id"])
-
-
 @pytest.fixture
 def metrics_on(settings):
     settings.METRICS_TOKEN = TOKEN
@@ -76,7 +62,7 @@ def test_a_run_moves_its_counters_and_histograms(
     metrics_on,
 ):
     before = _samples(_scrape())
-    run = _queued_run(acme)
+    run = _queued_run(acme, _steps("hello"), key=CANARY)
     queued = _samples(_scrape())
     assert _value(queued, "swrly_runs_queued") == _value(before, "swrly_runs_queued") + 1
 
@@ -116,7 +102,7 @@ def test_a_run_that_fails_is_counted_with_its_error_code(
     metrics_on,
 ):
     before = _samples(_scrape())
-    run = _queued_run(acme)
+    run = _queued_run(acme, _steps("hello"), key=CANARY)
     key_store.delete(redis_key(tenant_id=run.tenant_id, run_id=run.pk, provider="anthropic"))
     run = run_execute(run_id=str(run.pk))
     assert run.error_code == RunError.KEY_MISSING

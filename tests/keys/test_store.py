@@ -2,7 +2,6 @@
 
 import logging
 import multiprocessing
-import os
 import secrets
 import socket
 import threading
@@ -41,6 +40,7 @@ from swrly.keys.store import (
     redis_key,
 )
 from swrly.providers import PROVIDER_NAMES
+from tests.forking import true_in_forked_child
 
 KEY = "sk-ant-api03-" + "s" * 40 + "St0r"
 ROUNDS = 50
@@ -522,21 +522,12 @@ def test_a_rejected_token_is_logged_as_a_security_event(caplog):
 
 def test_a_forked_child_builds_its_own_key_store_client():
     parent = get_client()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report whether it got a client of its own, then leave at once
-        try:
-            own = get_client()
-            ok = own is not parent and own.connection_pool is not parent.connection_pool
-            os.write(write_end, b"1" if ok and own.ping() else b"0")
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    try:
-        answer = os.read(read_end, 1)
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
 
-    assert answer == b"1"
+    def child_has_its_own() -> bool:
+        own = get_client()
+        return (
+            own is not parent and own.connection_pool is not parent.connection_pool and own.ping()
+        )
+
+    assert true_in_forked_child(child_has_its_own)
     assert get_client() is parent

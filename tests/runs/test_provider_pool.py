@@ -10,7 +10,6 @@ sets one on every answer and counts the connections it accepts.
 
 import http.server
 import json
-import os
 import threading
 from collections.abc import Iterator
 
@@ -20,6 +19,7 @@ import pytest
 from runs.providers import ModelCall, call_provider, provider_client
 from runs.providers.anthropic import ANTHROPIC
 from runs.providers.client import ProviderClients, pooled_client, send
+from tests.forking import true_in_forked_child
 from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     make_secret,
     provider_expected_keys,
@@ -177,22 +177,11 @@ def test_pooled_clients_are_shared_by_threads():
 
 def test_a_forked_child_never_uses_its_parents_client():
     parent = pooled_client("anthropic")
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report whether it got a client of its own, then leave at once
-        try:
-            own = pooled_client("anthropic")
-            ok = own is not parent and not own.is_closed and pooled_client("anthropic") is own
-            os.write(write_end, b"1" if ok else b"0")
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    try:
-        answer = os.read(read_end, 1)
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
 
-    assert answer == b"1"
+    def child_has_its_own() -> bool:
+        own = pooled_client("anthropic")
+        return own is not parent and not own.is_closed and pooled_client("anthropic") is own
+
+    assert true_in_forked_child(child_has_its_own)
     assert pooled_client("anthropic") is parent
     assert not parent.is_closed
