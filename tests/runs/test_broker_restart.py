@@ -7,6 +7,7 @@ fails: both workers exit (`AttributeError: 'NoneType' object has no attribute 'h
 docs/operations.md, "Known engine bug").
 """
 
+import re
 import time
 
 import pytest
@@ -60,6 +61,14 @@ def test_every_worker_survives_broker_restarts_under_load(
     env = worker_env(broker_url=broker.url, provider_url=provider_server.url)
     for name in WORKERS:
         workers.worker(name, env, "--pool=threads", f"--concurrency={THREADS}")
+    # Both consuming before the first runs: else one worker can take them all while the other is
+    # still starting, and a worker that never connected has no connection to lose.
+    wait_until(
+        lambda: all(re.search(rf"{name}@\S+ ready\.", workers.log(name)) for name in WORKERS),
+        timeout=45,
+        what="every worker to be ready",
+        on_fail=workers.logs,
+    )
     api = acme.api(Role.DEVELOPER)
     slow_workflow = _workflow(api, SLOW)
     fast_workflow = _workflow(api, "after the restart")
