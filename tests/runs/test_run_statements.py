@@ -77,7 +77,8 @@ def test_run_creation_is_one_commit_with_the_chain_head_held_six_statements(
     (held,) = counted.under_chain_lock
     assert len(held) == 6
     assert "custody_blockedkey" in held[1]
-    assert "COUNT(" in held[2] and '"runs_run"' in held[2]
+    assert "COUNT(" in held[2]
+    assert '"runs_run"' in held[2]
     assert "tenants_providerkey" in held[3]
     assert not [
         sql
