@@ -282,16 +282,17 @@ def test_a_worker_never_runs_more_than_the_tenants_limit(
 def test_a_burst_from_one_tenant_neither_delays_another_past_its_ttl_nor_expires_its_own(
     acme, globex, key_store, provider_server, quick_deferral, settings, celery_worker
 ):
-    """acme bursts 30 slow runs (1 s each) at a worker of two threads while globex posts runs
-    of its own. Unbounded, acme's backlog (15 s of work) would outlast the short key TTL. With
-    its limits (3 queued, 1 running) the excess is refused with 429, every accepted run of
-    either tenant succeeds, and none fails `key_expired`."""
-    settings.BYOK_TOKEN_TTL = 12
+    """acme bursts 40 slow runs (1 s each) at a worker of two threads while globex posts runs
+    of its own. Unbounded, acme's backlog (20 s of work at the least) would outlast the short
+    key TTL (20 s) and expire the runs behind it. With its limits (3 queued, 1 running) the
+    excess is refused with 429, every accepted run of either tenant succeeds, and none fails
+    `key_expired`."""
+    settings.BYOK_TOKEN_TTL = 20
     _limits(acme, max_queued_runs=3, max_running_runs=1)
     slow, quick = _workflow(acme, prompt=SLOW), _workflow(globex)
     burst: dict[int, list[str]] = {202: [], 429: []}
     theirs = []
-    for index in range(30):
+    for index in range(40):
         response = _post(acme, slow, key=f"sk-sandbox-burst-{index:04d}-abcdef")
         assert response.status_code in burst, response.content
         burst[response.status_code].append(response.json().get("id"))
