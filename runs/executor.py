@@ -3,7 +3,8 @@
 The claim is a conditional update (`queued` → `running`, `keys_consumed_at` set) committed
 before any token is taken: a duplicate delivery of the task, or a token a Redis failover brought
 back, can never run the run a second time. Every key is released when the run ends, however it
-ends.
+ends. A claim that would put the tenant over its running limit (runs.fairness) is rolled back
+before any token is taken (TenantBusy): the run stays queued, and `run_defer` enqueues it again.
 
 Transactions (a run of n steps commits n + 2 times): the claim (with `run.started`, and the
 reads the run needs); the first step's start, with `key.consumed` for every key taken; then,
@@ -29,6 +30,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from runs.fairness import may_start
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
 from runs.providers import ModelCall, ProviderError, call_provider, provider_client
 from runs.providers.base import KEY_LEAK_BLOCKED
@@ -37,7 +39,7 @@ from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
 from runs.workflow_spec import render
 from swrly import keys, metrics
-from swrly.audit.writer import Actor, audit_record, audited_atomic
+from swrly.audit.writer import Actor, audit_record, audit_under_lock, audited_atomic
 from swrly.custody.services import fingerprint_salt
 from swrly.keys.fingerprint import fingerprint_matches, fingerprint_version
 from swrly.keys.redaction import redact
@@ -131,6 +133,9 @@ def run_execute(
     *, run_id: str, worker: str | None = None, pause: Callable[[float], None] = time.sleep
 ) -> Run | None:
     """Execute a queued run. Returns None when the run was not queued (already claimed).
+
+    TenantBusy when the run's tenant is at its running limit: the run was left queued, its keys
+    untouched (see `run_defer`).
 
     `pause(seconds)` waits between a provider call's attempts (see runs.providers.client.send).
     """
@@ -230,7 +235,35 @@ def _claim_once(
             target=f"run:{run.pk}",
             metadata={"worker": worker},
         )
+        # Under the chain head, which every claim of the tenant takes: the tenant's running runs
+        # (this one included) are counted after the claim before has committed. Over the limit,
+        # the claim is rolled back: the run stays queued and no key has been taken.
+        audit_under_lock(partial(may_start, run.tenant))
     return run, progress
+
+
+def run_defer(run_id: str) -> None:
+    """Put back a run whose claim was refused at its tenant's running limit (TenantBusy).
+
+    The run is still queued with its keys; it is enqueued again to be tried RUN_DEFER_DELAY
+    seconds from now. Its `requeued_at` is set, so the sweeper (`runs_requeue`) leaves it alone
+    while it is deferred this way, and takes it over if that message is lost (a broker that
+    refuses it, a worker that dies holding it). The wait counts against the keys' TTL: the
+    tenant's queued limit bounds it (docs/operations.md, "Fairness and backpressure").
+    """
+    metrics.run_deferred()
+    if not Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        requeued_at=timezone.now()
+    ):
+        return  # cancelled or claimed meanwhile
+    try:
+        enqueue_run(run_id, countdown=settings.RUN_DEFER_DELAY)
+    except Exception as exc:
+        log.warning(
+            "run %s could not be enqueued again (%s); the sweeper will",
+            run_id,
+            type(exc).__name__,
+        )
 
 
 def _progress(run: Run) -> _Progress:

@@ -91,8 +91,9 @@ class Run(models.Model):
     worker = models.CharField(max_length=200, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    # The sweeper's last re-enqueue of this queued run, and how many it made (never the first
-    # enqueue, which happens when the run is committed).
+    # The last re-enqueue of this queued run (by the sweeper, or by a worker that left it queued
+    # at its tenant's running limit: runs.executor.run_defer), and how many the sweeper made
+    # (never the first enqueue, which happens when the run is committed).
     requeued_at = models.DateTimeField(null=True, blank=True)
     requeues = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -11,6 +11,7 @@ from celery import current_app
 EXECUTE_RUN = "runs.tasks.execute_run"
 
 
-def enqueue_run(run_id: uuid.UUID | str) -> None:
-    """Publish `execute_run` for the run; raises whatever the broker raises."""
-    current_app.send_task(EXECUTE_RUN, args=[str(run_id)])
+def enqueue_run(run_id: uuid.UUID | str, *, countdown: float | None = None) -> None:
+    """Publish `execute_run` for the run (to be run `countdown` seconds from now, if given);
+    raises whatever the broker raises."""
+    current_app.send_task(EXECUTE_RUN, args=[str(run_id)], countdown=countdown)

@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
+from runs.fairness import admit_run
 from runs.models import IdempotencyKey, Run, RunError, RunStatus, StepRun, StepStatus, Workflow
 from runs.providers.egress import EgressRefused, provider_base_url
 from runs.queue import enqueue_run
@@ -286,7 +287,10 @@ def run_create(
     while this run is created is either seen here or finds this run committed and cancels it;
     KeyStoreUnavailable when Redis fails, in which case no run is left behind and its tokens
     are discarded (or, if Redis does not answer the DEL either, deleted later by
-    `orphan_tokens_sweep`). `idempotency` is
+    `orphan_tokens_sweep`); QueueFull when the tenant already has its limit of runs queued
+    (runs.fairness): checked before anything is deposited and counted again under the
+    audit-chain lock, so concurrent requests never both take the last place (the loser's tokens
+    are discarded with its transaction). `idempotency` is
     (Idempotency-Key, request hash): recorded before any key is deposited, so a concurrent
     duplicate fails with IdempotencyRace before it deposits anything. The key-store calls come
     before the audit chain is locked, so a slow Redis never holds the tenant's audit-chain lock;
@@ -328,6 +332,7 @@ def _run_create(
     together at the end (`audited_atomic`), the blocklist checked again under the chain lock."""
     run_id = uuid.uuid4()  # known before anything is written, so a cleanup can name its tokens
     committed = False
+    depositing = False  # nothing to clean up in the key store before the first deposit
 
     def mark_committed() -> None:
         nonlocal committed
@@ -342,11 +347,15 @@ def _run_create(
 
     try:
         with audited_atomic():
+            admit_run(tenant, including_new=False)  # a full queue: refused before any deposit
             prints, names = _fingerprint_keys(tenant, provider_keys, workflow.providers)
             blocked = blocked_key_for(tenant=tenant, fingerprints=names)
             if blocked is not None:  # before anything is deposited
                 raise _BlockedMeanwhile(blocked)
             audit_under_lock(not_blocked_meanwhile)  # first of the work under the chain head
+            # The tenant's queued runs counted again, this one included, after every concurrent
+            # creation of the tenant that locked the head first has committed.
+            audit_under_lock(partial(admit_run, tenant, including_new=True))
             if idempotency is not None:
                 IdempotencyKey.objects.filter(
                     tenant=tenant,
@@ -356,6 +365,7 @@ def _run_create(
                 # The run row follows in this transaction (the foreign key is checked at commit).
                 _idempotency_key_record(tenant=tenant, idempotency=idempotency, run_id=run_id)
             deposited = []
+            depositing = True
             for provider in workflow.providers:
                 plaintext = provider_keys[provider].reveal()
                 receipt = keys.deposit(
@@ -415,7 +425,7 @@ def _run_create(
             transaction.on_commit(mark_committed)
             transaction.on_commit(lambda: _enqueue(run))
     except BaseException:
-        if not committed:
+        if not committed and depositing:
             # The run does not exist: neither may its tokens. Every provider, not only those
             # that answered: a deposit that timed out may have been stored all the same.
             for provider in workflow.providers:

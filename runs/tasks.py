@@ -5,7 +5,8 @@ from typing import Any
 
 from celery import shared_task
 
-from runs.executor import ClaimFailed, run_execute, runs_reap
+from runs.executor import ClaimFailed, run_defer, run_execute, runs_reap
+from runs.fairness import TenantBusy
 from runs.queue import EXECUTE_RUN
 from runs.services import orphan_tokens_sweep
 
@@ -19,12 +20,17 @@ def execute_run(self: Any, run_id: str) -> None:
     """Execute one run (a duplicate delivery finds it claimed and does nothing).
 
     When the database does not answer the claim, the run is still queued: the task is sent
-    again rather than acknowledged and forgotten.
+    again rather than acknowledged and forgotten. When the run's tenant is at its running
+    limit, the run stays queued with its keys and is enqueued again a little later.
     """
     try:
         run = run_execute(run_id=run_id)
     except ClaimFailed as exc:
         raise self.retry(exc=exc, countdown=CLAIM_RETRY_DELAY) from None
+    except TenantBusy:
+        log.info("run %s waits: its tenant is at its running limit", run_id)
+        run_defer(run_id)
+        return
     if run is not None:
         log.info("run %s ended %s %s", run_id, run.status, run.error_code)
 

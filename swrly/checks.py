@@ -124,6 +124,36 @@ def check_run_timing(app_configs: Iterable[Any] | None = None, **_: Any) -> list
 
 
 @checks.register(STARTUP_TAG)
+def check_run_fairness(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.E030: a fairness limit no run could get through; swrly.W030: a queue-wait budget
+    that cannot hold (docs/operations.md, "Fairness and backpressure")."""
+    queued = settings.RUN_MAX_QUEUED_PER_TENANT
+    running = settings.RUN_MAX_RUNNING_PER_TENANT
+    if queued < 0 or running < 1 or settings.RUN_DEFER_DELAY <= 0:
+        return [
+            checks.Error(
+                "RUN_MAX_QUEUED_PER_TENANT must be 0 or more, RUN_MAX_RUNNING_PER_TENANT 1 or "
+                "more (at 0 no run would ever start) and RUN_DEFER_DELAY above 0.",
+                hint="A single tenant is stopped with `manage.py tenant-limits` instead.",
+                id="swrly.E030",
+            )
+        ]
+    # Even at one second per run, the last of a full queue waits queued / running seconds.
+    budget = settings.BYOK_TOKEN_TTL - settings.RUN_REQUEUE_AFTER
+    if queued / running >= budget:
+        return [
+            checks.Warning(
+                f"RUN_MAX_QUEUED_PER_TENANT / RUN_MAX_RUNNING_PER_TENANT ({queued / running:.0f}) "
+                f"x even one second per run is not below BYOK_TOKEN_TTL - RUN_REQUEUE_AFTER "
+                f"({budget} s): the last run of a full queue would outlive its keys.",
+                hint="Lower the queued limit or raise the running limit (docs/operations.md).",
+                id="swrly.W030",
+            )
+        ]
+    return []
+
+
+@checks.register(STARTUP_TAG)
 def check_trusted_proxies(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
     """swrly.E006: a TRUSTED_PROXIES entry is not an address or network, or is every address.
 

@@ -112,6 +112,19 @@ AUDIT_WRITE_DURATION = Histogram(
     buckets=_FAST_BUCKETS,
     registry=_REGISTRY,
 )
+RUNS_REFUSED = Counter(
+    "swrly_runs_refused",
+    "Runs refused at submission before any key was deposited, by reason (queue_full: the "
+    "tenant's queued-runs limit; the API answered 429).",
+    ["reason"],
+    registry=_REGISTRY,
+)
+RUNS_DEFERRED = Counter(
+    "swrly_runs_deferred",
+    "Claims a worker gave back because the run's tenant was at its running-runs limit: the run "
+    "stayed queued with its keys and was enqueued again.",
+    registry=_REGISTRY,
+)
 
 _RUN_END = {"run.succeeded": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled"}
 _KEY_EVENTS = {
@@ -172,6 +185,16 @@ def provider_request(
     PROVIDER_REQUEST_DURATION.labels(provider=_provider(provider), outcome=outcome).observe(
         time.monotonic() - started
     )
+
+
+def run_refused(reason: str) -> None:
+    """A run was refused at submission (`reason`: a code such as `queue_full`)."""
+    RUNS_REFUSED.labels(reason=_code(reason)).inc()
+
+
+def run_deferred() -> None:
+    """A worker left a run queued: its tenant was at its running limit."""
+    RUNS_DEFERRED.inc()
 
 
 def key_store_op(op: str, outcome: str, started: float) -> None:

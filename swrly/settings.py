@@ -233,6 +233,18 @@ RUN_INTERRUPTED_AFTER = env.int("RUN_INTERRUPTED_AFTER", default=900)
 # (the sweep runs every minute; swrly.E005).
 RUN_REQUEUE_AFTER = env.int("RUN_REQUEUE_AFTER", default=120)
 
+# --- Run fairness and backpressure (issue 14 §3; docs/operations.md) ---
+# Per tenant (a tenant's own limits, set with `manage.py tenant-limits`, override these): at most
+# RUN_MAX_QUEUED_PER_TENANT runs waiting for a worker (over it, POST /api/v1/runs/ answers 429
+# `run_queue_full` before any key is deposited) and at most RUN_MAX_RUNNING_PER_TENANT running.
+# A worker that picks up a run of a tenant at its running limit leaves it queued, its keys
+# untouched, and enqueues it again RUN_DEFER_DELAY seconds later. Queue wait budget:
+# queued limit / (running limit x runs per second per slot) well below BYOK_TOKEN_TTL.
+RUN_MAX_QUEUED_PER_TENANT = env.int("RUN_MAX_QUEUED_PER_TENANT", default=100)
+RUN_MAX_RUNNING_PER_TENANT = env.int("RUN_MAX_RUNNING_PER_TENANT", default=10)
+RUN_DEFER_DELAY = env.float("RUN_DEFER_DELAY", default=2.0)
+# --- end Run fairness and backpressure ---
+
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 # The Redis broker hands an unacknowledged message (its worker died) to another worker after
 # the visibility timeout. Below BYOK_TOKEN_TTL (swrly.E004), so a redelivered run still finds

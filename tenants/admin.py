@@ -25,7 +25,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Tenant)
 class TenantAdmin(ReadOnlyAdmin):
-    list_display = ["slug", "name", "created_at"]
+    list_display = ["slug", "name", "max_queued_runs", "max_running_runs", "created_at"]
     search_fields = ["slug", "name"]
 
 

@@ -48,6 +48,15 @@ class Tenant(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=200)
+    # The tenant's own run limits (docs/operations.md "Fairness and backpressure"); None: the
+    # platform's RUN_MAX_QUEUED_PER_TENANT / RUN_MAX_RUNNING_PER_TENANT. Set by an operator
+    # with `manage.py tenant-limits` (audited), never through the API or the pages.
+    max_queued_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs waiting for a worker; empty: the platform default."
+    )
+    max_running_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs running at once; empty: the platform default."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -55,6 +64,22 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def queued_runs_limit(self) -> int:
+        """How many runs the tenant may have waiting for a worker (its own limit, else the
+        platform's RUN_MAX_QUEUED_PER_TENANT)."""
+        if self.max_queued_runs is not None:
+            return self.max_queued_runs
+        return int(settings.RUN_MAX_QUEUED_PER_TENANT)
+
+    @property
+    def running_runs_limit(self) -> int:
+        """How many runs of the tenant may run at once (its own limit, else the platform's
+        RUN_MAX_RUNNING_PER_TENANT)."""
+        if self.max_running_runs is not None:
+            return self.max_running_runs
+        return int(settings.RUN_MAX_RUNNING_PER_TENANT)
 
 
 class Membership(models.Model):

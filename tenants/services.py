@@ -129,6 +129,44 @@ def tenant_create(
     return tenant, user, password
 
 
+RUN_LIMITS = ("max_queued_runs", "max_running_runs")
+
+
+@transaction.atomic
+def tenant_limits_set(*, tenant: Tenant, actor: Actor, **limits: int | None) -> dict[str, dict]:
+    """Set the tenant's own run limits (`max_queued_runs`, `max_running_runs`; None: back to
+    the platform default), audited `tenant.limits_changed`. An operator's act only: no page or
+    API view calls it. Returns what changed ({limit: {"from", "to"}}; empty: nothing did)."""
+    unknown = set(limits) - set(RUN_LIMITS)
+    if unknown:
+        raise ValueError(f"not a run limit: {', '.join(sorted(unknown))}")
+    for name, value in limits.items():
+        if value is not None and value < 0:
+            raise ValidationError(f"{name} must be 0 or more (or the platform default)")
+    # FOR NO KEY UPDATE: it does not wait for (nor block) the foreign-key checks of concurrent
+    # audit events and runs of the tenant, which take KEY SHARE on this row.
+    current = Tenant.objects.select_for_update(no_key=True, of=("self",)).get(pk=tenant.pk)
+    changed = {
+        name: {"from": getattr(current, name), "to": value}
+        for name, value in limits.items()
+        if getattr(current, name) != value
+    }
+    for name, change in changed.items():
+        setattr(current, name, change["to"])
+        setattr(tenant, name, change["to"])
+    if not changed:
+        return changed
+    current.save(update_fields=sorted(changed))
+    audit_record(
+        tenant=tenant,
+        action="tenant.limits_changed",
+        actor=actor,
+        target=f"tenant:{tenant.slug}",
+        metadata=changed,
+    )
+    return changed
+
+
 @transaction.atomic
 def membership_add(
     *,

@@ -164,6 +164,31 @@ def test_timings_that_let_keys_expire_before_a_retry_stop_the_start(overrides, c
     assert check_id in result.stderr
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"RUN_MAX_RUNNING_PER_TENANT": "0"},
+        {"RUN_MAX_QUEUED_PER_TENANT": "-1"},
+        {"RUN_DEFER_DELAY": "0"},
+    ],
+)
+def test_fairness_limits_no_run_could_get_through_stop_the_start(overrides):
+    result = _manage("check", **_production(**overrides))
+    assert result.returncode != 0
+    assert "swrly.E030" in result.stderr
+
+
+def test_a_queue_wait_budget_that_cannot_hold_is_a_warning(settings):
+    from swrly.checks import check_run_fairness
+
+    assert check_run_fairness() == []  # the defaults
+    settings.RUN_MAX_QUEUED_PER_TENANT = 10000
+    settings.RUN_MAX_RUNNING_PER_TENANT = 10
+    assert [found.id for found in check_run_fairness()] == ["swrly.W030"]
+    settings.RUN_MAX_RUNNING_PER_TENANT = 100
+    assert check_run_fairness() == []
+
+
 def test_the_default_timings_redeliver_and_sweep_before_keys_expire():
     from swrly.checks import check_run_timing
 

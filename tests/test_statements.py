@@ -146,6 +146,9 @@ def test_a_run_post_costs_two_statements_outside_run_create_and_one_commit(
     # run_create's own statements (13 before issue 13's rewrite): the blocklist checked before
     # the deposit, the run and its step inserted, the key counted, and its events appended
     # under the chain head (advance, the blocklist again under the lock, insert, hash and MAC).
-    # SQLite adds its BEGIN IMMEDIATE.
+    # Issue 14 §3 adds two: the tenant's queued runs counted before anything is deposited (a
+    # full queue refused without touching the key store) and again under the chain head (the
+    # race-safe count). SQLite adds its BEGIN IMMEDIATE.
     counted = [sql for _, sql in inside if not sql.startswith("BEGIN")]
-    assert len(counted) <= 8, [sql[:80] for sql in counted]
+    assert len(counted) <= 10, [sql[:80] for sql in counted]
+    assert len([sql for sql in counted if "COUNT(" in sql and '"runs_run"' in sql]) == 2

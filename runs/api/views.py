@@ -16,6 +16,7 @@ from runs.api.serializers import (
     RunTimelineSerializer,
     WorkflowSerializer,
 )
+from runs.fairness import QueueFull
 from runs.filters import RunFilterSet
 from runs.models import Run, Workflow
 from runs.services import (
@@ -32,7 +33,7 @@ from runs.services import (
     workflow_update,
 )
 from runs.workflow_spec import SpecError
-from swrly import keys
+from swrly import keys, metrics
 from swrly.custody.selectors import run_history
 from swrly.web.pagination import KeysetPagination
 from tenants.access import get_for_tenant
@@ -64,6 +65,17 @@ def _idempotency_key(request: Request) -> str | None:
 class KeyBlockedError(APIException):
     status_code = status.HTTP_400_BAD_REQUEST
     default_code = "key_blocked"
+
+
+class QueueFullError(APIException):
+    """429 `run_queue_full`, with Retry-After (DRF's handler writes it from `wait`)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "run_queue_full"
+
+    def __init__(self, exc: QueueFull) -> None:
+        super().__init__(str(exc))
+        self.wait = exc.retry_after
 
 
 class RunConflict(APIException):
@@ -117,6 +129,12 @@ class RunViewSet(
     pagination_class = KeysetPagination
     filterset_class = RunFilterSet
     extra_error_codes = {"create": ["409", "503"], "cancel": ["409"]}
+    error_descriptions = {
+        "create": {
+            "429": "Too many requests (`throttled`), or the tenant already has its limit of runs "
+            "waiting for a worker (`run_queue_full`; nothing was deposited); see Retry-After."
+        }
+    }
 
     def get_serializer_class(self) -> type:
         return RunListSerializer if self.action == "list" else RunSerializer
@@ -191,6 +209,9 @@ class RunViewSet(
             raise KeyBlockedError(str(exc)) from None
         except keys.KeyStoreUnavailable:
             raise KeyStoreUnavailableError from None
+        except QueueFull as exc:
+            metrics.run_refused("queue_full")
+            raise QueueFullError(exc) from None
         finally:
             for secret in provider_keys.values():
                 secret.discard()

@@ -46,6 +46,13 @@ _KEY = ("provider", "fingerprint")
 EVENT_TYPES: tuple[EventType, ...] = (
     EventType("tenant.created", "tenant:<slug>", (), "`tenant_create`"),
     EventType(
+        "tenant.limits_changed",
+        "tenant:<slug>",
+        ("max_queued_runs", "max_running_runs"),
+        "`tenant_limits_set` (`manage.py tenant-limits`)",
+        notes="each `{from, to}`, only the limits changed; `null`: the platform default",
+    ),
+    EventType(
         "member.added",
         "user:<name>",
         ("role", "user_created"),

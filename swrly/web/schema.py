@@ -59,9 +59,12 @@ class SwrlyAutoSchema(AutoSchema):
         responses = super()._get_response_bodies(direction)
         if getattr(self.view, "authentication_classes", None) == []:
             return responses  # the schema and the docs pages themselves
+        # A view may say more about one of its actions' errors (e.g. a 429 of its own).
+        descriptions = getattr(self.view, "error_descriptions", {})
+        described = descriptions.get(getattr(self.view, "action", None), {})
         for code in self._error_codes():
             if code not in responses:
                 response = self._get_response_for_code(ErrorSerializer, code, direction=direction)
-                response["description"] = _DESCRIPTIONS[code]
+                response["description"] = described.get(code, _DESCRIPTIONS[code])
                 responses[code] = response
         return responses

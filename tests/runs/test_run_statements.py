@@ -29,11 +29,14 @@ def test_a_three_step_execution_costs_n_plus_two_commits(acme, key_store, provid
     assert run.finished_at is not None  # the run answered with is the ended one, not re-read
     # claim; first start + key.consumed; two answer+start; last answer + end
     assert counted.commits <= 5, counted
-    assert len(counted.statements) <= 22, counted
+    # 22 before issue 14 §3, whose claim counts the tenant's running runs (its running limit)
+    assert len(counted.statements) <= 23, counted
     assert not [sql for sql in counted.statements if "SAVEPOINT" in sql]
     # three audited transactions (run.started, key.consumed, run.succeeded), each holding the
-    # chain head for its last three statements: advance, insert, hash and MAC
-    assert [len(held) for held in counted.under_chain_lock] == [3, 3, 3]
+    # chain head for its last three statements: advance, insert, hash and MAC; the claim's also
+    # counts the tenant's running runs there, after the advance (runs.fairness.may_start)
+    assert [len(held) for held in counted.under_chain_lock] == [4, 3, 3]
+    assert "COUNT(" in counted.under_chain_lock[0][1]
     steps = list(run.step_runs.order_by("position"))
     assert [s.status for s in steps] == [StepStatus.SUCCEEDED] * 3
     assert all(s.output_text and s.finished_at and s.started_at for s in steps)
@@ -50,7 +53,7 @@ def test_a_three_step_execution_costs_n_plus_two_commits(acme, key_store, provid
     assert audit_verify_chain(chain_for(acme.tenant)).ok
 
 
-def test_run_creation_is_one_commit_with_the_chain_head_held_five_statements(
+def test_run_creation_is_one_commit_with_the_chain_head_held_six_statements(
     acme, key_store, provider_server
 ):
     workflow = _queued_run(acme, _steps("a")).workflow
@@ -63,15 +66,20 @@ def test_run_creation_is_one_commit_with_the_chain_head_held_five_statements(
             actor=Actor.system("tests"),
         )
     assert counted.commits == 1, counted
-    assert len(counted.statements) <= 9, counted
-    # advance the head, check the blocklist again, count the key, insert both events, write
-    # the head. The key's row is counted here, not earlier: every run of the key updates it, so
-    # taken at the deposit its lock serialized a tenant's POSTs for their whole transaction
-    # (bench/runs.py: 115 ms lock wait per POST at 16 clients).
+    # 9 before issue 14 §3: + the tenant's queued runs counted before the deposit, and again
+    # under the chain head
+    assert len(counted.statements) <= 11, counted
+    # advance the head, check the blocklist again, count the tenant's queued runs (the
+    # race-safe admission: concurrent creations of the tenant count one after the other), count
+    # the key, insert both events, write the head. The key's row is counted here, not earlier:
+    # every run of the key updates it, so taken at the deposit its lock serialized a tenant's
+    # POSTs for their whole transaction (bench/runs.py: 115 ms lock wait per POST at 16 clients).
     (held,) = counted.under_chain_lock
-    assert len(held) == 5
+    assert len(held) == 6
     assert "custody_blockedkey" in held[1]
-    assert "tenants_providerkey" in held[2]
+    assert "COUNT(" in held[2]
+    assert '"runs_run"' in held[2]
+    assert "tenants_providerkey" in held[3]
     assert not [
         sql
         for sql in counted.statements[: counted.statements.index(held[0])]
