@@ -169,6 +169,7 @@ def check_key_store(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
     """
     import redis
 
+    from swrly.keys.errors import KeyStoreUnavailable
     from swrly.keys.store import get_client
     from swrly.redis_urls import primaries
 
@@ -192,7 +193,7 @@ def check_key_store(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
                 id="swrly.I010",
             )
         ]
-    except redis.RedisError:
+    except (redis.RedisError, KeyStoreUnavailable):
         return [
             checks.Warning(
                 "The key-store Redis (BYOK_REDIS_URL) did not answer; its configuration was not "

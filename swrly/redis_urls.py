@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, unquote
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -80,7 +81,9 @@ def _split(url: str) -> tuple[str, dict[str, Any], list[tuple[str, int]], list[s
 
 def redis_client(url: str, *, socket_timeout: float) -> Client:
     """A redis-py client for `url` (any form in this module's docstring), with connect and read
-    timeouts of `socket_timeout` seconds and no command retries. ValueError for a malformed URL.
+    timeouts of `socket_timeout` seconds and no command retries. ValueError for a malformed URL;
+    redis.ConnectionError when no node of a cluster answers (a cluster client reads the slot
+    map as it is built; the other clients connect on first use).
     """
     scheme = url.partition("://")[0].lower()
     timeouts: dict[str, Any] = {
@@ -120,13 +123,30 @@ def _sentinel_client(url: str, timeouts: dict[str, Any]) -> redis.Redis:
     return sentinel.master_for(path[0], db=db, retry=_no_retry(), **timeouts, **tls, **credentials)
 
 
+class _Cluster(RedisCluster):
+    """RedisCluster whose "no node answers" (RedisClusterException, outside redis-py's
+    RedisError tree) is a redis.ConnectionError like any other unreachable server's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise redis.ConnectionError("no cluster node answered") from exc
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise redis.ConnectionError("no cluster node answered") from exc
+
+
 def _cluster_client(url: str, timeouts: dict[str, Any]) -> RedisCluster:
     scheme, credentials, hosts, path, options = _split(url)
     if path not in ([], ["0"]):
         raise ValueError("a Redis cluster has one database: a redis+cluster URL names none")
     if options.keys() & {"sentinel_username", "sentinel_password"}:
         raise ValueError("sentinel options need a redis+sentinel URL")
-    return RedisCluster(
+    return _Cluster(
         startup_nodes=[ClusterNode(host, port) for host, port in hosts],
         retry=_no_retry(),  # a connection error is raised, after the slot map is refreshed
         **timeouts,

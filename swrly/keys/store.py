@@ -152,7 +152,8 @@ def get_client() -> Client:
     single server, a Sentinel-managed primary or a cluster (swrly.redis_urls).
 
     Connect and read time out after 2 s and failed commands are not retried: a retried SET NX
-    or GETDEL whose first reply was lost would report the wrong outcome.
+    or GETDEL whose first reply was lost would report the wrong outcome. KeyStoreUnavailable
+    when a cluster's slot map cannot be read (the only client built by connecting).
     """
     url = _redis_url()
     client = _clients.get(url)
@@ -160,7 +161,10 @@ def get_client() -> Client:
         with _clients_lock:
             client = _clients.get(url)
             if client is None:
-                client = redis_client(url, socket_timeout=SOCKET_TIMEOUT)
+                try:
+                    client = redis_client(url, socket_timeout=SOCKET_TIMEOUT)
+                except redis.RedisError as exc:  # a cluster whose slot map could not be read
+                    raise _unavailable(exc, "connect") from exc
                 _clients[url] = client
     return client
 
