@@ -183,12 +183,20 @@ class SentinelGroup:
         return node
 
     def wait_for_failover(self, timeout: float = 60) -> Node:
-        """Wait until the sentinels name a live primary (another than the killed one) and that
-        node reports the master role; returns it."""
+        """Wait until every live sentinel names the same live primary, another than the killed
+        ones, and that node reports the master role; returns it."""
 
         def promoted() -> bool:
-            _, port = self.primary_address()
-            node = next(node for node in self.data_nodes if node.port == port)
+            addresses = set()
+            for sentinel in self.sentinels:
+                if sentinel.alive():
+                    reply = sentinel.client().execute_command(
+                        "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+                    )
+                    addresses.add(int(reply[1]))
+            if len(addresses) != 1:
+                return False
+            node = next(node for node in self.data_nodes if node.port in addresses)
             role = node.client().execute_command("ROLE")
             return node.alive() and node not in self.killed and role[0] == b"master"
 
