@@ -15,7 +15,6 @@ from tests.runs.provider_server import (  # noqa: F401  (pytest fixtures)
     provider_server_factory,
     retry_delays,
 )
-from tests.runs.rabbitmq import rabbitmq  # noqa: F401  (pytest fixture)
 from tests.runs.real_workers import broker, workers  # noqa: F401  (pytest fixtures)
 
 
