@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from swrly.dev.devstack import start_embedded_valkey
 from swrly.keys.keyring import generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,25 @@ def _production(**overrides):
 
 
 def test_check_deploy_passes_with_production_settings():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", **_production())
+    # Each Redis role as production has it: the key store on the session's server (nothing on
+    # disk), the broker and the cache on a durable one of their own (swrly.W021, W023, I021).
+    durable = start_embedded_valkey(
+        {"appendonly": "yes", "save": "", "maxmemory-policy": "noeviction"}
+    )
+    try:
+        result = _manage(
+            "check",
+            "--deploy",
+            "--fail-level",
+            "WARNING",
+            **_production(
+                BYOK_REDIS_URL=settings.BYOK_REDIS_URL,
+                CELERY_BROKER_URL=f"{durable.connection_url}/0",
+                REDIS_URL=f"{durable.connection_url}/1",
+            ),
+        )
+    finally:
+        durable.stop()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
