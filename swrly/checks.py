@@ -327,7 +327,7 @@ def check_redis_roles(app_configs: Iterable[Any] | None = None, **_: Any) -> lis
     key_store = redis_server(settings.BYOK_REDIS_URL)
     if key_store is None:
         return []
-    found = []
+    found: list[checks.CheckMessage] = []
     if redis_server(settings.CELERY_BROKER_URL) == key_store:
         found.append(
             checks.Warning(

@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import environ
-from kombu import Exchange, Queue
 
 from swrly.logs import logging_config
 from swrly.providers import default_base_urls
@@ -302,11 +301,16 @@ CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
 # countdown on quorum queues) routes through them. With quorum queues Celery uses per-consumer
 # prefetch (no global QoS, which quorum queues refuse), as worker_detect_quorum_queues does by
 # default. Redis ignores the queue arguments and routes a topic exchange as it did a direct one.
-_QUORUM = {"x-queue-type": "quorum"}
-CELERY_TASK_QUEUES = [
-    Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=_QUORUM)
+CELERY_TASK_QUEUES = {
+    name: {
+        "exchange": name,
+        "exchange_type": "topic",
+        "routing_key": name,
+        "durable": True,
+        "queue_arguments": {"x-queue-type": "quorum"},
+    }
     for name in (CELERY_TASK_DEFAULT_QUEUE, MAINTENANCE_QUEUE)
-]
+}
 # Declares all of them whenever a worker connects to RabbitMQ (swrly/celery.py).
 CELERY_WORKER_CONSUMER = "swrly.celery:Consumer"
 # --- end Broker ---

@@ -9,6 +9,7 @@ from kombu import Connection, Queue
 
 from runs.models import Run, RunStatus
 from runs.tasks import execute_run
+from swrly.celery import app
 from tenants.models import Role
 from tests.runs.real_workers import publishing_to, wait_until, worker_env
 
@@ -55,17 +56,17 @@ def test_a_run_sent_with_a_countdown_comes_back_to_its_queue_and_runs(
 
 
 def test_the_queues_are_durable_quorum_queues_on_rabbitmq(rabbitmq):
+    queues = list(app.amqp.queues.values())
+    assert {q.name for q in queues} == {
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+        settings.MAINTENANCE_QUEUE,
+    }
     with Connection(rabbitmq.url, connect_timeout=10) as conn:
-        channel = conn.default_channel
-        for queue in settings.CELERY_TASK_QUEUES:
-            queue(channel).declare()  # as a worker or a publisher declares it
+        for queue in queues:
+            assert queue.durable
+            queue(conn.default_channel).declare()  # as a worker or a publisher declares it
             # A classic queue of the same name is refused: the broker holds a quorum queue.
             with pytest.raises(PreconditionFailed):
                 Queue(queue.name, queue.exchange, queue.routing_key, durable=True)(
                     conn.channel()
                 ).declare()
-        assert {q.name for q in settings.CELERY_TASK_QUEUES} == {
-            settings.CELERY_TASK_DEFAULT_QUEUE,
-            settings.MAINTENANCE_QUEUE,
-        }
-        assert all(q.durable for q in settings.CELERY_TASK_QUEUES)
