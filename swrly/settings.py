@@ -291,6 +291,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS.update(
         "write_timeout": CELERY_BROKER_SOCKET_TIMEOUT,
     }
 )
+# amqps://: py-amqp checks the broker's certificate chain but, unless told the server's name,
+# not that the certificate names the host; this tells it the URL's host (kombu fills it in).
+# The CA store is the system's (SSL_CERT_FILE names another). Only for amqps: any other
+# scheme given an ssl dict would start TLS (amqp) or refuse the key (Redis).
+if CELERY_BROKER_URL.startswith("amqps://"):
+    CELERY_BROKER_USE_SSL = {"server_hostname": None}
 # Seconds between AMQP heartbeats on a worker's connection: a broker that vanished without
 # closing it (a dead host, a partition) is noticed after two missed beats. (Redis: unused.)
 CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
