@@ -319,6 +319,14 @@ CELERY_TASK_QUEUES = {
 }
 # Declares all of them whenever a worker connects to RabbitMQ (swrly/celery.py).
 CELERY_WORKER_CONSUMER = "swrly.celery:Consumer"
+# After a lost connection Celery lowers the prefetch while earlier tasks still run, then raises
+# it again with basic.qos as each is acknowledged. On RabbitMQ with per-consumer QoS that comes
+# to nothing (celery/celery#9512, fixed after 5.6.3), and with the threads pool the basic.qos
+# is sent from a task's thread while the event loop uses the same connection: the broker-restart
+# test saw workers whose acknowledgements then failed ("connection already closed") for good.
+CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = not CELERY_BROKER_URL.startswith(
+    ("amqp://", "amqps://", "pyamqp://")
+)
 # --- end Broker ---
 MAINTENANCE_INTERVAL = 60.0
 CELERY_BEAT_SCHEDULE = {
