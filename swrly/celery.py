@@ -13,6 +13,7 @@ from celery.signals import (
     task_prerun,
     worker_init,
 )
+from celery.worker.consumer import Consumer as WorkerConsumer
 
 from swrly.logs import TASK_HEADER, keep_logging_setting, request_id_scope, stamp_task_headers
 
@@ -132,3 +133,22 @@ def _wake_on_task_done(pool: Any) -> int:
 
 
 app.steps["worker"].add(WakeLoopWhenTaskDone)
+
+
+class Consumer(WorkerConsumer):
+    """The worker's consumer (CELERY_WORKER_CONSUMER): on RabbitMQ, every connection it makes
+    first declares every queue of CELERY_TASK_QUEUES with its exchange.
+
+    A worker declares only the queues it consumes, but Celery's native delayed delivery (a
+    retry's countdown on quorum queues) binds every queue's exchange when the worker starts: the
+    first worker on a new virtual host found the other queue's exchange missing, logged a
+    critical error and ran without delayed delivery. Declaring is idempotent; Redis needs none.
+    """
+
+    def connect(self) -> Any:
+        connection = super().connect()
+        if connection.transport.driver_type == "amqp":
+            channel = connection.default_channel
+            for queue in self.app.amqp.queues.values():
+                queue(channel).declare()
+        return connection

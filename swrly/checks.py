@@ -267,6 +267,140 @@ def _key_store_config_findings(config: dict[str, str]) -> list:
     return found
 
 
+# --- Redis roles: the broker's hygiene, and roles that share a server (issue 14 §2) ---------
+# Each Redis role is configured on its own (README "Configuration", docs/operations.md "Which
+# Redis for what"): the key store keeps nothing and evicts nothing (check_key_store above), the
+# broker keeps its queue across a restart and evicts nothing, the cache needs nothing. Run by
+# `manage.py check`, not at process start and not by /readyz: a broker that keeps nothing on
+# disk is an operator's decision to revisit, not a reason to take every web node out of service.
+
+BROKER_TAG = "swrly_broker"
+_REDIS_SCHEMES = {"redis", "rediss", "valkey", "valkeys"}
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def redis_server(url: str) -> tuple[str, int] | None:
+    """The (host, port) of the single Redis server `url` names, loopback names made one.
+
+    None for anything else (RabbitMQ, Sentinel, Cluster, unix sockets, a list of brokers):
+    those are not compared.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in _REDIS_SCHEMES or ";" in url or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    return ("127.0.0.1" if host in _LOOPBACK else host), parts.port or 6379
+
+
+def _redis_config(url: str, timeout: float) -> dict[str, str]:
+    """CONFIG GET of the persistence and eviction settings of the server at `url`."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        config: dict[str, str] = {}
+        for name in ("save", "appendonly", "maxmemory", "maxmemory-policy"):
+            config.update(cast("dict[str, str]", client.config_get(name)))  # one name: Redis 6.2
+        return config
+    finally:
+        client.close()
+
+
+@checks.register(BROKER_TAG)
+def check_broker(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.W020 to W022, I020: a Redis broker must keep its queue and never evict it."""
+    import redis
+
+    url = settings.CELERY_BROKER_URL
+    if redis_server(url) is None:
+        return []  # RabbitMQ: durable quorum queues by construction (CELERY_TASK_QUEUES)
+    try:
+        config = _redis_config(url, settings.CELERY_BROKER_SOCKET_TIMEOUT)
+    except redis.ResponseError:
+        return [
+            checks.Info(
+                "The broker Redis refuses CONFIG GET (managed Redis?): Swrly could not verify "
+                "that it keeps queued runs across a restart and never evicts them.",
+                hint="Confirm with your provider: AOF or RDB persistence, maxmemory-policy "
+                "noeviction.",
+                id="swrly.I020",
+            )
+        ]
+    except redis.RedisError:
+        return [
+            checks.Warning(
+                "The broker Redis (CELERY_BROKER_URL) did not answer; its configuration was not "
+                "checked.",
+                id="swrly.W020",
+            )
+        ]
+    found = []
+    if not config.get("save") and config.get("appendonly") != "yes":
+        found.append(
+            checks.Warning(
+                "The broker Redis keeps nothing on disk (no RDB snapshots, no append-only file): "
+                "a restart loses every queued run's message (the sweeper enqueues them again "
+                "after RUN_REQUEUE_AFTER, while their keys last).",
+                hint="Set `appendonly yes` (appendfsync everysec or always) on the broker Redis, "
+                "or use RabbitMQ (docs/operations.md).",
+                id="swrly.W021",
+            )
+        )
+    if config.get("maxmemory", "0") != "0" and config.get("maxmemory-policy") != "noeviction":
+        found.append(
+            checks.Warning(
+                f"The broker Redis evicts keys under memory pressure (maxmemory-policy "
+                f"{config.get('maxmemory-policy')}): queued runs' messages could vanish.",
+                hint="Set maxmemory-policy noeviction on the broker Redis.",
+                id="swrly.W022",
+            )
+        )
+    return found
+
+
+@checks.register(BROKER_TAG)
+def check_redis_roles(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
+    """swrly.W023, I021: the key store shares its Redis server with the broker or the cache.
+
+    Persistence and eviction are settings of a server, not of a database number: the key store
+    and the broker on one server cannot both be configured as they need, whatever their
+    database numbers.
+    """
+    key_store = redis_server(settings.BYOK_REDIS_URL)
+    if key_store is None:
+        return []
+    found: list[checks.CheckMessage] = []
+    if redis_server(settings.CELERY_BROKER_URL) == key_store:
+        found.append(
+            checks.Warning(
+                "The key store (BYOK_REDIS_URL) and the broker (CELERY_BROKER_URL) use one Redis "
+                "server, which they need configured oppositely: the key store must keep nothing "
+                "on disk, the broker must keep its queue across a restart. Persistence is a "
+                "setting of the server, so separate database numbers do not separate them.",
+                hint="Give the broker a Redis server of its own (appendonly yes, noeviction), or "
+                'use RabbitMQ (docs/operations.md, "Which Redis for what").',
+                id="swrly.W023",
+            )
+        )
+    cache = settings.CACHES["default"].get("LOCATION")
+    if isinstance(cache, str) and redis_server(cache) == key_store:
+        found.append(
+            checks.Info(
+                "The cache (REDIS_URL: rate-limit counters) shares the key store's Redis server: "
+                "its entries take memory the tokens need (noeviction: a full server refuses new "
+                "deposits).",
+                hint="Fine where the server has room to spare; otherwise give REDIS_URL its own.",
+                id="swrly.I021",
+            )
+        )
+    return found
+
+
+# --- end Redis roles ---
+
+
 KEY_USAGE_TAG = "swrly_key_usage"
 
 

@@ -71,8 +71,15 @@ def _broker(database: dict[str, Any]) -> dict[str, bool]:
     from swrly.celery import app
 
     timeout = _timeout()
-    timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    # The connection runs are published on (broker_write_url, else broker_url).
+    # Each transport reads its own: Redis the socket_*, py-amqp (RabbitMQ) read/write_timeout.
+    timeouts = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "read_timeout": timeout,
+        "write_timeout": timeout,
+    }
+    # The connection runs are published on (broker_write_url, else broker_url). On RabbitMQ,
+    # connecting is the AMQP handshake and opening the channel one more round trip.
     with app.connection_for_write(connect_timeout=timeout, transport_options=timeouts) as conn:
         conn.ensure_connection(max_retries=0, timeout=timeout)
         client = getattr(conn.default_channel, "client", None)

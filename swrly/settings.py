@@ -288,6 +288,58 @@ CELERY_TASK_ROUTES = {
         "swrly.custody.tasks.record_key_usage",
     )
 }
+# --- Broker: RabbitMQ or Redis (issue 14 §2; docs/operations.md "Broker: RabbitMQ or Redis") ---
+# CELERY_BROKER_URL may name RabbitMQ (amqp://, amqps://) as well as Redis: only settings differ.
+# Each transport reads its own keys from the one dict of transport options (kombu's Redis
+# transport ignores the AMQP keys, py-amqp the Redis ones), so any process may publish to
+# either broker. On AMQP: every publish waits for the broker's confirm (a POST answers 202 only
+# once its run's message is in the queue, never for a message a dying connection swallowed),
+# and reads and writes have the same deadline as connecting, so a hung broker fails a publish
+# after about CELERY_BROKER_SOCKET_TIMEOUT seconds (x2: the publish is retried once).
+CELERY_BROKER_TRANSPORT_OPTIONS.update(
+    {
+        "confirm_publish": True,
+        "read_timeout": CELERY_BROKER_SOCKET_TIMEOUT,
+        "write_timeout": CELERY_BROKER_SOCKET_TIMEOUT,
+    }
+)
+# amqps://: py-amqp checks the broker's certificate chain but, unless told the server's name,
+# not that the certificate names the host; this tells it the URL's host (kombu fills it in).
+# The CA store is the system's (SSL_CERT_FILE names another). Only for amqps: any other
+# scheme given an ssl dict would start TLS (amqp) or refuse the key (Redis).
+if CELERY_BROKER_URL.startswith("amqps://"):
+    CELERY_BROKER_USE_SSL = {"server_hostname": None}
+# Seconds between AMQP heartbeats on a worker's connection: a broker that vanished without
+# closing it (a dead host, a partition) is noticed after two missed beats. (Redis: unused.)
+CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
+# The run and maintenance queues, declared alike for every broker. On RabbitMQ they are durable
+# quorum queues (replicated, fsynced: queued runs outlive a broker restart or a lost node); a
+# redelivery after a lost worker is harmless (the run's claim is a conditional update), so no
+# delivery limit or dead-lettering. Topic exchanges: Celery's native delayed delivery (a retry's
+# countdown on quorum queues) routes through them. With quorum queues Celery uses per-consumer
+# prefetch (no global QoS, which quorum queues refuse), as worker_detect_quorum_queues does by
+# default. Redis ignores the queue arguments and routes a topic exchange as it did a direct one.
+CELERY_TASK_QUEUES = {
+    name: {
+        "exchange": name,
+        "exchange_type": "topic",
+        "routing_key": name,
+        "durable": True,
+        "queue_arguments": {"x-queue-type": "quorum"},
+    }
+    for name in (CELERY_TASK_DEFAULT_QUEUE, MAINTENANCE_QUEUE)
+}
+# Declares all of them whenever a worker connects to RabbitMQ (swrly/celery.py).
+CELERY_WORKER_CONSUMER = "swrly.celery:Consumer"
+# After a lost connection Celery lowers the prefetch while earlier tasks still run, then raises
+# it again with basic.qos as each is acknowledged. On RabbitMQ with per-consumer QoS that comes
+# to nothing (celery/celery#9512, fixed after 5.6.3), and with the threads pool the basic.qos
+# is sent from a task's thread while the event loop uses the same connection: the broker-restart
+# test saw workers whose acknowledgements then failed ("connection already closed") for good.
+CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = not CELERY_BROKER_URL.startswith(
+    ("amqp://", "amqps://", "pyamqp://")
+)
+# --- end Broker ---
 MAINTENANCE_INTERVAL = 60.0
 CELERY_BEAT_SCHEDULE = {
     "reap-runs": {

@@ -13,6 +13,7 @@ from swrly.audit.writer import Actor
 from tenants.authority import Principal
 from tenants.models import ApiToken, Membership, Role, Tenant
 from tenants.services import api_token_create, tenant_create
+from tests.runs.rabbitmq import rabbitmq  # noqa: F401  (pytest fixture)
 
 
 @dataclass

@@ -170,6 +170,28 @@ def test_readyz_goes_unready_when_the_broker_is_down_and_ready_when_it_returns(d
         server.stop()
 
 
+def test_readyz_with_rabbitmq_is_ready_and_unready_when_it_is_gone_or_hangs(db, rabbitmq):
+    with publishing_to(rabbitmq.url):
+        assert Client().get("/readyz").json() == {"status": "ready", "checks": ALL_OK}
+        rabbitmq.stop()  # its port closed: nothing listens
+        down = Client().get("/readyz")
+        assert down.status_code == 503
+        assert _failing(down) == {"broker"}
+        assert rabbitmq.vhost not in down.content.decode()
+        rabbitmq.start()
+        assert Client().get("/readyz").status_code == 200
+        with rabbitmq.hang():  # accepts, never answers: failed at the deadline
+            assert _failing(Client().get("/readyz")) == {"broker"}
+        assert Client().get("/readyz").status_code == 200
+
+
+def test_readyz_is_unready_when_no_rabbitmq_listens(db):
+    with publishing_to(f"amqp://guest:guest@127.0.0.1:{_free_port()}//"):
+        response = Client().get("/readyz")
+    assert response.status_code == 503
+    assert _failing(response) == {"broker"}
+
+
 def test_readyz_is_unready_when_the_database_does_not_answer(db, monkeypatch):
     closed = {
         **connections["default"].settings_dict,

@@ -1,5 +1,6 @@
 """Start-up configuration: required settings, `check --deploy`, and no platform provider key."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from swrly.dev.devstack import start_embedded_valkey
 from swrly.keys.keyring import generate_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +68,25 @@ def _production(**overrides):
 
 
 def test_check_deploy_passes_with_production_settings():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", **_production())
+    # Each Redis role as production has it: the key store on the session's server (nothing on
+    # disk), the broker and the cache on a durable one of their own (swrly.W021, W023, I021).
+    durable = start_embedded_valkey(
+        {"appendonly": "yes", "save": "", "maxmemory-policy": "noeviction"}
+    )
+    try:
+        result = _manage(
+            "check",
+            "--deploy",
+            "--fail-level",
+            "WARNING",
+            **_production(
+                BYOK_REDIS_URL=settings.BYOK_REDIS_URL,
+                CELERY_BROKER_URL=f"{durable.connection_url}/0",
+                REDIS_URL=f"{durable.connection_url}/1",
+            ),
+        )
+    finally:
+        durable.stop()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
@@ -244,3 +264,83 @@ def test_malformed_audit_keys_stop_the_start(overrides, problem):
     assert result.returncode != 0
     assert "swrly.E007" in result.stderr
     assert problem in result.stderr
+
+
+def _tls_server(tmp_path, name):
+    """A TLS server on loopback whose self-signed certificate names only `name`; returns the
+    port and the certificate's file (to trust it through SSL_CERT_FILE)."""
+    import datetime
+    import socket
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+
+    def serve():
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], cert_file
+
+
+def test_an_amqps_broker_must_present_a_certificate_for_its_host(tmp_path):
+    # The certificate is trusted (SSL_CERT_FILE) but names another host: refused at the handshake.
+    port, cert_file = _tls_server(tmp_path, "not-the-broker.example")
+    code = (
+        "import django; django.setup()\n"
+        "from swrly.celery import app\n"
+        "with app.connection_for_write() as conn:\n"
+        "    conn.ensure_connection(max_retries=0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            **os.environ,
+            "SWRLY_ENV_FILE": os.devnull,
+            "DJANGO_SETTINGS_MODULE": "swrly.settings",
+            "CELERY_BROKER_URL": f"amqps://swrly:secret@127.0.0.1:{port}/swrly",
+            "SSL_CERT_FILE": str(cert_file),
+        },
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "IP address mismatch" in result.stderr, result.stderr

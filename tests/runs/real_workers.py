@@ -3,7 +3,8 @@
 The fault tests need what the in-process worker of `celery_worker` cannot give: worker
 processes that can die, and a broker that can go away under them. `broker` starts a Valkey
 server of its own (append-only, so queued messages outlive a restart, as on a production
-broker), `workers` starts `python -m celery -A swrly worker` subprocesses that use this test's
+broker), or with SWRLY_TEST_BROKER=amqp a RabbitMQ virtual host of its own (tests/runs/rabbitmq.py);
+`workers` starts `python -m celery -A swrly worker` subprocesses that use this test's
 database, key store and sandbox provider, and stops them after the test.
 
 Every wait is a poll with a deadline; nothing asserts how long anything took.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,12 +29,19 @@ from django.db import connection
 
 from swrly.celery import app
 from swrly.dev.devstack import start_embedded_valkey
+from tests.runs.rabbitmq import RabbitMQBroker
+
+# Which broker `broker` gives the real-worker tests: "redis" (a Valkey of the test's own, the
+# default) or "amqp" (a RabbitMQ virtual host; .ci/run runs the run-engine tests so).
+BROKER_KIND = os.environ.get("SWRLY_TEST_BROKER", "redis")
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 
 class Broker:
     """A Valkey server on a fixed loopback port that can be stopped and started again."""
+
+    kind = "redis"
 
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = data_dir
@@ -67,6 +76,26 @@ class Broker:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unheard_url(self) -> str:
+        """Another database of this server, where no worker listens."""
+        return f"redis://127.0.0.1:{self.port}/9"
+
+    def message_count(self, queue: str) -> int:
+        import redis
+
+        return int(redis.Redis.from_url(self.url).llen(queue))
+
+    @contextlib.contextmanager
+    def hang(self) -> Iterator[None]:
+        """While inside, the server is stopped (SIGSTOP): it accepts and never answers."""
+        pid = self._server._process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -194,9 +223,9 @@ def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, on_fa
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A Valkey broker owned by this test, published to by this process while the test runs."""
-    server = Broker(tmp_path / "broker")
+def broker(tmp_path: Path) -> Iterator[Broker | RabbitMQBroker]:
+    """A broker owned by this test (SWRLY_TEST_BROKER), published to by this process meanwhile."""
+    server = RabbitMQBroker() if BROKER_KIND == "amqp" else Broker(tmp_path / "broker")
     try:
         with publishing_to(server.url):
             yield server

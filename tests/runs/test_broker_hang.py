@@ -1,8 +1,6 @@
 """A hung broker (it accepts connections and never answers) cannot hold a POST: publishing has a
 deadline, the request answers, and the run it committed is ended with its keys discarded."""
 
-import os
-import signal
 import threading
 
 from django.test import Client
@@ -37,17 +35,13 @@ def test_a_post_answers_while_the_broker_hangs(acme, transactional_db, key_store
         )
 
     with publishing_to(broker.url):
-        pid = broker._server._process.pid
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with broker.hang():
             request = threading.Thread(target=post, daemon=True)
             request.start()
             # a bound for the test, not a timing assertion: a POST without a publish deadline
             # waits for the broker for ever
             request.join(timeout=60)
             answered = not request.is_alive()
-        finally:
-            os.kill(pid, signal.SIGCONT)
         request.join(timeout=60)
     assert answered, "the POST waited for the hung broker"
     (response,) = answers

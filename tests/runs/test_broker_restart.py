@@ -5,6 +5,11 @@ The broker is stopped while both worker processes hold unacknowledged runs and s
 once both have noticed, three times over. With celery 5.7.0 / kombu 5.7.0 / redis-py 8.1.0 it
 fails: both workers exit (`AttributeError: 'NoneType' object has no attribute 'hostname'`,
 docs/operations.md, "Known engine bug").
+
+With SWRLY_TEST_BROKER=amqp (.ci/run) the broker is a RabbitMQ virtual host reached through a
+relay the test owns: RabbitMQ is a shared service and is never restarted, so stopping the relay
+(every connection dropped, new ones refused) is the restart as the workers see it, and the
+quorum queues keep their messages as across a real restart.
 """
 
 import re

@@ -5,7 +5,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-import redis
 from django.conf import settings
 from django.utils import timezone
 
@@ -48,8 +47,7 @@ def test_the_reaper_runs_while_the_run_queue_is_backlogged(
     expired.refresh_from_db()
     assert expired.error_code == RunError.KEY_EXPIRED
     # The maintenance worker took nothing from the run queue.
-    broker_client = redis.Redis.from_url(broker.url)
-    assert broker_client.llen(settings.CELERY_TASK_DEFAULT_QUEUE) == BACKLOG
+    assert broker.message_count(settings.CELERY_TASK_DEFAULT_QUEUE) == BACKLOG
     assert workers.dead() == {}, workers.logs()
 
 
@@ -63,7 +61,7 @@ def test_a_run_whose_message_was_lost_runs_after_the_sweep(
     api = acme.api(Role.DEVELOPER)
     workflow = acme.workflow()
     # The run is committed, its keys deposited, and its message goes where no worker listens.
-    with publishing_to(broker.url.rsplit("/", 1)[0] + "/9"):
+    with publishing_to(broker.unheard_url):
         response = api.post(
             "/api/v1/runs/",
             {"workflow": str(workflow.pk), "provider_keys": {"sandbox": "sk-sandbox-lost-0001"}},
