@@ -163,17 +163,26 @@ KEY_STORE_TAG = "swrly_key_store"
 
 @checks.register(KEY_STORE_TAG)
 def check_key_store(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
-    """swrly.W010 to W013, I010: the key-store Redis must neither persist nor evict tokens."""
+    """swrly.W010 to W013, I010: the key-store Redis must neither persist nor evict tokens.
+
+    On a Sentinel URL the primary is checked, on a cluster every primary (each finding once).
+    """
     import redis
 
+    from swrly.keys.errors import KeyStoreUnavailable
     from swrly.keys.store import get_client
+    from swrly.redis_urls import primaries
 
+    found: dict[str, Any] = {}
     try:
-        client = get_client()
-        config: dict[str, str] = {}
-        for name in ("save", "appendonly", "maxmemory", "maxmemory-policy"):
-            # One name per call: Redis 6.2 takes one. (redis-py types replies "Awaitable or Any".)
-            config.update(cast("dict[str, str]", client.config_get(name)))
+        for node in primaries(get_client()):
+            config: dict[str, str] = {}
+            for name in ("save", "appendonly", "maxmemory", "maxmemory-policy"):
+                # One name per call: Redis 6.2 takes one. (redis-py types replies "Awaitable or
+                # Any".)
+                config.update(cast("dict[str, str]", node.config_get(name)))
+            for message in _key_store_config_findings(config):
+                found.setdefault(message.id, message)
     except redis.ResponseError:
         return [
             checks.Info(
@@ -184,7 +193,7 @@ def check_key_store(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
                 id="swrly.I010",
             )
         ]
-    except redis.RedisError:
+    except (redis.RedisError, KeyStoreUnavailable):
         return [
             checks.Warning(
                 "The key-store Redis (BYOK_REDIS_URL) did not answer; its configuration was not "
@@ -192,6 +201,11 @@ def check_key_store(app_configs: Iterable[Any] | None = None, **_: Any) -> list:
                 id="swrly.W010",
             )
         ]
+    return list(found.values())
+
+
+def _key_store_config_findings(config: dict[str, str]) -> list:
+    """W011 to W013 for one key-store node's configuration."""
     found = []
     if config.get("save"):
         found.append(

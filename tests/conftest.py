@@ -107,7 +107,11 @@ def pytest_configure(config):
 
 @pytest.fixture
 def key_store():
-    """This test worker's key-store database, empty before and after the test."""
+    """This test worker's key-store database, empty before and after the test.
+
+    A client of the session's key store, whatever its topology (SWRLY_TEST_KEY_STORE): on a
+    cluster, FLUSHDB, SCAN and SCRIPT go to every primary and keyed commands to their node.
+    """
     from swrly.keys.store import get_client
 
     client = get_client()

@@ -1,10 +1,13 @@
 """Scanning live tokens: rewrapping them to the current encryption key (the engine of
 `rotate-keys`), counting them, and finding those left untouched (for the orphan sweep).
 
-Tokens are scanned in batches; each batch is read with one pipelined GET and written back with
-one pipelined compare-and-swap script. The script replaces a token only if it is still the exact
-value that was read, and keeps its TTL (SET … KEEPTTL): a token consumed meanwhile is never
-recreated, and one rewrapped by a concurrent rotation is left alone.
+Tokens are scanned in batches, node by node on a Redis Cluster (every primary; a single server
+or a Sentinel-managed primary is the one node); each batch is read with one pipelined GET on
+its node and written back with one pipelined compare-and-swap script there (a node's pipeline
+is never retried, and NOSCRIPT loads the script on that node). The script replaces a token
+only if it is still the exact value that was read, and keeps its TTL (SET … KEEPTTL): a token
+consumed meanwhile is never recreated, and one rewrapped by a concurrent rotation is left
+alone.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from redis.exceptions import NoScriptError
 
 from swrly.keys.errors import KeyServiceError, KeyStoreUnavailable
 from swrly.keys.keyring import Keyring, get_keyring
-from swrly.keys.store import KEY_PATTERN, get_client, parse_bound_key, parse_redis_key
+from swrly.keys.store import KEY_PATTERN, get_client, parse_bound_key, parse_redis_key, shard_of
 from swrly.keys.tokens import rewrap_bound, token_key_id
 from swrly.keys.usage import count_seals
+from swrly.redis_urls import primaries
 
 BATCH_SIZE = 1000
 MALFORMED = "malformed"  # the count_live_tokens bucket for values that are not tokens
@@ -71,17 +75,17 @@ def _read(client: redis.Redis, keys: list[bytes]) -> list[bytes | None]:
 
 def count_live_tokens(batch_size: int = BATCH_SIZE) -> Counter[str]:
     """Live tokens per key id (hex); tokens gone between SCAN and GET are not counted."""
-    client = get_client()
     counts: Counter[str] = Counter()
     try:
-        for keys in _batches(client, batch_size):
-            for token in _read(client, keys):
-                if token is None:
-                    continue
-                try:
-                    counts[token_key_id(token).hex()] += 1
-                except KeyServiceError:
-                    counts[MALFORMED] += 1
+        for node in primaries(get_client()):
+            for keys in _batches(node, batch_size):
+                for token in _read(node, keys):
+                    if token is None:
+                        continue
+                    try:
+                        counts[token_key_id(token).hex()] += 1
+                    except KeyServiceError:
+                        counts[MALFORMED] += 1
     except redis.RedisError as exc:
         raise KeyStoreUnavailable("the key store could not be read") from exc
     return counts
@@ -96,19 +100,19 @@ def idle_live_tokens(
     moments ago by a request still in flight is never among them. Values that are not token
     keys are skipped.
     """
-    client = get_client()
     try:
-        for keys in _batches(client, batch_size):
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.object("idletime", key)
-            for key, idle in zip(keys, pipe.execute(raise_on_error=False), strict=True):
-                if not isinstance(idle, int) or idle < min_idle:
-                    continue  # gone meanwhile, or fresh
-                try:
-                    yield parse_redis_key(key)
-                except ValueError:
-                    continue
+        for node in primaries(get_client()):
+            for keys in _batches(node, batch_size):
+                pipe = node.pipeline(transaction=False)
+                for key in keys:
+                    pipe.object("idletime", key)
+                for key, idle in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+                    if not isinstance(idle, int) or idle < min_idle:
+                        continue  # gone meanwhile, or fresh
+                    try:
+                        yield parse_redis_key(key)
+                    except ValueError:
+                        continue
     except redis.RedisError as exc:
         raise KeyStoreUnavailable("the key store could not be read") from exc
 
@@ -127,20 +131,17 @@ def rewrap_live_tokens(
     crypto in a writer thread was measured slower: both halves are CPU-bound under the GIL.)
     """
     keyring = keyring or get_keyring()
-    client = get_client()
     report = report if report is not None else RewrapReport()
     key_id_hex = keyring.current.key_id_hex
 
-    def write(pending: list[_Rewrapped]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
-        # The batch's seals are counted (swrly.keys.usage) before the swaps that store them.
-        count_seals(pipe, key_id_hex, len(pending))
+    def write(node: redis.Redis, pending: list[_Rewrapped]) -> list[Any]:
+        # The batch's seals are counted (swrly.keys.usage) before the swaps that store them, in
+        # the usage hash of its first token's shard: a hash tag of a slot on this very node.
+        count_seals(node, shard_of(pending[0].key), key_id_hex, len(pending))
+        pipe = node.pipeline(transaction=False)
         for item in pending:
             _queue_swap(pipe, item)
-        results = pipe.execute(raise_on_error=False)
-        if isinstance(results[0], Exception):
-            raise results[0]
-        return _retry_unloaded_swaps(client, pending, results[1:])
+        return _retry_unloaded_swaps(node, pending, pipe.execute(raise_on_error=False))
 
     def tally(pending: list[_Rewrapped], results: list[int]) -> None:
         for item, result in zip(pending, results, strict=True):
@@ -153,13 +154,14 @@ def rewrap_live_tokens(
                 report.changed += 1
 
     try:
-        client.script_load(COMPARE_AND_SWAP)
-        for keys in _batches(client, batch_size):
-            pending = _prepare(keyring, keys, _read(client, keys), report)
-            if pending:
-                tally(pending, write(pending))
-            if progress is not None:
-                progress(report)
+        for node in primaries(get_client()):
+            node.script_load(COMPARE_AND_SWAP)
+            for keys in _batches(node, batch_size):
+                pending = _prepare(keyring, keys, _read(node, keys), report)
+                if pending:
+                    tally(pending, write(node, pending))
+                if progress is not None:
+                    progress(report)
     except redis.RedisError as exc:
         raise KeyStoreUnavailable("the key store failed during rotation") from exc
     return report

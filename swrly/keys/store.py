@@ -16,6 +16,7 @@ import re
 import threading
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -23,9 +24,6 @@ from typing import Any, cast
 import redis
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
-from django_redis.pool import ConnectionFactory
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from swrly import metrics
 from swrly.keys.errors import (
@@ -40,8 +38,9 @@ from swrly.keys.errors import (
 from swrly.keys.keyring import get_keyring
 from swrly.keys.secret import ProviderSecret
 from swrly.keys.tokens import Binding, bind, bound_fields, open_bound, seal_bound
-from swrly.keys.usage import DEPOSIT_SCRIPT, USAGE_KEY
+from swrly.keys.usage import DEPOSIT_SCRIPT, SHARDS, usage_key
 from swrly.providers import PROVIDER_NAMES
+from swrly.redis_urls import Client, redis_client
 
 security_log = logging.getLogger("swrly.security")
 
@@ -57,8 +56,12 @@ _PRINTABLE_NO_SPACE = re.compile(r"[\x21-\x7e]+")
 KEY_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
 KEY_ALPHABET_TEXT = "letters, digits, '-' and '_'"
 
+# A token's Redis key: swrly:byok:v1:{<shard>}:<tenant id>:<run id>:<provider>. The shard, two
+# hex digits from the tenant and run ids, is a Redis Cluster hash tag: a run's tokens share a
+# slot, and the deposit script's usage counter of that shard (swrly.keys.usage) lives in it too.
 KEY_PREFIX = "swrly:byok:v1:"
 KEY_PATTERN = KEY_PREFIX + "*"
+_TAGGED_KEY = re.compile(r"\{([0-9a-f]{2})\}:([^:]+):([^:]+):([^:]+)")
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,27 @@ class DepositReceipt:
 def redis_key(*, tenant_id: str | uuid.UUID, run_id: str | uuid.UUID, provider: str) -> str:
     """The Redis key of the token for a tenant, run and provider."""
     tenant, run, name = bound_fields(tenant_id=tenant_id, run_id=run_id, provider=provider)
-    return f"{KEY_PREFIX}{tenant}:{run}:{name}"
+    return f"{KEY_PREFIX}{{{shard(tenant, run)}}}:{tenant}:{run}:{name}"
+
+
+def shard(tenant_id: str, run_id: str) -> str:
+    """The hash tag of a run's tokens: two hex digits (SHARDS of them) from the ids."""
+    return f"{zlib.crc32(f'{tenant_id}:{run_id}'.encode()) % SHARDS:02x}"
+
+
+def shard_of(key: str | bytes) -> str:
+    """The shard a token key is tagged with; ValueError when it is not a token key."""
+    text = key.decode() if isinstance(key, bytes) else key
+    match = _TAGGED_KEY.fullmatch(text[len(KEY_PREFIX) :]) if text.startswith(KEY_PREFIX) else None
+    if match is None:
+        raise ValueError("not a BYOK token key")
+    return match[1]
 
 
 def _bound_key(binding: Binding) -> str:
     """redis_key() from ids bind() already validated."""
-    return f"{KEY_PREFIX}{binding.tenant_id}:{binding.run_id}:{binding.provider}"
+    tag = shard(binding.tenant_id, binding.run_id)
+    return f"{KEY_PREFIX}{{{tag}}}:{binding.tenant_id}:{binding.run_id}:{binding.provider}"
 
 
 def parse_redis_key(key: str | bytes) -> tuple[str, str, str]:
@@ -95,50 +113,30 @@ def parse_bound_key(key: str | bytes) -> Binding:
     """The binding (ids checked once, associated data built) a token key names; ValueError
     when it is not a token key. Rotation opens and reseals each token with it."""
     text = key.decode() if isinstance(key, bytes) else key
-    if not text.startswith(KEY_PREFIX):
+    match = _TAGGED_KEY.fullmatch(text[len(KEY_PREFIX) :]) if text.startswith(KEY_PREFIX) else None
+    if match is None:
         raise ValueError("not a BYOK token key")
-    parts = text[len(KEY_PREFIX) :].split(":")
-    if len(parts) != 3:
-        raise ValueError("not a BYOK token key")
-    return bind(tenant_id=parts[0], run_id=parts[1], provider=parts[2])
+    binding = bind(tenant_id=match[2], run_id=match[3], provider=match[4])
+    if match[1] != shard(binding.tenant_id, binding.run_id):
+        raise ValueError("not a BYOK token key")  # a tag that is not the ids' own
+    return binding
 
 
 # --- Connection ----------------------------------------------------------------------------
 
 
-class KeyStoreConnectionFactory(ConnectionFactory):
-    """django-redis's connection factory with pools of its own, per process and URL.
-
-    django-redis shares one class-level pool per URL with the cache; the key store keeps its own,
-    so the cache's options never change its timeouts or retries, and a forked worker never
-    reuses its parent's sockets.
-    """
-
-    _pools: dict[Any, Any] = {}
-    _pools_lock = threading.Lock()
-
-    def get_or_create_connection_pool(self, params: dict[str, Any]) -> Any:
-        """The pool for this process and URL, created on first use."""
-        key = (os.getpid(), params["url"])
-        with self._pools_lock:
-            if key not in self._pools:
-                self._pools[key] = self.get_connection_pool(params)
-            return self._pools[key]
-
-
 # One client per URL in this process. Emptied in a forked child (below), so a child never uses
 # its parent's client or sockets; keying by URL alone spares an os.getpid() per operation.
-_clients: dict[str, redis.Redis] = {}
+_clients: dict[str, Client] = {}
 _clients_lock = threading.Lock()
 
 
 def _reset_in_child() -> None:
-    """After fork: no client of the parent's, and fresh locks (one held by another thread of the
-    parent would never be freed)."""
+    """After fork: no client of the parent's, and a fresh lock (one held by another thread of
+    the parent would never be freed)."""
     global _clients_lock
     _clients.clear()
     _clients_lock = threading.Lock()
-    KeyStoreConnectionFactory._pools_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
@@ -149,12 +147,13 @@ def _redis_url() -> str:
     return url
 
 
-def get_client() -> redis.Redis:
-    """The redis-py client of the key store (BYOK_REDIS_URL, else REDIS_URL), one per URL.
+def get_client() -> Client:
+    """The redis-py client of the key store (BYOK_REDIS_URL, else REDIS_URL), one per URL: a
+    single server, a Sentinel-managed primary or a cluster (swrly.redis_urls).
 
-    Built through django-redis's connection factory; connect and read time out after 2 s and
-    failed commands are not retried: a retried SET NX or GETDEL whose first reply was lost would
-    report the wrong outcome.
+    Connect and read time out after 2 s and failed commands are not retried: a retried SET NX
+    or GETDEL whose first reply was lost would report the wrong outcome. KeyStoreUnavailable
+    when a cluster's slot map cannot be read (the only client built by connecting).
     """
     url = _redis_url()
     client = _clients.get(url)
@@ -162,14 +161,10 @@ def get_client() -> redis.Redis:
         with _clients_lock:
             client = _clients.get(url)
             if client is None:
-                factory = KeyStoreConnectionFactory(
-                    {
-                        "SOCKET_CONNECT_TIMEOUT": SOCKET_TIMEOUT,
-                        "SOCKET_TIMEOUT": SOCKET_TIMEOUT,
-                        "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 0)},
-                    }
-                )
-                client = factory.connect(url)
+                try:
+                    client = redis_client(url, socket_timeout=SOCKET_TIMEOUT)
+                except redis.RedisError as exc:  # a cluster whose slot map could not be read
+                    raise _unavailable(exc, "connect") from exc
                 _clients[url] = client
     return client
 
@@ -265,7 +260,8 @@ def deposit(
     started = time.perf_counter()
     try:
         # One round trip: the seal is counted (swrly.keys.usage) and stored by one script.
-        stored = _run_deposit_script(get_client(), name, current.key_id_hex, token, seconds)
+        tag = shard(binding.tenant_id, binding.run_id)
+        stored = _run_deposit_script(get_client(), tag, name, current.key_id_hex, token, seconds)
     except redis.RedisError as exc:
         metrics.key_store_op("deposit", "unavailable", started)
         raise _unavailable(exc, "deposit") from exc
@@ -285,12 +281,13 @@ DEPOSIT_SHA = hashlib.sha1(DEPOSIT_SCRIPT.encode(), usedforsecurity=False).hexdi
 
 @sensitive_variables("token")
 def _run_deposit_script(
-    client: redis.Redis, name: str, key_id_hex: str, token: bytes, seconds: int
+    client: Client, tag: str, name: str, key_id_hex: str, token: bytes, seconds: int
 ) -> int:
     """EVALSHA of the deposit script; loaded once more on NOSCRIPT (a restarted or flushed
-    script cache), which is safe to retry: NOSCRIPT means the script did not run."""
+    script cache, a promoted replica, a cluster node that never saw it), which is safe to retry:
+    NOSCRIPT means the script did not run. Both keys carry the shard's hash tag: one slot."""
     # redis-py's annotations want str arguments; it sends bytes and ints as they are.
-    args: tuple[Any, ...] = (USAGE_KEY, name, key_id_hex, token, seconds)
+    args: tuple[Any, ...] = (usage_key(tag), name, key_id_hex, token, seconds)
     try:
         return cast("int", client.evalsha(DEPOSIT_SHA, 2, *args))
     except redis.exceptions.NoScriptError:

@@ -38,8 +38,10 @@ from swrly.keys.store import (
     get_client,
     parse_redis_key,
     redis_key,
+    shard,
 )
 from swrly.providers import PROVIDER_NAMES
+from swrly.redis_urls import primaries, redis_client
 from tests.forking import true_in_forked_child
 
 KEY = "sk-ant-api03-" + "s" * 40 + "St0r"
@@ -51,7 +53,7 @@ PROCESSES = 4
 @pytest.fixture
 def raw():
     """A plain redis-py client on the key-store server, to look at what the store wrote."""
-    client = redis.Redis.from_url(django_settings.BYOK_REDIS_URL)
+    client = redis_client(django_settings.BYOK_REDIS_URL, socket_timeout=2)
     yield client
     client.close()
 
@@ -95,7 +97,10 @@ def test_deposit_and_consume_round_trip(new_run, raw):
     before = datetime.now(UTC)
     receipt = deposit(**ids, provider="anthropic", key=KEY)
     assert receipt.redis_key == redis_key(**ids, provider="anthropic")
-    assert receipt.redis_key == f"swrly:byok:v1:{ids['tenant_id']}:{ids['run_id']}:anthropic"
+    tag = shard(ids["tenant_id"], ids["run_id"])
+    assert (
+        receipt.redis_key == f"swrly:byok:v1:{{{tag}}}:{ids['tenant_id']}:{ids['run_id']}:anthropic"
+    )
     assert receipt.key_id_hex == get_keyring().current.key_id_hex
     assert receipt.ttl == django_settings.BYOK_TOKEN_TTL == 900
     assert before + timedelta(seconds=900) <= receipt.expires_at
@@ -422,13 +427,16 @@ def test_a_server_that_never_answers_times_out(new_run, settings):
 def test_get_client_uses_the_key_store_url_with_short_timeouts(settings):
     client = get_client()
     assert get_client() is client
-    kwargs = client.connection_pool.connection_kwargs
-    assert kwargs["socket_timeout"] == 2
-    assert kwargs["socket_connect_timeout"] == 2
-    assert kwargs["retry"].get_retries() == 0
+    for node in primaries(client):  # the one server, the Sentinel primary or each cluster node
+        kwargs = node.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == 2
+        assert kwargs["socket_connect_timeout"] == 2
+        assert kwargs["retry"].get_retries() == 0
     assert client.ping()
+    key_store_url = settings.BYOK_REDIS_URL
     settings.BYOK_REDIS_URL = ""
-    assert get_client() is client  # falls back to REDIS_URL, the same server here
+    settings.REDIS_URL = key_store_url
+    assert get_client() is client  # falls back to REDIS_URL
     settings.BYOK_REDIS_URL = _closed_port_url()
     assert get_client() is not client
 
@@ -440,11 +448,15 @@ def test_redis_keys_parse_back_and_match_the_scan_pattern():
     assert name.startswith(KEY_PATTERN[:-1])
     assert parse_redis_key(name) == (tenant, run, "openai")
     assert parse_redis_key(name.encode()) == (tenant, run, "openai")
+    assert name == f"swrly:byok:v1:{{{shard(tenant, run)}}}:{tenant}:{run}:openai"
+    other = "00" if shard(tenant, run) != "00" else "01"
     for bad in (
         "swrly-cache:1:x",
         "swrly:byok:v1:a:b",
         "swrly:byok:v1:a:b:c:d",
         "swrly:byok:v1::b:c",
+        f"swrly:byok:v1:{tenant}:{run}:openai",  # untagged: the previous release's form
+        f"swrly:byok:v1:{{{other}}}:{tenant}:{run}:openai",  # a tag not the ids' own
     ):
         with pytest.raises(ValueError, match=r"not a BYOK token key|must be 1-64"):
             parse_redis_key(bad)
@@ -526,7 +538,9 @@ def test_a_forked_child_builds_its_own_key_store_client():
     def child_has_its_own() -> bool:
         own = get_client()
         return (
-            own is not parent and own.connection_pool is not parent.connection_pool and own.ping()
+            own is not parent
+            and primaries(own)[0].connection_pool is not primaries(parent)[0].connection_pool
+            and own.ping()
         )
 
     assert true_in_forked_child(child_has_its_own)

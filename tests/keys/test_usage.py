@@ -19,8 +19,15 @@ from swrly.custody.key_usage import encryption_key_usage, encryption_key_usage_r
 from swrly.custody.models import EncryptionKeyUsage
 from swrly.custody.tasks import record_key_usage
 from swrly.keys.keyring import get_keyring
-from swrly.keys.store import DEPOSIT_SHA, _run_deposit_script, get_client, redis_key
-from swrly.keys.usage import SAFE_LIMIT, USAGE_KEY, pending_seals, settle_seals
+from swrly.keys.store import DEPOSIT_SHA, _run_deposit_script, get_client, redis_key, shard
+from swrly.keys.usage import (
+    LEGACY_USAGE_KEY,
+    SAFE_LIMIT,
+    USAGE_KEYS,
+    pending_seals,
+    settle_seals,
+    usage_key,
+)
 from tests.keys.conftest import new_key
 
 KEY = "sk-proj-canary" + "0" * 30
@@ -194,9 +201,34 @@ def test_the_counter_is_not_a_token_key(acme, key_store):
     # The sweeps and rotate-keys scan token keys only: the counter must never match them.
     from swrly.keys.rotation import count_live_tokens
 
-    _deposit(str(acme.tenant.pk), 2)
-    assert get_client().type(USAGE_KEY) == b"hash"
+    run_id = str(uuid.uuid4())
+    keys.deposit(tenant_id=str(acme.tenant.pk), run_id=run_id, provider="openai", key=KEY)
+    _deposit(str(acme.tenant.pk), 1)
+    assert get_client().type(usage_key(shard(str(acme.tenant.pk), run_id))) == b"hash"
     assert sum(count_live_tokens().values()) == 2
+
+
+def test_counts_spread_over_the_shards_are_summed_and_settled_shard_by_shard(acme, key_store):
+    current = get_keyring().current.key_id_hex
+    _deposit(str(acme.tenant.pk), 40)
+    reading = pending_seals(key_store)
+    assert reading == {current: 40}
+    assert len(reading.readings) > 10  # 40 runs over 256 shards
+    assert set(reading.readings) <= set(USAGE_KEYS)
+    _deposit(str(acme.tenant.pk), 2)  # counted after the reading: kept by the settlement
+    settle_seals(key_store, reading)
+    assert pending_seals(key_store) == {current: 2}
+
+
+def test_counts_under_the_previous_releases_hash_are_read_and_settled(acme, key_store):
+    # An upgrade: a process of the previous release counted in the one unsharded hash.
+    current = get_keyring().current.key_id_hex
+    key_store.hincrby(LEGACY_USAGE_KEY, current, 5)
+    _deposit(str(acme.tenant.pk), 1)
+    assert encryption_key_usage_record() == {current: 6}
+    assert EncryptionKeyUsage.objects.get(key_id=current).sealed == 6
+    assert pending_seals(key_store) == {}
+    assert int(key_store.hget(LEGACY_USAGE_KEY, current)) == 0
 
 
 def test_a_deposit_counts_and_stores_in_one_round_trip_of_one_command(key_store, monkeypatch):
@@ -232,14 +264,15 @@ def test_a_flushed_script_cache_is_reloaded_and_the_deposit_still_counts(key_sto
 
     assert key_store.script_exists(DEPOSIT_SHA) == [True]
     assert pending_seals(key_store) == {current: 3}
-    assert len(key_store.keys("swrly:byok:v1:*")) == 3
+    assert len(list(key_store.scan_iter(match="swrly:byok:v1:*"))) == 3
 
 
 def test_the_deposit_script_never_overwrites_and_still_counts(key_store):
     current = get_keyring().current.key_id_hex
     name = redis_key(tenant_id="t-1", run_id="r-1", provider="openai")
-    assert _run_deposit_script(key_store, name, current, b"first", 60) == 1
-    assert _run_deposit_script(key_store, name, current, b"second", 60) == 0
+    tag = shard("t-1", "r-1")
+    assert _run_deposit_script(key_store, tag, name, current, b"first", 60) == 1
+    assert _run_deposit_script(key_store, tag, name, current, b"second", 60) == 0
     assert key_store.get(name) == b"first"
     assert 0 < key_store.ttl(name) <= 60
     assert pending_seals(key_store) == {current: 2}
