@@ -21,8 +21,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
 import psycopg
 import psycopg.sql
 
@@ -41,7 +44,7 @@ from tests.pgbouncer.server import PgBouncer, pgbouncer_missing, start_pgbouncer
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
-RABBITMQ = "127.0.0.1:5672"
+RABBITMQ_PORT = 5672
 RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
 # Short enough that recovery shows within the test's bound (production: docs/operations.md).
@@ -78,12 +81,10 @@ def missing_services() -> list[str]:
         missing.append("PostgreSQL does not answer on 127.0.0.1:5432 (trust, user postgres)")
     if not Path(RABBITMQCTL).exists():
         missing.append(f"{RABBITMQCTL} is missing (Debian's rabbitmq-server)")
-    else:
-        done = subprocess.run(
-            [RABBITMQCTL, "-q", "status"], capture_output=True, text=True, timeout=60
-        )
-        if done.returncode != 0:
-            missing.append(f"RabbitMQ is not running: {done.stderr.strip()[:200]}")
+    try:
+        socket.create_connection(("127.0.0.1", RABBITMQ_PORT), timeout=3).close()
+    except OSError:
+        missing.append(f"RabbitMQ does not answer on 127.0.0.1:{RABBITMQ_PORT}")
     return missing
 
 
@@ -130,7 +131,7 @@ class SentinelKeyStore:
     kind = "sentinel"
 
     def __init__(self) -> None:
-        from swrly.dev.valkey_ha import start_sentinel_group  # type: ignore[import-not-found]
+        from swrly.dev.valkey_ha import start_sentinel_group
 
         self._group = start_sentinel_group()
         self.url = self._group.url
@@ -154,7 +155,7 @@ def key_store() -> KeyStore:
     if wanted == "plain":
         return PlainKeyStore()
     try:
-        import swrly.dev.valkey_ha  # type: ignore[import-not-found]  # noqa: F401
+        import swrly.dev.valkey_ha  # noqa: F401
     except ImportError:
         if wanted == "sentinel":
             raise
@@ -172,7 +173,7 @@ class RabbitVhost:
         self.name = name
         self._ctl("add_vhost", name)
         self._ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        self.url = f"amqp://guest:guest@{RABBITMQ}/{name}"
+        self.url = f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/{name}"
 
     @staticmethod
     def _ctl(*args: str) -> None:
@@ -402,6 +403,57 @@ class Cluster:
             drop_database(self.bouncer, self.database)
         if self.bouncer is not None:
             self.bouncer.stop()
+
+
+class CpuSampler:
+    """CPU seconds (user + system) of every node's process tree, by role (web, worker,
+    maintenance) from `start()` on, sampled every second so that a killed or restarted node
+    keeps what it used (up to its last sample; a restarted node's start-up is counted)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self._seen: dict[int, tuple[str, float]] = {}  # pid → (role, CPU seconds so far)
+        self._baseline: dict[int, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="multinode-cpu", daemon=True)
+
+    def start(self) -> CpuSampler:
+        self._sample()
+        self._baseline = {pid: seconds for pid, (_, seconds) in self._seen.items()}
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._done.wait(1.0):
+            self._sample()
+
+    def _sample(self) -> None:
+        cluster = self._cluster
+        nodes = [*cluster.web, *cluster.run_workers, *cluster.maintenance]
+        for node in nodes:
+            if node.process is None:
+                continue
+            role = (
+                "web"
+                if node.name.startswith("web")
+                else ("worker" if node.name.startswith("worker") else "maintenance")
+            )
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(node.process.pid)
+                for process in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        times = process.cpu_times()
+                        self._seen[process.pid] = (role, times.user + times.system)
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds by role since `start()`."""
+        self._done.set()
+        self._thread.join()
+        self._sample()
+        totals: dict[str, float] = {}
+        for pid, (role, seconds) in self._seen.items():
+            totals[role] = totals.get(role, 0.0) + seconds - self._baseline.get(pid, 0.0)
+        return totals
 
 
 def node_env(**values: str) -> dict[str, str]:

@@ -62,7 +62,7 @@ PHASES = (
     ("key store", 15),
     ("worker killed", 30),
     ("web restart", 15),
-    ("after", 20),
+    ("steady again", 20),
 )
 TERMINAL = {"succeeded", "failed", "cancelled"}
 POST_GIVE_UP = 60.0  # a client stops retrying one POST after this long
@@ -246,9 +246,9 @@ def _scenario(cluster: topology.Cluster) -> None:
     clients = [threading.Thread(target=load.run_client, args=(i,)) for i in range(CLIENTS)]
 
     def key_store_lost() -> tuple[float, str]:
-        load.burst(BURST)
+        load.burst(BURST)  # part of the phase before: the backlog the fault finds
         began = time.time()
-        return began, f"{BURST} runs posted at once, then: {cluster.keys.fault()}"  # type: ignore[union-attr]
+        return began, f"{cluster.keys.fault()} ({BURST} runs posted at once just before)"  # type: ignore[union-attr]
 
     def worker_killed() -> tuple[float, str]:
         began = time.time()
@@ -266,6 +266,7 @@ def _scenario(cluster: topology.Cluster) -> None:
         "web restart": web_restarted,
     }
     marks: list[tuple[str, float, float, str]] = []  # (phase, fault start, phase start, what)
+    sampler = topology.CpuSampler(cluster).start()
     try:
         for thread in clients:
             thread.start()
@@ -287,7 +288,8 @@ def _scenario(cluster: topology.Cluster) -> None:
     finally:
         maintenance_done.set()
         maintainer.join()
-    _check_and_report(cluster, load, marks, end)
+    cpu = sampler.stop()
+    _check_and_report(cluster, load, marks, end, cpu)
 
 
 def _wait_terminal(cluster: topology.Cluster) -> None:
@@ -303,7 +305,11 @@ def _wait_terminal(cluster: topology.Cluster) -> None:
 
 
 def _check_and_report(
-    cluster: topology.Cluster, load: Load, marks: list[tuple[str, float, float, str]], end: float
+    cluster: topology.Cluster,
+    load: Load,
+    marks: list[tuple[str, float, float, str]],
+    end: float,
+    cpu: dict[str, float],
 ) -> None:
     assert cluster.sandbox is not None
     assert cluster.balancer is not None
@@ -385,7 +391,7 @@ def _check_and_report(
     )
     verify = cluster.manage("verify-audit", "--full")
 
-    _report(cluster, load, marks, end, runs, consumed, calls, missing, audit_ips, verify)
+    _report(cluster, load, marks, end, runs, consumed, calls, missing, audit_ips, verify, cpu)
 
     assert not stuck, f"runs not ended: {stuck}"
     assert not unknown, f"{len(unknown)} keys reached the provider that no client sent"
@@ -422,6 +428,7 @@ def _report(
     missing: list[tuple[Any, ...]],
     audit_ips: Counter[str],
     verify: str,
+    cpu: dict[str, float],
 ) -> None:
     """The figures, printed (`-s`): what CI logs and docs/performance.md show."""
     assert cluster.keys is not None
@@ -439,9 +446,15 @@ def _report(
     )
     say(f"runs: {len(runs)} ({Counter(row[1] for row in runs.values())})")
     say("")
-    say(f"{'phase':<14} {'from':>6} {'secs':>5} {'ended/s':>8} {'succeeded/s':>12}  failed by code")
-    edges = [(phase, start) for phase, _, start, _ in marks] + [("end", end)]
-    origin = marks[0][2]
+    say(f"{'phase':<24} {'from':>6} {'secs':>5} {'ended/s':>8} {'succeeded/s':>12}  failed by code")
+    edges: list[tuple[str, float]] = []
+    for phase, began, start, what in marks:
+        if what:  # a fault: while it is done (until the sentinels agree, the node is back)
+            edges += [(f"{phase}: during", began), (f"{phase}: after", start)]
+        else:
+            edges.append((phase, began))
+    edges.append(("end", end))
+    origin = marks[0][1]
     steady = 0.0
     for (phase, start), (_, stop) in itertools.pairwise(edges):
         window = [f for f in finished if start <= f[0] < stop]
@@ -451,11 +464,11 @@ def _report(
         if phase == "steady":
             steady = ok / seconds
         say(
-            f"{phase:<14} {start - origin:>6.1f} {seconds:>5.1f} {len(window) / seconds:>8.2f}"
+            f"{phase:<24} {start - origin:>6.1f} {seconds:>5.1f} {len(window) / seconds:>8.2f}"
             f" {ok / seconds:>12.2f}  {dict(failed) or '-'}"
         )
     say("")
-    for phase, began, start, what in marks[1:-1]:
+    for phase, began, start, what in [mark for mark in marks if mark[3]]:
         recovered = _recovery(finished, start, steady)
         say(
             f"{phase}: {what}; the fault took {start - began:.1f} s; succeeded/s back to half "
@@ -486,6 +499,16 @@ def _report(
     say(
         f"provider calls: {sum(len(t) for t in calls.values())} with {len(calls)} keys; "
         f"key.consumed events: {sum(consumed.values())} for {len(consumed)} runs"
+    )
+    ended = max(1, sum(1 for row in runs.values() if row[6]))
+    requests = max(1, sum(n for what, n in stats.items() if what.startswith("127.0.0.1:")))
+    per_run = ", ".join(
+        f"{role} {cpu_s * 1e3 / ended:.1f} ms" for role, cpu_s in sorted(cpu.items())
+    )
+    say(
+        f"CPU per run ended: {per_run} ({ended} runs; web {cpu.get('web', 0) * 1e3 / requests:.1f}"
+        f" ms per request of {requests}, the clients' polling GETs included; PostgreSQL,"
+        " PgBouncer, RabbitMQ and Valkey not counted)"
     )
     say(f"run.created client addresses seen by the web nodes: {dict(audit_ips)}")
     say("verify-audit --full: " + " | ".join(verify.strip().splitlines()))
