@@ -50,7 +50,7 @@ RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 # Short enough that recovery shows within the test's bound (production: docs/operations.md).
 TIMINGS = {
     "BYOK_TOKEN_TTL": "120",  # > RUN_REQUEUE_AFTER + 60 (swrly.E005)
-    "RUN_INTERRUPTED_AFTER": "12",  # a step here takes well under a second
+    "RUN_INTERRUPTED_AFTER": "20",  # a step here takes well under a second
     "RUN_REQUEUE_AFTER": "10",
     "CELERY_VISIBILITY_TIMEOUT": "60",  # Redis brokers only; RabbitMQ redelivers at once
 }
