@@ -194,8 +194,9 @@ class Load:
 
 def _api(cluster: topology.Cluster, token: str) -> str:
     """The load's workflow, created through the balancer."""
+    assert cluster.balancer is not None
     response = httpx.post(
-        f"{cluster.balancer.url}/api/v1/workflows/",  # type: ignore[union-attr]
+        f"{cluster.balancer.url}/api/v1/workflows/",
         json={"name": "failover", "steps": STEPS},
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
@@ -229,7 +230,8 @@ def test_failover_under_load(tmp_path: Path) -> None:
 
 
 def _scenario(cluster: topology.Cluster) -> None:
-    assert cluster.keys is not None
+    keys = cluster.keys
+    assert keys is not None
     assert cluster.sandbox is not None
     assert cluster.balancer is not None
     cluster.manage(
@@ -248,7 +250,7 @@ def _scenario(cluster: topology.Cluster) -> None:
     def key_store_lost() -> tuple[float, str]:
         load.burst(BURST)  # part of the phase before: the backlog the fault finds
         began = time.time()
-        return began, f"{cluster.keys.fault()} ({BURST} runs posted at once just before)"  # type: ignore[union-attr]
+        return began, f"{keys.fault()} ({BURST} runs posted at once just before)"
 
     def worker_killed() -> tuple[float, str]:
         began = time.time()
@@ -288,7 +290,9 @@ def _scenario(cluster: topology.Cluster) -> None:
     finally:
         maintenance_done.set()
         maintainer.join()
-    cpu = sampler.stop()
+        cpu = sampler.stop()
+    refused = [s.attempts for s in load.submissions if s.run_id is None]
+    assert len(marks) == len(PHASES), f"the load stopped early; POSTs not accepted: {refused}"
     _check_and_report(cluster, load, marks, end, cpu)
 
 
@@ -374,7 +378,8 @@ def _check_and_report(
     # A key store without a replica loses every token it held: each run deposited before it
     # went and claimed after it came back must fail key_missing (never run, never wait).
     lost_not_missing = []
-    if cluster.keys.kind == "plain":  # type: ignore[union-attr]
+    assert cluster.keys is not None
+    if cluster.keys.kind == "plain":
         _, went, back, _ = next(mark for mark in marks if mark[0] == "key store")
         lost_not_missing = [
             (str(row[0]), row[1], row[2])
