@@ -61,7 +61,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -135,6 +135,8 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     body: Any  # None when the body was absent or not JSON
+    # When it arrived (time.time(), the clock the platform's timestamps use on this machine).
+    received_at: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)

@@ -126,12 +126,16 @@ def start_pgbouncer(*, pool_size: int = 2) -> PgBouncer:
         for path in directory.iterdir():
             shutil.chown(path, user="postgres")
         command[1:1] = ["-u", "postgres"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its console output goes to a file, never a pipe: pgbouncer logs every connection to
+    # stderr too, and under load a pipe nobody reads fills up and stops pgbouncer mid-write
+    # (seen in tests/multinode/: every client of the database hung until query_wait_timeout).
+    with (directory / "stderr.log").open("wb") as console:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=console)
     bouncer = PgBouncer(port=port, directory=directory, process=process)
     deadline = time.monotonic() + 15
     while True:
         if process.poll() is not None:
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            stderr = (directory / "stderr.log").read_text(errors="replace")
             log = bouncer.log()
             bouncer.stop()
             raise RuntimeError(f"pgbouncer exited ({process.returncode}): {stderr}{log}")
