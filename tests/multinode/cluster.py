@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,11 +39,10 @@ from swrly.dev.devstack import start_embedded_valkey
 from swrly.dev.sandbox import SandboxServer
 from tests.multinode.balancer import LoadBalancer, free_port
 from tests.pgbouncer.server import PgBouncer, pgbouncer_missing, start_pgbouncer
+from tests.runs import rabbitmq
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
-RABBITMQ_PORT = 5672
-RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
 # Short enough that recovery shows within the test's bound (production: docs/operations.md).
 TIMINGS = {
@@ -79,12 +76,8 @@ def missing_services() -> list[str]:
         psycopg.connect(POSTGRES, connect_timeout=3).close()
     except psycopg.OperationalError:
         missing.append("PostgreSQL does not answer on 127.0.0.1:5432 (trust, user postgres)")
-    if not Path(RABBITMQCTL).exists():
-        missing.append(f"{RABBITMQCTL} is missing (Debian's rabbitmq-server)")
-    try:
-        socket.create_connection(("127.0.0.1", RABBITMQ_PORT), timeout=3).close()
-    except OSError:
-        missing.append(f"RabbitMQ does not answer on 127.0.0.1:{RABBITMQ_PORT}")
+    if not rabbitmq.reachable():
+        missing.append("RabbitMQ does not answer (SWRLY_TEST_AMQP_URL)")
     return missing
 
 
@@ -166,24 +159,6 @@ def key_store() -> KeyStore:
 # --- RabbitMQ and PostgreSQL ---------------------------------------------------------------
 
 
-class RabbitVhost:
-    """A vhost of this run's own on the machine's RabbitMQ (guest may use it); deleted after."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._ctl("add_vhost", name)
-        self._ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        self.url = f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/{name}"
-
-    @staticmethod
-    def _ctl(*args: str) -> None:
-        subprocess.run([RABBITMQCTL, "-q", *args], check=True, capture_output=True, timeout=60)
-
-    def stop(self) -> None:
-        with contextlib.suppress(subprocess.SubprocessError):
-            self._ctl("delete_vhost", self.name)
-
-
 def create_database(name: str) -> None:
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
@@ -261,7 +236,7 @@ class Cluster:
     bouncer: PgBouncer | None = None
     keys: KeyStore | None = None
     cache: Any = None
-    broker: RabbitVhost | None = None
+    broker: rabbitmq.Vhost | None = None
     sandbox: SandboxServer | None = None
     web: list[Node] = field(default_factory=list)
     run_workers: list[Node] = field(default_factory=list)
@@ -367,8 +342,12 @@ class Cluster:
         does every MAINTENANCE_INTERVAL (60 s, too long for this test): the maintenance worker
         runs them."""
         from celery import Celery
+        from django.conf import settings
 
         sender = Celery("multinode-beat", broker=self.broker_url, set_as_current=False)
+        # The queues as the nodes declare them (quorum queues on RabbitMQ): a sender that
+        # declared a classic queue of the same name would be refused (PRECONDITION_FAILED).
+        sender.conf.task_queues = settings.CELERY_TASK_QUEUES
         try:
             for task in ("runs.tasks.reap_runs", "runs.tasks.sweep_orphan_tokens"):
                 sender.send_task(task, queue=MAINTENANCE_QUEUE)
@@ -395,10 +374,12 @@ class Cluster:
         for node in [*self.web, *self.run_workers, *self.maintenance]:
             with contextlib.suppress(Exception):
                 node.stop()
-        for part in (self.balancer, self.sandbox, self.keys, self.cache, self.broker):
+        for part in (self.balancer, self.sandbox, self.keys, self.cache):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.stop()
+        if self.broker is not None:
+            self.broker.close()
         with contextlib.suppress(Exception):
             drop_database(self.bouncer, self.database)
         if self.bouncer is not None:
@@ -493,7 +474,7 @@ def start_cluster(workdir: Path) -> Iterator[Cluster]:
         create_database(cluster.database)
         cluster.keys = key_store()
         cluster.cache = start_embedded_valkey()
-        cluster.broker = RabbitVhost(f"swrly_multinode_{suffix}")
+        cluster.broker = rabbitmq.Vhost("swrly-multinode")
         cluster.sandbox = SandboxServer().start()
         cluster.env = node_env(
             DATABASE_URL=cluster.bouncer.url(cluster.database),

@@ -190,6 +190,32 @@ class Relay:
                 self._sockets -= {source, sink}
 
 
+class Vhost:
+    """A virtual host of its own on the machine's RabbitMQ (`url` reaches it directly);
+    `close()` deletes it and every queue in it."""
+
+    def __init__(self, prefix: str = "swrly-test") -> None:
+        if not reachable():
+            raise AssertionError(f"RabbitMQ does not answer at {urlsplit(AMQP_URL).netloc}")
+        self._ctl = _Ctl()
+        self.name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        self._ctl.add(self.name)
+
+    def url_via(self, host: str, port: int) -> str:
+        """The AMQP URL of this virtual host through `host:port` (the broker or a relay)."""
+        credentials = f"{self._ctl.user}:{self._ctl.password}"
+        return f"amqp://{credentials}@{host}:{port}/{quote(self.name, safe='')}"
+
+    @property
+    def url(self) -> str:
+        parts = urlsplit(AMQP_URL)
+        return self.url_via(parts.hostname or "127.0.0.1", parts.port or 5672)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ctl.delete(self.name)
+
+
 class RabbitMQBroker:
     """A virtual host of its own on the machine's RabbitMQ, reached through a `Relay`.
 
@@ -201,14 +227,8 @@ class RabbitMQBroker:
     kind = "amqp"
 
     def __init__(self) -> None:
-        if not reachable():
-            raise AssertionError(f"RabbitMQ does not answer at {urlsplit(AMQP_URL).netloc}")
+        self._vhosts = [Vhost()]
         parts = urlsplit(AMQP_URL)
-        self._credentials = f"{parts.username or 'guest'}:{parts.password or 'guest'}"
-        self._ctl = _Ctl()
-        self.vhost = f"swrly-test-{uuid.uuid4().hex[:12]}"
-        self._vhosts = [self.vhost]
-        self._ctl.add(self.vhost)
         self._relay = Relay(parts.hostname or "127.0.0.1", parts.port or 5672)
 
     @property
@@ -216,16 +236,19 @@ class RabbitMQBroker:
         return self._relay.port
 
     @property
+    def vhost(self) -> str:
+        return self._vhosts[0].name
+
+    @property
     def url(self) -> str:
-        return f"amqp://{self._credentials}@127.0.0.1:{self.port}/{quote(self.vhost, safe='')}"
+        return self._vhosts[0].url_via("127.0.0.1", self._relay.port)
 
     @property
     def unheard_url(self) -> str:
         """A second virtual host of this broker, where no worker consumes."""
         if len(self._vhosts) == 1:
-            self._vhosts.append(f"{self.vhost}-unheard")
-            self._ctl.add(self._vhosts[1])
-        return f"amqp://{self._credentials}@127.0.0.1:{self.port}/{quote(self._vhosts[1])}"
+            self._vhosts.append(Vhost("swrly-test-unheard"))
+        return self._vhosts[1].url_via("127.0.0.1", self._relay.port)
 
     def start(self) -> None:
         self._relay.start()
@@ -252,8 +275,7 @@ class RabbitMQBroker:
         with contextlib.suppress(Exception):
             self._relay.stop()
         for vhost in self._vhosts:
-            with contextlib.suppress(Exception):
-                self._ctl.delete(vhost)
+            vhost.close()
 
 
 @pytest.fixture
