@@ -86,7 +86,8 @@ class Run(models.Model):
     # {provider: {"fingerprint": hex, "hint": "sk-…abcd"}}: which key ran the run, never the key.
     key_fingerprints = models.JSONField(default=dict, blank=True)
     keys_expire_at = models.DateTimeField(null=True, blank=True)
-    # Set once, by the conditional update that claims the run: its tokens can be taken only once.
+    # Set by the conditional update that claims the run: its tokens can be taken only once. Reset
+    # only when the claim is given back before any token was read (runs.executor._release).
     keys_consumed_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
