@@ -5,6 +5,8 @@ before any token is taken: a duplicate delivery of the task, or a token a Redis 
 back, can never run the run a second time. Every key is released when the run ends, however it
 ends. A claim that would put the tenant over its running limit (runs.fairness) is rolled back
 before any token is taken (TenantBusy): the run stays queued, and `run_defer` enqueues it again.
+A key store that does not answer the run's first GETDEL gives the claim back (RunReleased, see
+`_release`): the run is queued again with its tokens, and the task tries it again later.
 
 Transactions (a run of n steps commits n + 2 times): the claim (with `run.started`, and the
 reads the run needs); the first step's start, with `key.consumed` for every key taken; then,
@@ -71,6 +73,11 @@ class ClaimFailed(Exception):
     """The database did not answer the claim: the run is still queued and must be asked again."""
 
 
+class RunReleased(Exception):
+    """The key store did not answer the run's first GETDEL: the claim was given back, no key
+    taken; the run is queued with its tokens and is to be tried again (`_release`)."""
+
+
 def _with_db_retry(what: str, write: Callable[[], T]) -> T:
     """Run `write`; when the database connection is lost, close it and try again on a fresh one.
 
@@ -135,7 +142,9 @@ def run_execute(
     """Execute a queued run. Returns None when the run was not queued (already claimed).
 
     TenantBusy when the run's tenant is at its running limit: the run was left queued, its keys
-    untouched (see `run_defer`).
+    untouched (see `run_defer`). RunReleased when the key store did not answer before any key
+    was taken: the run is queued again, its keys untouched, to be tried again
+    RUN_KEY_STORE_RETRY_DELAY seconds later (see `_release`).
 
     `pause(seconds)` waits between a provider call's attempts (see runs.providers.client.send).
     """
@@ -150,6 +159,8 @@ def run_execute(
     try:
         secrets = _take_keys(run, actor, progress)
         _run_steps(run, secrets, actor, pause, progress)
+    except RunReleased:
+        raise  # queued again, nothing taken: nothing to end
     except RunAborted as aborted:
         _finish(run, actor, RunStatus.FAILED, aborted.code, aborted.message, secrets, progress)
     except _Stopped:
@@ -286,6 +297,10 @@ def _progress(run: Run) -> _Progress:
 def _take_keys(run: Run, actor: Actor, progress: _Progress) -> dict[str, ProviderSecret]:
     """GETDEL every key the run needs. Any failure aborts the run; the rest are discarded.
 
+    Except a key store that does not answer the first GETDEL: no key is held yet, so the run is
+    given back to the queue with every token (RunReleased, `_release`) rather than failed. Once
+    a key is taken, its plaintext is in this worker's memory: a later failure fails the run.
+
     `key.consumed` is recorded with the first step's start (or the run's end, if no step
     starts): in the first transaction after the keys are taken, before any call uses them.
     """
@@ -293,7 +308,7 @@ def _take_keys(run: Run, actor: Actor, progress: _Progress) -> dict[str, Provide
     providers = run.providers
     try:
         for provider in providers:
-            secrets[provider] = _take_key(run, provider, actor, progress)
+            secrets[provider] = _take_key(run, provider, actor, progress, first=not secrets)
     except RunAborted:
         for provider in providers:
             if provider not in secrets:
@@ -304,7 +319,9 @@ def _take_keys(run: Run, actor: Actor, progress: _Progress) -> dict[str, Provide
     return secrets
 
 
-def _take_key(run: Run, provider: str, actor: Actor, progress: _Progress) -> ProviderSecret:
+def _take_key(
+    run: Run, provider: str, actor: Actor, progress: _Progress, *, first: bool
+) -> ProviderSecret:
     expected = run.key_fingerprints.get(provider, {}).get("fingerprint")
     common = {"provider": provider, "fingerprint": expected, "worker": run.worker}
     try:
@@ -320,6 +337,10 @@ def _take_key(run: Run, provider: str, actor: Actor, progress: _Progress) -> Pro
         _audit(run, "key.rejected", actor, {**common, "reason": type(exc).__name__})
         raise RunAborted(RunError.KEY_REJECTED, f"the stored {provider} key was rejected") from None
     except keys.KeyStoreUnavailable:
+        if first and _release(run, provider, actor):
+            raise RunReleased(
+                f"the key store did not answer; run {run.pk} is queued again"
+            ) from None
         raise RunAborted(
             RunError.KEY_STORE_UNAVAILABLE, "the key store did not answer when the run started"
         ) from None
@@ -336,6 +357,73 @@ def _take_key(run: Run, provider: str, actor: Actor, progress: _Progress) -> Pro
         consumed["destination"] = destination.origin
     progress.events.append(("key.consumed", consumed))
     return secret
+
+
+def _release(run: Run, provider: str, actor: Actor) -> bool:
+    """Give the claim back: the run queued again as before its claim, `run.released` audited, in
+    one transaction. False when it may not be: released RUN_KEY_STORE_RETRIES times already, keys
+    valid for less than twice RUN_KEY_STORE_RETRY_DELAY, cancellation requested, or reaped.
+
+    Safe because no key was taken. A GETDEL whose reply was lost may still have taken the token:
+    the next attempt finds it gone and fails `key_missing`, which is what happened. A GETDEL
+    that ran on a primary that died before replicating it: the promoted replica still holds the
+    token, whose plaintext never reached this worker (the reply was lost), so the next attempt
+    uses the key once. Once queued, the run is what it was before its claim: the orphan-token
+    sweep leaves its tokens alone, `run_cancel` cancels it and discards them, it no longer
+    counts against its tenant's running limit, and its `requeued_at` keeps the sweeper from
+    enqueueing it again while the task's retry is pending (and lets the sweeper take over if
+    that message is lost). Its step rows are all still `pending`: no step starts before the keys
+    are taken.
+    """
+    now = timezone.now()
+    margin = timedelta(seconds=2 * settings.RUN_KEY_STORE_RETRY_DELAY)
+
+    def release() -> bool:
+        with audited_atomic():
+            released = Run.objects.filter(
+                pk=run.pk,
+                status=RunStatus.RUNNING,
+                cancel_requested_at=None,
+                releases__lt=settings.RUN_KEY_STORE_RETRIES,
+                keys_expire_at__gt=now + margin,
+            ).update(
+                status=RunStatus.QUEUED,
+                keys_consumed_at=None,
+                started_at=None,
+                heartbeat_at=None,
+                worker="",
+                requeued_at=now,
+                releases=F("releases") + 1,
+            )
+            if released:
+                audit_record(
+                    tenant=run.tenant,
+                    action="run.released",
+                    actor=actor,
+                    target=f"run:{run.pk}",
+                    metadata={
+                        "reason": "key store unavailable",
+                        "provider": provider,
+                        "worker": run.worker,
+                        "releases": run.releases + 1,
+                    },
+                )
+                return True
+        # An earlier attempt's commit whose answer was lost: the run carries this release's mark.
+        return Run.objects.filter(
+            pk=run.pk, status=RunStatus.QUEUED, requeued_at=now, releases=run.releases + 1
+        ).exists()
+
+    released = _with_db_retry(f"releasing run {run.pk}", release)
+    if released:
+        metrics.run_released()
+        log.warning(
+            "the key store did not answer run %s; the run is queued again (release %d of %d)",
+            run.pk,
+            run.releases + 1,
+            settings.RUN_KEY_STORE_RETRIES,
+        )
+    return released
 
 
 def _allowed_destination(provider: str) -> Destination | None:

@@ -86,16 +86,21 @@ class Run(models.Model):
     # {provider: {"fingerprint": hex, "hint": "sk-…abcd"}}: which key ran the run, never the key.
     key_fingerprints = models.JSONField(default=dict, blank=True)
     keys_expire_at = models.DateTimeField(null=True, blank=True)
-    # Set once, by the conditional update that claims the run: its tokens can be taken only once.
+    # Set by the conditional update that claims the run: its tokens can be taken only once. Reset
+    # only when the claim is given back before any token was read (runs.executor._release).
     keys_consumed_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    # The last re-enqueue of this queued run (by the sweeper, or by a worker that left it queued
-    # at its tenant's running limit: runs.executor.run_defer), and how many the sweeper made
-    # (never the first enqueue, which happens when the run is committed).
+    # The last re-enqueue of this queued run (by the sweeper, by a worker that left it queued
+    # at its tenant's running limit: runs.executor.run_defer, or by one that gave it back when
+    # the key store did not answer), and how many the sweeper made (never the first enqueue,
+    # which happens when the run is committed).
     requeued_at = models.DateTimeField(null=True, blank=True)
     requeues = models.PositiveSmallIntegerField(default=0)
+    # How many times a worker gave the claimed run back to the queue, no key taken, because the
+    # key store did not answer (runs.executor; bounded by RUN_KEY_STORE_RETRIES).
+    releases = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -4,8 +4,9 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
-from runs.executor import ClaimFailed, run_defer, run_execute, runs_reap
+from runs.executor import ClaimFailed, RunReleased, run_defer, run_execute, runs_reap
 from runs.fairness import TenantBusy
 from runs.queue import EXECUTE_RUN
 from runs.services import orphan_tokens_sweep
@@ -21,12 +22,24 @@ def execute_run(self: Any, run_id: str) -> None:
 
     When the database does not answer the claim, the run is still queued: the task is sent
     again rather than acknowledged and forgotten. When the run's tenant is at its running
-    limit, the run stays queued with its keys and is enqueued again a little later.
+    limit, the run stays queued with its keys and is enqueued again a little later. When the
+    key store did not answer before any key was taken, the run was queued again with its keys
+    (RunReleased): the task is sent again RUN_KEY_STORE_RETRY_DELAY seconds later. The run
+    counts its releases (`Run.releases`) and fails `key_store_unavailable` past
+    RUN_KEY_STORE_RETRIES; the message's own retry budget is widened by as many, so it never
+    cuts them short. If the broker refuses the retry, the run stays queued and the sweeper
+    enqueues it again after RUN_REQUEUE_AFTER.
     """
     try:
         run = run_execute(run_id=run_id)
     except ClaimFailed as exc:
         raise self.retry(exc=exc, countdown=CLAIM_RETRY_DELAY) from None
+    except RunReleased as exc:
+        raise self.retry(
+            exc=exc,
+            countdown=settings.RUN_KEY_STORE_RETRY_DELAY,
+            max_retries=self.max_retries + settings.RUN_KEY_STORE_RETRIES,
+        ) from None
     except TenantBusy:
         log.info("run %s waits: its tenant is at its running limit", run_id)
         run_defer(run_id)

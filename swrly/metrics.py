@@ -125,6 +125,12 @@ RUNS_DEFERRED = Counter(
     "stayed queued with its keys and was enqueued again.",
     registry=_REGISTRY,
 )
+RUNS_RELEASED = Counter(
+    "swrly_runs_released",
+    "Claims a worker gave back because the key store did not answer its first GETDEL (no key "
+    "taken): the run stayed queued with its keys and was tried again.",
+    registry=_REGISTRY,
+)
 
 _RUN_END = {"run.succeeded": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled"}
 _KEY_EVENTS = {
@@ -195,6 +201,11 @@ def run_refused(reason: str) -> None:
 def run_deferred() -> None:
     """A worker left a run queued: its tenant was at its running limit."""
     RUNS_DEFERRED.inc()
+
+
+def run_released() -> None:
+    """A worker put a claimed run back in the queue: the key store did not answer."""
+    RUNS_RELEASED.inc()
 
 
 def key_store_op(op: str, outcome: str, started: float) -> None:

@@ -245,6 +245,17 @@ RUN_MAX_RUNNING_PER_TENANT = env.int("RUN_MAX_RUNNING_PER_TENANT", default=10)
 RUN_DEFER_DELAY = env.float("RUN_DEFER_DELAY", default=2.0)
 # --- end Run fairness and backpressure ---
 
+# --- Run retries when the key store does not answer (docs/operations.md "Failover runbook") ---
+# A worker whose first GETDEL of a run meets an unavailable key store (a Sentinel failover) has
+# taken no key: it puts the run back in the queue, its tokens untouched (`run.released`), and
+# tries it again RUN_KEY_STORE_RETRY_DELAY seconds later, at most RUN_KEY_STORE_RETRIES times and
+# only while the keys stay valid for twice the delay; after that the run fails
+# `key_store_unavailable`. Retries x delay should cover the sentinels' down-after-milliseconds
+# plus the promotion.
+RUN_KEY_STORE_RETRIES = env.int("RUN_KEY_STORE_RETRIES", default=3)
+RUN_KEY_STORE_RETRY_DELAY = env.float("RUN_KEY_STORE_RETRY_DELAY", default=5.0)
+# --- end Run retries when the key store does not answer ---
+
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 # The Redis broker hands an unacknowledged message (its worker died) to another worker after
 # the visibility timeout. Below BYOK_TOKEN_TTL (swrly.E004), so a redelivered run still finds

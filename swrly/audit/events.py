@@ -265,6 +265,17 @@ EVENT_TYPES: tuple[EventType, ...] = (
         label="Enqueued again: no worker had taken it",
     ),
     EventType(
+        "run.released",
+        _RUN,
+        ("reason", "provider", "worker", "releases"),
+        "the executor, when the key store did not answer the run's first `GETDEL` (no key "
+        "taken): the run is queued again with its tokens and tried again later",
+        notes='`reason: "key store unavailable"`; `provider`: whose token could not be read; '
+        "`worker`: the worker that gave the claim back; `releases`: how many so far (at most "
+        "`RUN_KEY_STORE_RETRIES`)",
+        label="Given back to the queue: the key store did not answer",
+    ),
+    EventType(
         "audit.exported",
         "audit:<format>",
         ("format", "filters", "via"),

@@ -481,6 +481,14 @@ def _report(
         )
     codes = Counter(row[2] for row in runs.values() if row[1] == "failed")
     say(f"failed runs by error code: {dict(codes) or 'none'}")
+    [(releases, released)] = cluster.query(
+        "SELECT count(*), count(DISTINCT target) FROM tenants_auditevent"
+        " WHERE action = 'run.released'"
+    )
+    say(
+        f"runs given back to the queue (key store unavailable at their first GETDEL): "
+        f"{released} ({releases} run.released events)"
+    )
     if missing:
         spans = sorted((row[6] - row[4]).total_seconds() for row in missing)
         say(
