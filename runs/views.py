@@ -3,12 +3,25 @@ timeline."""
 
 from datetime import UTC
 
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 
+from runs.content import (
+    CELL_CHARS,
+    CELL_LINES,
+    PAGE_CHARS,
+    PAGE_LINES,
+    Clipped,
+    Part,
+    clip,
+    input_text,
+    parse_part,
+    part_text,
+)
 from runs.filters import RunFilterSet
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, StepRun
 from runs.selectors import (
     PAGE_SIZE,
     RUN_KEYSET,
@@ -22,7 +35,7 @@ from runs.selectors import (
 from swrly.audit.events import key_life_events
 from swrly.custody.selectors import key_rotations, run_history
 from swrly.web.charts import last_days, stacked_bars
-from tenants.access import get_for_tenant, scoped
+from tenants.access import access_denied, get_for_tenant, scoped
 from tenants.models import AUDIT_READ_ROLES, WRITE_ROLES
 from tenants.pages import TenantPageView
 from tenants.selectors import (
@@ -110,12 +123,92 @@ class RunDetailView(TenantPageView):
         history = run_history(
             tenant=self.tenant, run=run, step_providers=[step.provider for step in steps]
         )
-        definitions = list(zip(steps, run.steps, strict=False)) if include_content else []
         return self.page(
             "runs/run_detail.html",
             run=run,
             steps=steps,
             history=history,
             include_content=include_content,
-            definitions=definitions,
+            run_error=clip(
+                part_text(run=run, steps=steps, part=Part("error")) or "",
+                part="error",
+                chars=CELL_CHARS,
+                lines=CELL_LINES,
+            ),
+            step_rows=[
+                (
+                    step,
+                    clip(
+                        part_text(run=run, steps=steps, part=Part("error", step.position)) or "",
+                        part=Part("error", step.position).name,
+                        chars=CELL_CHARS,
+                        lines=CELL_LINES,
+                    ),
+                )
+                for step in steps
+            ],
+            input=clip(input_text(run), part="input") if include_content else None,
+            page_chars=f"{PAGE_CHARS:,}",
+            page_lines=PAGE_LINES,
+            contents=_step_contents(run, steps) if include_content else [],
         )
+
+
+def _step_contents(run: Run, steps: list[StepRun]) -> list[dict[str, object]]:
+    """Per step: its clipped system prompt and prompt (templates) and its output."""
+    contents: list[dict[str, object]] = []
+    for step in steps:
+        values: dict[str, Clipped | None] = {}
+        for field in ("system", "prompt", "output"):
+            part = Part(field, step.position)
+            text = part_text(run=run, steps=steps, part=part)
+            values[field] = clip(text, part=part.name) if text else None
+        contents.append({"step": step, **values})
+    return contents
+
+
+class RunValueView(TenantPageView):
+    """One of a run's values whole, as a download: the page shows only its start.
+
+    The run page's rules: auditors get the error bodies but not the input, the prompts or the
+    outputs (403, audited), like the API hides them; another tenant's run is a 404.
+    """
+
+    def get(self, request: HttpRequest, tenant_slug: str, run_id: str, part: str) -> HttpResponse:
+        include_content = self.membership.role in CONTENT_ROLES
+        run = get_for_tenant(
+            Run,
+            tenant=self.tenant,
+            pk=run_id,
+            actor=self.actor,
+            request=request,
+            queryset=run_for_detail_queryset(tenant=self.tenant, include_content=include_content),
+        )
+        wanted = parse_part(part)
+        if wanted is None:
+            raise Http404
+        if wanted.is_content and not include_content:
+            access_denied(
+                tenant=self.tenant,
+                actor=self.actor,
+                target=request.path,
+                reason=f"role {self.membership.role} may not read run content",
+                request=request,
+            )
+            raise PermissionDenied
+        steps = (
+            run_steps(tenant=self.tenant, run=run, include_content=include_content)
+            if wanted.position is not None
+            else []
+        )
+        text = part_text(run=run, steps=steps, part=wanted)
+        if text is None:
+            raise Http404
+        is_json = wanted.field == "input"
+        response = HttpResponse(
+            text,
+            content_type="application/json" if is_json else "text/plain; charset=utf-8",
+        )
+        filename = f"run-{run.pk}-{wanted.name}.{'json' if is_json else 'txt'}"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response

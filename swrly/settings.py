@@ -119,6 +119,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
+    # Innermost: Swrly's 404 page even with DEBUG on (swrly/web/error_pages.py).
+    "swrly.web.error_pages.NotFoundPageMiddleware",
 ]
 
 AUTHENTICATION_BACKENDS = [

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from swrly.metrics import metrics_view
+from swrly.web.favicon import favicon
 from tenants.views import PasswordChangeView, home
 
 urlpatterns = [
@@ -20,7 +21,8 @@ urlpatterns = [
     path("t/<slug:tenant_slug>/", include("runs.urls")),
     path("api/v1/", include("swrly.api")),
     path("admin/", admin.site.urls),
-    path("metrics", metrics_view, name="metrics"),  # METRICS_TOKEN; off while it is unset
+    path("metrics", metrics_view, name="metrics"),
+    path("favicon.ico", favicon, name="favicon"),  # METRICS_TOKEN; off while it is unset
 ]
 
 handler400 = "swrly.web.error_pages.bad_request"

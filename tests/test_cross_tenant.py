@@ -29,6 +29,7 @@ UNSCOPED = {
     "api:docs",
     "api:audit-keys",
     "metrics",
+    "favicon",
 }
 
 
@@ -59,6 +60,10 @@ def _acme_token(world):
 
 def _acme_run_page(world):
     return {"run_id": world.run().pk}
+
+
+def _acme_run_value(world):
+    return {"run_id": world.run().pk, "part": "input"}
 
 
 def _acme_webhook(world):
@@ -95,6 +100,7 @@ PAGE_CASES = {
     "tenants:audit-export-jsonl": ("get", None, None),
     "runs:run-list": ("get", None, None),
     "runs:run-detail": ("get", _acme_run_page, None),
+    "runs:run-value": ("get", _acme_run_value, None),
     "evidence:bundle": ("get", None, {"from": "2026-01-01", "to": "2026-01-31"}),
     "evidence:verifier": ("get", None, None),
 }

@@ -11,6 +11,7 @@ from tests.pages.conftest import CANARY, T0, assert_clean_html, make_rotation, m
 
 ALL_ROLES = list(Role)
 AUDIT_ROLES = [Role.OWNER, Role.ADMIN, Role.AUDITOR]
+CONTENT_ROLES = [Role.OWNER, Role.ADMIN, Role.DEVELOPER]
 
 
 def _body(response) -> str:
@@ -37,6 +38,12 @@ def _pages(world) -> dict[str, tuple[str, list[str]]]:
         "dashboard": (reverse("runs:dashboard", args=["acme"]), ALL_ROLES),
         "runs": (reverse("runs:run-list", args=["acme"]), ALL_ROLES),
         "run": (reverse("runs:run-detail", args=["acme", run.pk]), ALL_ROLES),
+        "run-input": (reverse("runs:run-value", args=["acme", run.pk, "input"]), CONTENT_ROLES),
+        "run-output": (
+            reverse("runs:run-value", args=["acme", run.pk, "step-0-output"]),
+            CONTENT_ROLES,
+        ),
+        "run-error": (reverse("runs:run-value", args=["acme", run.pk, "step-0-error"]), ALL_ROLES),
         "keys": (reverse("custody:key-history", args=["acme"]), ALL_ROLES),
         "audit": (reverse("tenants:audit-list", args=["acme"]), AUDIT_ROLES),
         "audit-csv": (reverse("tenants:audit-export-csv", args=["acme"]), AUDIT_ROLES),
@@ -114,7 +121,7 @@ def test_developers_admins_and_owners_see_input_prompts_and_outputs(world, role)
 def test_no_page_has_an_inline_script_or_a_style_attribute(world, role):
     client = world.client(role)
     for name, (url, _allowed) in _pages(world).items():
-        if name.startswith("audit-"):
+        if name.startswith(("audit-", "run-")):
             continue  # downloads, not HTML
         response = client.get(url)
         html = response.content.decode()
@@ -126,7 +133,7 @@ def test_no_page_has_an_inline_script_or_a_style_attribute(world, role):
 def test_every_post_form_carries_a_csrf_token(world):
     client = world.client(Role.OWNER)
     for name, (url, _) in _pages(world).items():
-        if name.startswith("audit-"):
+        if name.startswith(("audit-", "run-")):
             continue
         html = client.get(url).content.decode()
         for form in re.findall(r"<form[^>]*>.*?</form>", html, re.S):

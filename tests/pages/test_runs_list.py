@@ -176,3 +176,18 @@ def test_a_queued_run_shows_it_has_not_started(acme):
     html = _get(acme.client(Role.OWNER))
     row = re.search(rf'<tr data-run-id="{run.pk}" data-status="queued">(.*?)</tr>', html, re.S)
     assert "not started" in row.group(1)
+
+
+def test_a_run_cancelled_before_it_started_shows_no_start_time(acme):
+    with time_machine.travel(T0, tick=False):
+        run = make_run(acme, status=RunStatus.CANCELLED)
+    Run.objects.filter(pk=run.pk).update(started_at=None, finished_at=T0 + timedelta(seconds=30))
+    html = _get(acme.client(Role.OWNER))
+    row = re.search(rf'<tr data-run-id="{run.pk}" data-status="cancelled">(.*?)</tr>', html, re.S)
+    started = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)[
+        5
+    ]  # after Run, Status, Keys, Triggered by, Workflow
+    assert "—" in started
+    assert "never started" in started
+    assert "<time" not in started  # neither the creation nor the cancellation time
+    assert "2025-03-03" not in started
