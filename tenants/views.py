@@ -19,6 +19,7 @@ from django.urls import reverse_lazy
 from swrly.audit.events import action_filter_choices
 from swrly.audit.export import audit_export
 from swrly.audit.models import AuditEvent
+from swrly.audit.summary import summarize
 from tenants.access import get_for_tenant, scoped
 from tenants.filters import AuditFilterSet
 from tenants.forms import (
@@ -65,6 +66,7 @@ class AuditListView(TenantPageView):
             form=filters.form,
             filters=filters,
             events=page.rows,
+            rows=[(event, summarize(event.action, event.metadata)) for event in page.rows],
             next_before=AUDIT_KEYSET.encode(page.next),
             paged=cursor is not None,
             chain=audit_chain_status(tenant=self.tenant),

@@ -94,3 +94,15 @@ def run_target_id(target: str) -> uuid.UUID | None:
         return uuid.UUID(target[4:])
     except ValueError:
         return None
+
+
+@register.filter
+def short_target(target: str) -> str:
+    """An audit target "kind:<uuid>" as "kind:<first 8>…" with the whole in the title; any
+    other target as it is."""
+    kind, sep, rest = target.partition(":")
+    try:
+        uuid.UUID(rest)
+    except ValueError:
+        return target
+    return format_html('<span title="{}">{}{}<code>{}</code>…</span>', target, kind, sep, rest[:8])

@@ -248,3 +248,18 @@ def test_the_filter_form_has_the_fields_the_browser_tests_use(trail):
 def test_the_empty_state_after_filters(trail):
     html = _get(trail.client(Role.AUDITOR), "action=nothing.here")
     assert "No events match these filters" in html
+
+
+def test_each_event_is_one_summary_line_that_opens_to_every_detail(trail):
+    html = _get(trail.client(Role.AUDITOR), "action=key.consumed")
+    consumed = AuditEvent.objects.filter(tenant=trail.tenant, action="key.consumed").first()
+    row = re.search(rf'<tr data-seq="{consumed.seq}".*?</tr>', html, re.S).group(0)
+    fingerprint = consumed.metadata["fingerprint"]
+    summary = f"anthropic key {fingerprint[:12]}… taken by worker worker-7"
+    assert f'<details><summary title="{summary}">{summary}</summary>' in row
+    names = re.findall(r"<dt>([^<]+)</dt>", row)
+    assert sorted(names) == sorted(consumed.metadata)  # every key of the metadata
+    assert f"<code>&quot;{fingerprint}&quot;</code>" in row
+    # the target: the run's short id, the whole one in the title, linked to the run page
+    run_id = consumed.target.removeprefix("run:")
+    assert f'title="{consumed.target}">run:<code>{run_id[:8]}</code>…</a>' in row

@@ -38,15 +38,16 @@ def test_a_row_shows_status_workflow_trigger_steps_tokens_and_key_hint(acme):
     html = _get(acme.client(Role.AUDITOR))
     row = re.search(rf'<tr data-run-id="{run.pk}" data-status="succeeded">(.*?)</tr>', html, re.S)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+    # the security-relevant columns first: status, keys, who triggered it
     assert "Succeeded" in cells[1]
-    assert cells[2] == "hello"
+    assert key_print(KEY_A).hint in cells[2]
+    assert f"?fingerprint={key_print(KEY_A).value}" in cells[2]
     assert cells[3] == "token:ci (swr_abc…)"
-    assert 'datetime="2025-03-03T09:00:01Z"' in cells[4]
-    assert cells[5] == "2.0 s"
-    assert cells[6] == "3"
-    assert cells[7] == "45"  # 3 steps x (10 in + 5 out)
-    assert key_print(KEY_A).hint in cells[8]
-    assert f"?fingerprint={key_print(KEY_A).value}" in cells[8]
+    assert cells[4] == "hello"
+    assert 'datetime="2025-03-03T09:00:01Z"' in cells[5]
+    assert cells[6] == "2.0 s"
+    assert cells[7] == "3"
+    assert cells[8] == "45"  # 3 steps x (10 in + 5 out)
 
 
 def test_filters_by_status_workflow_and_dates(acme):
@@ -183,7 +184,9 @@ def test_a_run_cancelled_before_it_started_shows_no_start_time(acme):
     Run.objects.filter(pk=run.pk).update(started_at=None, finished_at=T0 + timedelta(seconds=30))
     html = _get(acme.client(Role.OWNER))
     row = re.search(rf'<tr data-run-id="{run.pk}" data-status="cancelled">(.*?)</tr>', html, re.S)
-    started = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)[4]
+    started = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)[
+        5
+    ]  # after Run, Status, Keys, Triggered by, Workflow
     assert "—" in started
     assert "never started" in started
     assert "<time" not in started  # neither the creation nor the cancellation time
