@@ -83,8 +83,8 @@ def _seed(world, other) -> dict:
         started_at=now - timedelta(hours=1),
         finished_at=now - timedelta(hours=1) + timedelta(seconds=2),
         actor="user:a.very.long.operator.name@security.acme.example",
-        from_key_ids=["0a1b2c3d4e5f60718293a4b5c6d7e8f9", "1b2c3d4e5f60718293a4b5c6d7e8f90a"],
-        to_key_id="9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+        from_key_ids=["0a1b2c3d4e5f6071", "1b2c3d4e5f607182"],
+        to_key_id="9f8e7d6c5b4a3928",
         scanned=50,
         rewrapped=40,
         outcome=RotationOutcome.SUCCEEDED,
@@ -125,8 +125,8 @@ def _fill_audit(world, count: int = 60) -> None:
         (
             "encryption_key.rotated",
             {
-                "from_key_ids": ["0a1b2c3d4e5f60718293a4b5c6d7e8f9"],
-                "to_key_id": "9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+                "from_key_ids": ["0a1b2c3d4e5f6071"],
+                "to_key_id": "9f8e7d6c5b4a3928",
                 "rewrapped": 2,
             },
         ),
