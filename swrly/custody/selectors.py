@@ -216,6 +216,8 @@ class KeyTimeline:
     store_state: str = ""
     store_text: str = ""
     store_at: datetime | None = None
+    # The allow-listed destination the worker was told the key may only go to (key.consumed).
+    destination: str = ""
 
 
 _STORE_TEXTS = {
@@ -264,6 +266,9 @@ class RunHistory:
 
     keys: list[KeyTimeline]
     run_events: list[TimelineEntry]
+    # Who asked for the run, from its run.created event ("" when not recorded).
+    caller_ip: str = ""
+    caller_user_agent: str = ""
 
 
 _KEY_LABELS = {event.action: (event.kind, event.label) for event in key_life_events()}
@@ -390,6 +395,10 @@ def run_history(*, tenant: Tenant, run: RunRecord, step_providers: list[str]) ->
             entry = _key_entry(event)
             if entry.kind == "consumed":
                 taken.add(meta["provider"])
+                if meta.get("destination"):
+                    keys[meta["provider"]].destination = str(meta["destination"]).removeprefix(
+                        "https://"
+                    )
             keys[meta["provider"]].entries.append(entry)
         elif event.action in _RUN_END:
             for provider, timeline in keys.items():
@@ -418,7 +427,13 @@ def run_history(*, tenant: Tenant, run: RunRecord, step_providers: list[str]) ->
             )
     for timeline in keys.values():
         _settle_store(timeline)
-    return RunHistory(keys=list(keys.values()), run_events=run_events)
+    created = next((e for e in events if e.action == "run.created"), None)
+    return RunHistory(
+        keys=list(keys.values()),
+        run_events=run_events,
+        caller_ip=(created.ip or "") if created else "",
+        caller_user_agent=created.user_agent if created else "",
+    )
 
 
 # --- The key blocklist -------------------------------------------------------------------------

@@ -195,3 +195,37 @@ def test_a_discarded_or_expired_key_says_so(acme):
     )
     state, text = _store_line(_detail(acme, expired))
     assert (state, "expired in the key store at" in text) == ("expired", True)
+
+
+def test_the_caller_address_and_user_agent_show_to_audit_readers_only(acme):
+    from django.test import RequestFactory
+
+    run = make_run(acme, status=RunStatus.QUEUED)
+    request = RequestFactory().post(
+        "/api/v1/runs/", REMOTE_ADDR="203.0.113.9", HTTP_USER_AGENT="swrly-cli/1.4 " + "x" * 400
+    )
+    audit_record(
+        tenant=acme.tenant,
+        action="run.created",
+        actor=Actor(label="token:ci"),
+        target=f"run:{run.pk}",
+        metadata={"providers": ["anthropic"]},
+        request=request,
+    )
+    caller = re.search(r'<div id="run-caller">(.*?)</div>', _detail(acme, run), re.S).group(1)
+    assert "<code>203.0.113.9</code>" in caller
+    assert "swrly-cli/1.4 xxx" in caller
+    assert "x" * 250 not in caller  # cut to a sane length
+    assert 'id="run-caller"' not in _detail(acme, run, Role.DEVELOPER)  # no audit log for them
+
+
+def test_an_older_run_without_a_recorded_caller_shows_dashes(acme):
+    run = make_run(acme, events=True)
+    caller = re.search(r'<div id="run-caller">(.*?)</div>', _detail(acme, run), re.S).group(1)
+    assert caller.count("—") == 2
+
+
+def test_each_key_shows_its_destination_host(acme):
+    run = make_run(acme, events=True)
+    _, text = _store_line(_detail(acme, run))
+    assert '<code class="key-destination">api.anthropic.com</code>' in text
