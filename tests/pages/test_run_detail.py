@@ -229,3 +229,16 @@ def test_each_key_shows_its_destination_host(acme):
     run = make_run(acme, events=True)
     _, text = _store_line(_detail(acme, run))
     assert '<code class="key-destination">api.anthropic.com</code>' in text
+
+
+def test_key_timeline_times_carry_milliseconds_in_text_and_datetime(acme):
+    run = make_run(acme, events=True)
+    html = _detail(acme, run)
+    section = re.search(r'<section id="key-timeline".*?</section>', html, re.S).group(0)
+    times = re.findall(r'<time datetime="([^"]+)" title="[^"]+">([^<]+)</time>', section)
+    assert times
+    for stamp, text in times:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+        assert text == stamp.replace("T", " ").replace("Z", " UTC")
+    facts = re.search(r'<dl class="facts".*?</dl>', html, re.S).group(0)
+    assert re.search(r'<time datetime="[^".]+Z"', facts)  # elsewhere, still whole seconds
