@@ -129,6 +129,9 @@ class RunDetailView(TenantPageView):
             steps=steps,
             history=history,
             include_content=include_content,
+            # The caller's address and user agent come from the audit log: only roles that may
+            # read it (the API's audit events) see them.
+            show_caller=self.membership.role in AUDIT_READ_ROLES,
             run_error=clip(
                 part_text(run=run, steps=steps, part=Part("error")) or "",
                 part="error",

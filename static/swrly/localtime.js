@@ -19,6 +19,8 @@
     if (!value || value.length < 11 || isNaN(date.getTime())) { return; }
     var text = date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) +
       " " + pad(date.getHours()) + ":" + pad(date.getMinutes()) + ":" + pad(date.getSeconds());
+    // A value with milliseconds (the key timeline's) keeps them.
+    if (/\.\d{3}Z$/.test(value)) { text += "." + ("00" + date.getMilliseconds()).slice(-3); }
     var zone = zoneName(date);
     element.textContent = zone ? text + " " + zone : text;
     if (!element.title) { element.title = value.replace("T", " ").replace("Z", " UTC"); }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from uuid import UUID
@@ -211,6 +211,53 @@ class KeyTimeline:
     hint: str = ""
     fingerprint: str = ""
     entries: list[TimelineEntry] = field(default_factory=list)
+    # Whether the key store still holds the key: "held", "deleted" (the worker took it with
+    # GETDEL), "discarded" (the run was cancelled), "expired" (its TTL ran out) or "" (no deposit).
+    store_state: str = ""
+    store_text: str = ""
+    store_at: datetime | None = None
+    # The allow-listed destination the worker was told the key may only go to (key.consumed).
+    destination: str = ""
+
+
+_STORE_TEXTS = {
+    "held": "held in the key store until",
+    "deleted": "deleted from the key store at",
+    "discarded": "discarded from the key store at",
+    "expired": "expired in the key store at",
+}
+
+
+def _settle_store(timeline: KeyTimeline) -> None:
+    """Set the timeline's key store state from its entries.
+
+    A deposit's "Token expires" is only shown while the key is still held: a taken, discarded or
+    expired key's TTL no longer matters.
+    """
+    ends = {"consumed": "deleted", "discarded": "discarded", "expired": "expired"}
+    state, at = "", None
+    for entry in timeline.entries:
+        if entry.kind == "deposited":
+            expires = next((d.value for d in entry.details if d.name == "Token expires"), None)
+            state, at = "held", expires
+        elif entry.kind in ends and state in ("held", ""):
+            state, at = ends[entry.kind], entry.at
+    timeline.store_state = state
+    timeline.store_text = _STORE_TEXTS.get(state, "")
+    timeline.store_at = at
+    if state in ("deleted", "discarded", "expired"):
+        timeline.entries = [
+            replace(
+                entry,
+                details=[
+                    Detail(f"Token {state}", at, "time") if d.name == "Token expires" else d
+                    for d in entry.details
+                ],
+            )
+            if entry.kind == "deposited"
+            else entry
+            for entry in timeline.entries
+        ]
 
 
 @dataclass
@@ -219,6 +266,9 @@ class RunHistory:
 
     keys: list[KeyTimeline]
     run_events: list[TimelineEntry]
+    # Who asked for the run, from its run.created event ("" when not recorded).
+    caller_ip: str = ""
+    caller_user_agent: str = ""
 
 
 _KEY_LABELS = {event.action: (event.kind, event.label) for event in key_life_events()}
@@ -345,6 +395,10 @@ def run_history(*, tenant: Tenant, run: RunRecord, step_providers: list[str]) ->
             entry = _key_entry(event)
             if entry.kind == "consumed":
                 taken.add(meta["provider"])
+                if meta.get("destination"):
+                    keys[meta["provider"]].destination = str(meta["destination"]).removeprefix(
+                        "https://"
+                    )
             keys[meta["provider"]].entries.append(entry)
         elif event.action in _RUN_END:
             for provider, timeline in keys.items():
@@ -371,7 +425,15 @@ def run_history(*, tenant: Tenant, run: RunRecord, step_providers: list[str]) ->
                     details=details,
                 )
             )
-    return RunHistory(keys=list(keys.values()), run_events=run_events)
+    for timeline in keys.values():
+        _settle_store(timeline)
+    created = next((e for e in events if e.action == "run.created"), None)
+    return RunHistory(
+        keys=list(keys.values()),
+        run_events=run_events,
+        caller_ip=(created.ip or "") if created else "",
+        caller_user_agent=created.user_agent if created else "",
+    )
 
 
 # --- The key blocklist -------------------------------------------------------------------------

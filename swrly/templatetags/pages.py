@@ -21,16 +21,23 @@ def utctime(value: datetime | None, empty: str = "—") -> str:
 
     The UTC value stays in `datetime` and in the `title` (shown on hover).
     """
+    return _time_html(value, empty, "seconds")
+
+
+@register.filter
+def utctime_ms(value: datetime | None, empty: str = "—") -> str:
+    """`utctime` with milliseconds (in the text and `datetime`), for the key timeline, where a
+    deposit, its take and its release often share a second; localtime.js keeps them."""
+    return _time_html(value, empty, "milliseconds")
+
+
+def _time_html(value: datetime | None, empty: str, timespec: str) -> str:
     if value is None:
         return empty
     utc = _utc(value)
-    text = f"{utc:%Y-%m-%d %H:%M:%S} UTC"
-    return format_html(
-        '<time datetime="{}" title="{}">{}</time>',
-        utc.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        text,
-        text,
-    )
+    stamp = utc.isoformat(timespec=timespec).replace("+00:00", "Z")
+    text = stamp.replace("T", " ").replace("Z", " UTC")
+    return format_html('<time datetime="{}" title="{}">{}</time>', stamp, text, text)
 
 
 def format_duration(delta: timedelta) -> str:

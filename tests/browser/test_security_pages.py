@@ -122,7 +122,8 @@ def _paris(value: str) -> str:
     """A UTC ISO time as localtime.js shows it in Europe/Paris (Chromium says GMT+1 / GMT+2)."""
     local = datetime.fromisoformat(value).astimezone(PARIS)
     hours = int(local.utcoffset().total_seconds() // 3600)
-    return f"{local:%Y-%m-%d %H:%M:%S} GMT+{hours}"
+    millis = f".{local.microsecond // 1000:03d}" if "." in value else ""  # the key timeline's
+    return f"{local:%Y-%m-%d %H:%M:%S}{millis} GMT+{hours}"
 
 
 def _details(timeline, kind: str) -> dict[str, str]:
@@ -230,7 +231,9 @@ def test_a_run_from_the_api_is_followed_through_every_page(
         assert shown["localized"], shown
         assert shown["text"] == _paris(shown["datetime"]), shown
         utc = datetime.fromisoformat(shown["datetime"]).astimezone(UTC)
-        assert shown["title"] == f"{utc:%Y-%m-%d %H:%M:%S} UTC", shown
+        millis = f".{utc.microsecond // 1000:03d}" if "." in shown["datetime"] else ""
+        assert shown["title"] == f"{utc:%Y-%m-%d %H:%M:%S}{millis} UTC", shown
+    assert any("." in shown["datetime"] for shown in times), "the key timeline has no ms"
     screenshot(page, "run-detail")
 
     # the refused run failed on its first step, with the provider's error redacted

@@ -141,6 +141,7 @@ def run_trail(world, run, *, provider, print_, status) -> None:
             "fingerprint": print_.value,
             "worker": "worker-7",
             "encryption_key_id": "0a1b2c3d",
+            "destination": "https://api.anthropic.com",
         },
     )
     ended = {"keys_released": [provider]}

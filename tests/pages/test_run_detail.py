@@ -147,3 +147,98 @@ def test_another_tenants_run_is_404_like_an_unknown_one_and_audited(acme, globex
     unknown = client.get(reverse("runs:run-detail", args=["acme", uuid.uuid4()]))
     assert unknown.status_code == 404
     assert _without_csrf(unknown.content) == _without_csrf(response.content)
+
+
+def _store_line(html: str) -> tuple[str, str]:
+    match = re.search(r'<p class="key-store" data-store="([a-z]+)">(.*?)</p>', html, re.S)
+    return match.group(1), match.group(2)
+
+
+def test_a_taken_key_says_it_was_deleted_from_the_key_store_not_when_it_expires(acme):
+    run = make_run(acme, events=True)
+    html = _detail(acme, run)
+    state, text = _store_line(html)
+    assert state == "deleted"
+    assert "deleted from the key store at <time" in text
+    consumed_at = AuditEvent.objects.get(action="key.consumed", target=f"run:{run.pk}").created_at
+    stamp = consumed_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert f'datetime="{stamp}"' in text
+    deposited = re.search(r'data-kind="deposited">(.*?)</li>', html, re.S).group(1)
+    assert "Token expires" not in deposited
+    assert "Token deleted" in deposited
+
+
+def test_a_queued_runs_key_is_still_held_until_its_expiry(acme):
+    run = make_run(acme, status=RunStatus.QUEUED, events=True)
+    state, text = _store_line(_detail(acme, run))
+    assert state == "held"
+    assert "held in the key store until <time" in text
+
+
+def test_a_discarded_or_expired_key_says_so(acme):
+    discarded = make_run(acme, status=RunStatus.QUEUED, events=True)
+    audit_record(
+        tenant=acme.tenant,
+        action="key.discarded",
+        actor=Actor(label="user:owner@acme.example"),
+        target=f"run:{discarded.pk}",
+        metadata={"provider": "anthropic", "fingerprint": "x", "token_found": True},
+    )
+    assert _store_line(_detail(acme, discarded))[0] == "discarded"
+    expired = make_run(acme, status=RunStatus.QUEUED, events=True)
+    audit_record(
+        tenant=acme.tenant,
+        action="key.expired",
+        actor=Actor.system("run reaper"),
+        target=f"run:{expired.pk}",
+        metadata={"provider": "anthropic", "fingerprint": "x"},
+    )
+    state, text = _store_line(_detail(acme, expired))
+    assert (state, "expired in the key store at" in text) == ("expired", True)
+
+
+def test_the_caller_address_and_user_agent_show_to_audit_readers_only(acme):
+    from django.test import RequestFactory
+
+    run = make_run(acme, status=RunStatus.QUEUED)
+    request = RequestFactory().post(
+        "/api/v1/runs/", REMOTE_ADDR="203.0.113.9", HTTP_USER_AGENT="swrly-cli/1.4 " + "x" * 400
+    )
+    audit_record(
+        tenant=acme.tenant,
+        action="run.created",
+        actor=Actor(label="token:ci"),
+        target=f"run:{run.pk}",
+        metadata={"providers": ["anthropic"]},
+        request=request,
+    )
+    caller = re.search(r'<div id="run-caller">(.*?)</div>', _detail(acme, run), re.S).group(1)
+    assert "<code>203.0.113.9</code>" in caller
+    assert "swrly-cli/1.4 xxx" in caller
+    assert "x" * 250 not in caller  # cut to a sane length
+    assert 'id="run-caller"' not in _detail(acme, run, Role.DEVELOPER)  # no audit log for them
+
+
+def test_an_older_run_without_a_recorded_caller_shows_dashes(acme):
+    run = make_run(acme, events=True)
+    caller = re.search(r'<div id="run-caller">(.*?)</div>', _detail(acme, run), re.S).group(1)
+    assert caller.count("—") == 2
+
+
+def test_each_key_shows_its_destination_host(acme):
+    run = make_run(acme, events=True)
+    _, text = _store_line(_detail(acme, run))
+    assert '<code class="key-destination">api.anthropic.com</code>' in text
+
+
+def test_key_timeline_times_carry_milliseconds_in_text_and_datetime(acme):
+    run = make_run(acme, events=True)
+    html = _detail(acme, run)
+    section = re.search(r'<section id="key-timeline".*?</section>', html, re.S).group(0)
+    times = re.findall(r'<time datetime="([^"]+)" title="[^"]+">([^<]+)</time>', section)
+    assert times
+    for stamp, text in times:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+        assert text == stamp.replace("T", " ").replace("Z", " UTC")
+    facts = re.search(r'<dl class="facts".*?</dl>', html, re.S).group(0)
+    assert re.search(r'<time datetime="[^".]+Z"', facts)  # elsewhere, still whole seconds
