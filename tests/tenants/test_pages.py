@@ -66,7 +66,7 @@ def test_failed_login_for_an_unknown_user_goes_to_the_platform_chain(db):
     first, second = AuditEvent.objects.filter(action="auth.login_failed").order_by("seq")
     assert first.tenant is None
     assert first.chain == "platform"
-    assert first.metadata == {"known_user": False}
+    assert first.metadata == {"known_user": False, "attempted_username": first.target[5:]}
     # the typed name is kept only as a keyed hash: attempts still correlate
     assert "hunter2" not in first.target + first.actor
     assert first.target == second.target
@@ -259,3 +259,16 @@ def test_the_lockout_page_follows_the_cooloff_setting(acme, settings):
         response = client.post("/accounts/login/", {"username": "someone", "password": "x"})
     assert response.status_code == 429
     assert "paused for 120 minutes" in response.content.decode()
+
+
+def test_a_failed_sign_in_names_the_attempt_not_the_victim_as_actor(acme):
+    owner = acme.users[Role.OWNER]
+    Client(REMOTE_ADDR="203.0.113.9").post(
+        "/accounts/login/", {"username": owner.username, "password": "s3cret-guess"}
+    )
+    event = _events(acme.tenant, "auth.login_failed").get()
+    assert event.actor == "anonymous"
+    assert event.ip == "203.0.113.9"
+    assert event.target == f"user:{owner.username}"
+    assert event.metadata == {"known_user": True, "attempted_username": owner.username}
+    assert "s3cret-guess" not in str(event.metadata) + event.target + event.actor
