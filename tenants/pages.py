@@ -33,16 +33,20 @@ class TenantPageView(LoginRequiredMixin, View):
         self.membership = membership_for_request(request=request, slug=kwargs["tenant_slug"])
         self.tenant = self.membership.tenant
         self.actor = Actor.for_user(request.user)
-        if self.membership.role not in self.allowed_roles:
+        self.require_roles(self.allowed_roles)
+        return super().dispatch(request, *args, **kwargs)
+
+    def require_roles(self, roles: frozenset) -> None:
+        """403, audited, unless the member's role is in `roles` (e.g. a stricter POST)."""
+        if self.membership.role not in roles:
             access_denied(
                 tenant=self.tenant,
                 actor=self.actor,
-                target=request.path,
+                target=self.request.path,
                 reason=f"role {self.membership.role} not allowed",
-                request=request,
+                request=self.request,
             )
             raise PermissionDenied
-        return super().dispatch(request, *args, **kwargs)
 
     def page(self, template: str, **context: Any) -> HttpResponse:
         context.update(

@@ -82,12 +82,16 @@ def audit_login_failed(
 ) -> None:
     username = str(credentials.get("username", ""))[:150]
     user = _user_named(username)
+    # The actor is `anonymous` (and the event's `ip` the client address): whoever typed the name,
+    # not the member it names. The name is kept as typed for a member, hashed otherwise; the
+    # password never reaches the log.
+    label = _username_label(username, user)
     _audit_auth(
         action="auth.login_failed",
         user=user,
-        username=_username_label(username, user),
+        username=label,
         request=request,
-        metadata={"known_user": user is not None},
+        metadata={"known_user": user is not None, "attempted_username": label},
         bounded=True,
     )
 
@@ -98,11 +102,12 @@ def audit_locked_out(
 ) -> None:
     username = (username or "")[:150]
     user = _user_named(username)
+    label = _username_label(username, user)
     _audit_auth(
         action="auth.locked_out",
         user=user,
-        username=_username_label(username, user),
+        username=label,
         request=request,
-        metadata={},
+        metadata={"attempted_username": label},
         bounded=True,
     )

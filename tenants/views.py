@@ -185,7 +185,9 @@ class MemberRemoveView(TenantPageView):
 
 
 class ApiTokenListView(TenantPageView):
-    allowed_roles = MANAGE_ROLES
+    """The token inventory: owners and admins manage it, auditors read it (never a secret)."""
+
+    allowed_roles = AUDIT_READ_ROLES
 
     def render_list(self, form: ApiTokenCreateForm, **extra: Any) -> HttpResponse:
         tokens = scoped(ApiToken, self.tenant).select_related("created_by", "created_by_token")
@@ -195,6 +197,7 @@ class ApiTokenListView(TenantPageView):
         return self.render_list(ApiTokenCreateForm())
 
     def post(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
+        self.require_roles(MANAGE_ROLES)
         form = ApiTokenCreateForm(request.POST)
         if not form.is_valid():
             return self.render_list(form)

@@ -86,14 +86,14 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "auth.login_failed",
         "user:<name>",
-        ("known_user",),
+        ("known_user", "attempted_username"),
         "`user_login_failed` signal (within the flood bound)",
         chain="each tenant of the named user, else `platform`",
     ),
     EventType(
         "auth.locked_out",
         "user:<name>",
-        (),
+        ("attempted_username",),
         "axes `user_locked_out` signal (within the flood bound)",
         chain="each tenant of the named user, else `platform`",
     ),

@@ -157,6 +157,7 @@ _PHRASES: dict[str, Callable[[Metadata], str]] = {
     "auth.login_failed": lambda md: (
         "sign-in failed" + (" for an unknown user" if md.get("known_user") is False else "")
     ),
+    "auth.locked_out": lambda md: "sign-in locked out after repeated failures",
     "access.denied": lambda md: (
         f"access denied: {_short(md.get('reason'))}"
         + (f" ({_short(md['path'])})" if md.get("path") else "")

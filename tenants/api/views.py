@@ -118,12 +118,12 @@ class MeView(APIView):
 class ApiTokenViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, TenantViewSet
 ):
-    """The tenant's API tokens (owners and admins). DELETE revokes; the row stays as history."""
+    """The tenant's API tokens (owners and admins; auditors read). DELETE revokes; the row stays."""
 
     model = ApiToken
     serializer_class = ApiTokenSerializer
     pagination_class = KeysetPagination
-    read_roles = MANAGE_ROLES
+    read_roles = AUDIT_READ_ROLES
     write_roles = MANAGE_ROLES
 
     def filter_tenant_queryset(self, queryset: Any) -> Any:

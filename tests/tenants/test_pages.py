@@ -66,7 +66,7 @@ def test_failed_login_for_an_unknown_user_goes_to_the_platform_chain(db):
     first, second = AuditEvent.objects.filter(action="auth.login_failed").order_by("seq")
     assert first.tenant is None
     assert first.chain == "platform"
-    assert first.metadata == {"known_user": False}
+    assert first.metadata == {"known_user": False, "attempted_username": first.target[5:]}
     # the typed name is kept only as a keyed hash: attempts still correlate
     assert "hunter2" not in first.target + first.actor
     assert first.target == second.target
@@ -91,7 +91,11 @@ def test_every_role_sees_the_tenant_home_and_members(acme, role):
 @pytest.mark.parametrize("role", [Role.DEVELOPER, Role.AUDITOR])
 def test_members_cannot_manage_members_or_tokens(acme, role):
     client = acme.client(role)
-    assert client.get("/t/acme/tokens/").status_code == 403
+    # auditors read the token inventory (tests/pages/test_token_inventory.py); nobody here writes
+    expected = 200 if role == Role.AUDITOR else 403
+    assert client.get("/t/acme/tokens/").status_code == expected
+    assert client.post("/t/acme/tokens/", {"name": "x", "role": "auditor"}).status_code == 403
+    assert not ApiToken.objects.filter(tenant=acme.tenant, name="x").exists()
     response = client.post("/t/acme/members/add/", {"email": "x@example.com", "role": "owner"})
     assert response.status_code == 403
     assert not Membership.objects.filter(user__username="x@example.com").exists()
@@ -233,3 +237,38 @@ def test_forms_need_a_csrf_token(acme):
     response = client.post("/t/acme/tokens/", {"name": "x", "role": "owner"})
     assert response.status_code == 403
     assert not ApiToken.objects.filter(name="x").exists()
+
+
+def test_the_lockout_page_says_how_long_and_links_back_to_sign_in(acme, settings):
+    settings.AXES_COOLOFF_TIME = 0.25  # hours, as the default AXES_COOLOFF_HOURS
+    owner = acme.users[Role.OWNER]
+    client = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        response = client.post("/accounts/login/", {"username": owner.username, "password": "x"})
+    assert response.status_code == 429
+    body = response.content.decode()
+    assert "paused for 15 minutes after the last failed attempt" in body
+    assert f'href="{reverse("login")}"' in body
+    assert "Back to sign-in" in body
+
+
+def test_the_lockout_page_follows_the_cooloff_setting(acme, settings):
+    settings.AXES_COOLOFF_TIME = 2  # an int is hours for axes
+    client = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        response = client.post("/accounts/login/", {"username": "someone", "password": "x"})
+    assert response.status_code == 429
+    assert "paused for 120 minutes" in response.content.decode()
+
+
+def test_a_failed_sign_in_names_the_attempt_not_the_victim_as_actor(acme):
+    owner = acme.users[Role.OWNER]
+    Client(REMOTE_ADDR="203.0.113.9").post(
+        "/accounts/login/", {"username": owner.username, "password": "s3cret-guess"}
+    )
+    event = _events(acme.tenant, "auth.login_failed").get()
+    assert event.actor == "anonymous"
+    assert event.ip == "203.0.113.9"
+    assert event.target == f"user:{owner.username}"
+    assert event.metadata == {"known_user": True, "attempted_username": owner.username}
+    assert "s3cret-guess" not in str(event.metadata) + event.target + event.actor
