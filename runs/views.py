@@ -108,10 +108,11 @@ class RunListView(TenantPageView):
         )
 
 
-class RunDetailView(TenantPageView):
-    def get(self, request: HttpRequest, tenant_slug: str, run_id: str) -> HttpResponse:
-        include_content = self.membership.role in CONTENT_ROLES
-        run = get_for_tenant(
+class RunPageView(TenantPageView):
+    """A page of one of the tenant's runs: another tenant's run is a 404 (audited)."""
+
+    def tenant_run(self, request: HttpRequest, run_id: str, *, include_content: bool) -> Run:
+        return get_for_tenant(
             Run,
             tenant=self.tenant,
             pk=run_id,
@@ -119,6 +120,12 @@ class RunDetailView(TenantPageView):
             request=request,
             queryset=run_for_detail_queryset(tenant=self.tenant, include_content=include_content),
         )
+
+
+class RunDetailView(RunPageView):
+    def get(self, request: HttpRequest, tenant_slug: str, run_id: str) -> HttpResponse:
+        include_content = self.membership.role in CONTENT_ROLES
+        run = self.tenant_run(request, run_id, include_content=include_content)
         steps = run_steps(tenant=self.tenant, run=run, include_content=include_content)
         history = run_history(
             tenant=self.tenant, run=run, step_providers=[step.provider for step in steps]
@@ -170,7 +177,7 @@ def _step_contents(run: Run, steps: list[StepRun]) -> list[dict[str, object]]:
     return contents
 
 
-class RunValueView(TenantPageView):
+class RunValueView(RunPageView):
     """One of a run's values whole, as a download: the page shows only its start.
 
     The run page's rules: auditors get the error bodies but not the input, the prompts or the
@@ -179,14 +186,7 @@ class RunValueView(TenantPageView):
 
     def get(self, request: HttpRequest, tenant_slug: str, run_id: str, part: str) -> HttpResponse:
         include_content = self.membership.role in CONTENT_ROLES
-        run = get_for_tenant(
-            Run,
-            tenant=self.tenant,
-            pk=run_id,
-            actor=self.actor,
-            request=request,
-            queryset=run_for_detail_queryset(tenant=self.tenant, include_content=include_content),
-        )
+        run = self.tenant_run(request, run_id, include_content=include_content)
         wanted = parse_part(part)
         if wanted is None:
             raise Http404
