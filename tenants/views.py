@@ -209,7 +209,7 @@ class MemberRemoveView(TenantPageView):
             )
             messages.success(request, f"Removed {membership.user.get_username()}.")
         except ValidationError as exc:
-            messages.error(request, _sentence(exc.messages[0]))
+            messages.error(request, exc.messages[0])
         return redirect(self.url("tenants:member-list"))
 
 

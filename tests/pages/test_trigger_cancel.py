@@ -17,11 +17,12 @@ from runs.models import Run, RunStatus, Workflow
 from runs.services import workflow_create
 from swrly.audit.models import AuditEvent
 from swrly.audit.writer import Actor
+from swrly.keys.store import KEY_PATTERN
 from tenants.models import Role
 from tests.pages.conftest import assert_clean_html
 
 WRITE = [Role.OWNER, Role.ADMIN, Role.DEVELOPER]
-KEY_PATTERN = "swrly:byok:*"
+
 INPUT = '{"topic": "a", "audience": "b"}'
 
 
