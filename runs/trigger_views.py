@@ -220,7 +220,7 @@ class RunTriggerView(TenantPageView):
                 idempotency_key=form.cleaned_data["idempotency_key"],
             )
         except SpecError as exc:
-            errors = []
+            errors: list[str] = []
             for name, texts in exc.errors.items():
                 provider = name.removeprefix("provider_keys.")
                 if provider in by_provider:

@@ -340,3 +340,34 @@ def test_auditors_see_no_cancel_button_and_may_not_cancel(acme):
     assert client.get(reverse("runs:run-cancel", args=["acme", run.pk])).status_code == 403
     assert client.post(reverse("runs:run-cancel", args=["acme", run.pk])).status_code == 403
     assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+
+def test_an_error_report_shows_no_typed_key(acme, key_store, settings, monkeypatch, captured):
+    """A failure inside the view: the DEBUG error page and the error log hide every POST
+    parameter and the frames' key variables, not only what redaction by value finds."""
+    from django.test import Client
+
+    from runs import trigger_views
+
+    def broken(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(trigger_views, "run_trigger", broken)
+    settings.DEBUG = True
+    workflow = _workflow(acme)
+    client = Client(raise_request_exception=False)
+    client.force_login(acme.users[Role.DEVELOPER])
+    _, idem = _form(client, workflow)
+    canary = _canary()
+
+    response = client.post(
+        _url(workflow), {"idempotency_key": idem, "key_sandbox": canary, "input": INPUT}
+    )
+
+    assert response.status_code == 500
+    report = response.content.decode()
+    assert "the database went away" in report  # the technical page, with its POST section
+    assert "key_sandbox" in report
+    assert canary not in report
+    assert canary not in captured.getvalue()
+    assert "the database went away" in captured.getvalue()
