@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from runs.fairness import admit_run
 from runs.models import IdempotencyKey, Run, RunError, RunStatus, StepRun, StepStatus, Workflow
@@ -315,6 +316,59 @@ def run_create(
         _refuse_blocked(
             tenant=tenant, blocked=exc.blocked, workflow=workflow, actor=actor, request=request
         )
+
+
+@sensitive_variables("request_hash", "idempotency")
+def run_trigger(
+    *,
+    tenant: Tenant,
+    workflow: Workflow,
+    run_input: Any,
+    provider_keys: dict[str, ProviderSecret],
+    actor: Actor,
+    request: HttpRequest | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[Run, bool]:
+    """A run request as a client makes it (the API's POST /api/v1/runs/, the run page's form):
+    `run_create`, or, for an `idempotency_key` already used with the same request, the run it
+    made. Returns (run, replayed).
+
+    A replay deposits nothing again; a concurrent request with the same key that wins the race
+    is answered with its run (IdempotencyRace is never raised to the caller). The same key with
+    a different request is IdempotencyConflict. Every error of `run_create` passes through.
+    """
+    idempotency = None
+    if idempotency_key is not None:
+        request_hash = run_request_hash(
+            workflow=workflow, run_input=run_input, provider_keys=provider_keys
+        )
+        idempotency = (idempotency_key, request_hash)
+        earlier = run_for_idempotency_key(
+            tenant=tenant, key=idempotency_key, request_hash=request_hash
+        )
+        if earlier is not None:
+            return earlier, True
+    try:
+        run = run_create(
+            tenant=tenant,
+            workflow=workflow,
+            run_input=run_input,
+            provider_keys=provider_keys,
+            actor=actor,
+            request=request,
+            idempotency=idempotency,
+        )
+    except IdempotencyRace:
+        if idempotency is None:  # only a create with an idempotency key races
+            raise
+        # A concurrent request with the same key won; answer with its run.
+        winner = run_for_idempotency_key(
+            tenant=tenant, key=idempotency[0], request_hash=idempotency[1]
+        )
+        if winner is None:  # recorded, then past the window: cannot happen within a request
+            raise
+        return winner, True
+    return run, False
 
 
 def _run_create(

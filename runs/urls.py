@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs import views
+from runs import trigger_views, views
 
 app_name = "runs"
 
@@ -13,4 +13,10 @@ urlpatterns = [
         views.RunValueView.as_view(),
         name="run-value",
     ),
+    path(
+        "workflows/<uuid:workflow_id>/run/",
+        trigger_views.RunTriggerView.as_view(),
+        name="run-trigger",
+    ),
+    path("runs/<uuid:run_id>/cancel/", trigger_views.RunCancelView.as_view(), name="run-cancel"),
 ]

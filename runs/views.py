@@ -139,6 +139,8 @@ class RunDetailView(RunPageView):
             # The caller's address and user agent come from the audit log: only roles that may
             # read it (the API's audit events) see them.
             show_caller=self.membership.role in AUDIT_READ_ROLES,
+            # Trigger and cancel: the roles the API lets POST runs (runs/trigger_views.py).
+            can_run=self.membership.role in WRITE_ROLES,
             run_error=clip(
                 part_text(run=run, steps=steps, part=Part("error")) or "",
                 part="error",

@@ -5,11 +5,16 @@ Everything after api_token_for_secret() is bound to one tenant through tenants.a
 
 from __future__ import annotations
 
-from datetime import UTC, date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
+from axes.helpers import get_cool_off
+from axes.models import AccessAttempt
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Max, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from swrly.audit.models import AuditEvent
 from swrly.audit.verifier import ChainReport, audit_verify_chain
@@ -113,3 +118,49 @@ def tenant_facts(*, tenant: Tenant) -> dict[str, int]:
         "member_count": scoped(Membership, tenant).count(),
         "active_token_count": scoped(ApiToken, tenant).filter(revoked_at=None).count(),
     }
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """A member whose sign-in from one address is locked (django-axes), and until when."""
+
+    membership: Membership
+    ip_address: str | None
+    failures: int
+    last_attempt_at: datetime
+    locked_until: datetime | None  # None: until someone unlocks it (no AXES_COOLOFF_TIME)
+
+
+def locked_out_members(*, tenant: Tenant) -> list[Lockout]:
+    """The tenant's members whose sign-in is locked now, one row per locked address.
+
+    django-axes counts failures per (username, address) pair (AXES_LOCKOUT_PARAMETERS) within
+    the cool-off: a pair at AXES_FAILURE_LIMIT or more is refused until the cool-off after its
+    last failure has passed. Only usernames of this tenant's members are looked up.
+    """
+    limit = settings.AXES_FAILURE_LIMIT
+    if not isinstance(limit, int):  # a callable limit depends on the request: not known here
+        return []
+    members = {m.user.get_username(): m for m in scoped(Membership, tenant).select_related("user")}
+    if not members:
+        return []
+    cooloff = get_cool_off()
+    attempts = AccessAttempt.objects.filter(username__in=list(members))
+    if cooloff is not None:
+        attempts = attempts.filter(attempt_time__gte=timezone.now() - cooloff)
+    rows = (
+        attempts.values("username", "ip_address")
+        .annotate(failures=Sum("failures_since_start"), last=Max("attempt_time"))
+        .filter(failures__gte=limit)
+        .order_by("username", "ip_address")
+    )
+    return [
+        Lockout(
+            membership=members[row["username"]],
+            ip_address=row["ip_address"],
+            failures=row["failures"],
+            last_attempt_at=row["last"],
+            locked_until=row["last"] + cooloff if cooloff is not None else None,
+        )
+        for row in rows
+    ]

@@ -3,6 +3,7 @@
 import secrets
 from datetime import timedelta
 
+from axes.models import AccessAttempt
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -452,3 +453,37 @@ def api_token_mark_used(token: ApiToken) -> None:
         return
     token.last_used_at = now
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+
+
+class NotAnOwnerError(ValidationError):
+    """Only an owner may lift a member's sign-in lockout."""
+
+
+@transaction.atomic
+def membership_unlock(
+    *, membership: Membership, by: Principal, request: HttpRequest | None = None
+) -> int:
+    """Lift a member's sign-in lockout: forget every failed sign-in django-axes counts for their
+    username, from every address. Returns how many address records were cleared.
+
+    Owners only (their role checked again under lock). Audited as `member.unlocked` in this
+    tenant, even when nothing was locked, so every attempt to lift a lockout is on record. Sign-in
+    is per user, not per tenant: the member can sign in again for all their tenants.
+    """
+    membership = _locked(membership)
+    if _authority(by, membership.tenant) != Role.OWNER:
+        raise NotAnOwnerError("only an owner can lift a lockout")
+    username = membership.user.get_username()
+    attempts = AccessAttempt.objects.filter(username=username)
+    addresses = sorted({str(ip) for ip in attempts.values_list("ip_address", flat=True) if ip})
+    _, deleted = attempts.delete()
+    cleared = deleted.get(AccessAttempt._meta.label, 0)
+    audit_record(
+        tenant=membership.tenant,
+        action="member.unlocked",
+        actor=by.actor,
+        target=f"user:{username}",
+        metadata={"addresses": addresses[:20], "cleared": cleared},
+        request=request,
+    )
+    return cleared

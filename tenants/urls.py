@@ -43,4 +43,9 @@ urlpatterns = [
     path(
         "tokens/<uuid:token_id>/revoke/", views.ApiTokenRevokeView.as_view(), name="apitoken-revoke"
     ),
+    path(
+        "members/<uuid:membership_id>/unlock/",
+        views.MemberUnlockView.as_view(),
+        name="member-unlock",
+    ),
 ]

@@ -30,6 +30,7 @@ from tenants.forms import (
 from tenants.models import (
     AUDIT_READ_ROLES,
     MANAGE_ROLES,
+    OWNER_ROLES,
     ApiToken,
     Membership,
     Role,
@@ -40,6 +41,7 @@ from tenants.selectors import (
     audit_chain_status,
     audit_event_page,
     audit_events,
+    locked_out_members,
     memberships_for_user,
 )
 from tenants.services import (
@@ -48,6 +50,7 @@ from tenants.services import (
     membership_add,
     membership_change_role,
     membership_remove,
+    membership_unlock,
 )
 from tenants.signals import audit_user_event
 
@@ -102,6 +105,10 @@ class MemberListView(TenantPageView):
             members=scoped(Membership, self.tenant).select_related("user"),
             add_form=add_form,
             role_choices=Role.choices,
+            # Who is locked out of sign-in, and the button to lift it: owners only.
+            lockouts=locked_out_members(tenant=self.tenant)
+            if self.membership.role in OWNER_ROLES
+            else None,
             **extra,
         )
 
@@ -166,12 +173,34 @@ class MemberRoleView(TenantPageView):
 
 
 class MemberRemoveView(TenantPageView):
+    """GET: what removing the member does, and a button (works without JavaScript). POST:
+    `membership_remove`."""
+
     allowed_roles = MANAGE_ROLES
 
-    def post(self, request: HttpRequest, tenant_slug: str, membership_id: str) -> HttpResponse:
-        membership = get_for_tenant(
-            Membership, tenant=self.tenant, pk=membership_id, actor=self.actor, request=request
+    def member(self, request: HttpRequest, membership_id: str) -> Membership:
+        return get_for_tenant(
+            Membership,
+            tenant=self.tenant,
+            pk=membership_id,
+            actor=self.actor,
+            request=request,
+            queryset=scoped(Membership, self.tenant).select_related("user"),
         )
+
+    def get(self, request: HttpRequest, tenant_slug: str, membership_id: str) -> HttpResponse:
+        membership = self.member(request, membership_id)
+        return self.page(
+            "tenants/member_remove.html",
+            member=membership,
+            is_self=membership.user_id == request.user.pk,
+            active_tokens=scoped(ApiToken, self.tenant)
+            .filter(created_by_id=membership.user_id, revoked_at=None)
+            .count(),
+        )
+
+    def post(self, request: HttpRequest, tenant_slug: str, membership_id: str) -> HttpResponse:
+        membership = self.member(request, membership_id)
         try:
             membership_remove(
                 membership=membership,
@@ -181,6 +210,36 @@ class MemberRemoveView(TenantPageView):
             messages.success(request, f"Removed {membership.user.get_username()}.")
         except ValidationError as exc:
             messages.error(request, exc.messages[0])
+        return redirect(self.url("tenants:member-list"))
+
+
+class MemberUnlockView(TenantPageView):
+    """POST: lift a member's sign-in lockout (`membership_unlock`, audited). Owners only."""
+
+    allowed_roles = OWNER_ROLES
+
+    def get(self, request: HttpRequest, tenant_slug: str, membership_id: str) -> HttpResponse:
+        return redirect(self.url("tenants:member-list"))
+
+    def post(self, request: HttpRequest, tenant_slug: str, membership_id: str) -> HttpResponse:
+        membership = get_for_tenant(
+            Membership,
+            tenant=self.tenant,
+            pk=membership_id,
+            actor=self.actor,
+            request=request,
+            queryset=scoped(Membership, self.tenant).select_related("user"),
+        )
+        name = membership.user.get_username()
+        try:
+            cleared = membership_unlock(membership=membership, by=self.by, request=request)
+        except ValidationError as exc:
+            messages.error(request, _sentence(exc.messages[0]))
+        else:
+            if cleared:
+                messages.success(request, f"Unlocked {name}: they can sign in again.")
+            else:
+                messages.info(request, f"{name} was not locked out.")
         return redirect(self.url("tenants:member-list"))
 
 
@@ -217,15 +276,39 @@ class ApiTokenListView(TenantPageView):
 
 
 class ApiTokenRevokeView(TenantPageView):
+    """GET: what revoking the token does, and a button (works without JavaScript). POST:
+    `api_token_revoke`."""
+
     allowed_roles = MANAGE_ROLES
 
-    def post(self, request: HttpRequest, tenant_slug: str, token_id: str) -> HttpResponse:
-        token = get_for_tenant(
+    def token(self, request: HttpRequest, token_id: str) -> ApiToken:
+        return get_for_tenant(
             ApiToken, tenant=self.tenant, pk=token_id, actor=self.actor, request=request
         )
+
+    def get(self, request: HttpRequest, tenant_slug: str, token_id: str) -> HttpResponse:
+        token = self.token(request, token_id)
+        return self.page(
+            "tenants/apitoken_revoke.html",
+            token=token,
+            derived=scoped(ApiToken, self.tenant)
+            .filter(created_by_token=token, revoked_at=None)
+            .count(),
+        )
+
+    def post(self, request: HttpRequest, tenant_slug: str, token_id: str) -> HttpResponse:
+        token = self.token(request, token_id)
         api_token_revoke(token=token, actor=self.actor, request=request)
         messages.success(request, f"Revoked {token.name}.")
         return HttpResponseRedirect(self.url("tenants:apitoken-list"))
+
+
+def _sentence(text: str) -> str:
+    """A service message as a page sentence: a capital first letter and a full stop."""
+    text = text.strip()
+    if text and not text.endswith((".", "!", "?")):
+        text += "."
+    return text[:1].upper() + text[1:]
 
 
 def home(request: HttpRequest) -> HttpResponse:

@@ -80,6 +80,17 @@ def _acme_blocked_key(world):
 BLOCK = {"provider": "sandbox", "fingerprint": "v2:" + "c" * 64, "reason": "intrusion"}
 
 
+def _acme_workflow_page(world):
+    return {"workflow_id": world.workflow().pk}
+
+
+TRIGGER = {
+    "idempotency_key": "page-cross-tenant-0123456789",
+    "key_sandbox": "sk-sandbox-intruder-0123456789",
+    "input": "{}",
+}
+
+
 # name -> (method, kwargs for an acme object, form data)
 PAGE_CASES = {
     "tenants:audit-webhook-list": ("get", None, None),
@@ -103,6 +114,9 @@ PAGE_CASES = {
     "runs:run-value": ("get", _acme_run_value, None),
     "evidence:bundle": ("get", None, {"from": "2026-01-01", "to": "2026-01-31"}),
     "evidence:verifier": ("get", None, None),
+    "runs:run-trigger": ("post", _acme_workflow_page, TRIGGER),
+    "runs:run-cancel": ("post", _acme_run_page, {}),
+    "tenants:member-unlock": ("post", _acme_member, {}),
 }
 
 
@@ -152,11 +166,15 @@ def test_every_route_has_a_cross_tenant_case():
 
 
 def _acme_state(acme):
+    from axes.models import AccessAttempt
+
     return (
         sorted(Membership.objects.filter(tenant=acme.tenant).values_list("user_id", "role")),
         sorted(ApiToken.objects.filter(tenant=acme.tenant).values_list("pk", "revoked_at")),
         sorted(AuditWebhook.objects.filter(tenant=acme.tenant).values_list("pk", "url")),
         sorted(BlockedKey.objects.filter(tenant=acme.tenant).values_list("pk", flat=True)),
+        sorted(Run.objects.filter(tenant=acme.tenant).values_list("pk", "status")),
+        sorted(AccessAttempt.objects.values_list("username", "failures_since_start")),
     )
 
 
@@ -361,3 +379,30 @@ def test_api_blocked_keys_and_salt_are_the_tokens_tenants(acme, globex):
     )
     assert created.status_code == 201
     assert BlockedKey.objects.filter(tenant=acme.tenant).count() == 1
+
+
+def test_a_page_run_cannot_use_another_tenants_workflow(acme, globex, key_store, settings):
+    settings.PROVIDER_BASE_URLS = {"sandbox": "https://sandbox.example"}
+    url = reverse("runs:run-trigger", args=["globex", acme.workflow().pk])
+    response = globex.client(Role.OWNER).post(url, TRIGGER)
+    assert response.status_code == 404
+    assert not Run.objects.exists()
+    assert list(key_store.scan_iter()) == []
+
+
+def test_an_owner_cannot_see_or_lift_another_tenants_lockout(acme, globex):
+    from axes.models import AccessAttempt
+    from django.test import Client
+
+    victim = acme.users[Role.DEVELOPER]
+    for _ in range(5):
+        Client().post("/accounts/login/", {"username": victim.username, "password": "wrong"})
+    member = Membership.objects.get(user=victim)
+    owner = globex.client(Role.OWNER)
+    page = owner.get(reverse("tenants:member-list", args=["globex"])).content.decode()
+    assert victim.username not in page
+    assert 'id="no-lockouts"' in page
+    foreign = owner.post(reverse("tenants:member-unlock", args=["globex", member.pk]))
+    assert foreign.status_code == 404
+    assert AccessAttempt.objects.filter(username=victim.username).exists()
+    assert not AuditEvent.objects.filter(action="member.unlocked").exists()

@@ -106,7 +106,7 @@ def test_a_run_post_costs_two_statements_outside_run_create_and_one_commit(
     body = {"workflow": str(workflow.pk), "provider_keys": {"sandbox": "sk-sandbox-count-0123"}}
     assert api.post("/api/v1/runs/", body, "application/json").status_code == 202  # warm
 
-    import runs.api.views as run_views
+    import runs.services as run_views
 
     ledger = _Ledger()
     spans: list[tuple[int, int]] = []

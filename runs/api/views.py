@@ -21,13 +21,10 @@ from runs.filters import RunFilterSet
 from runs.models import Run, Workflow
 from runs.services import (
     IdempotencyConflict,
-    IdempotencyRace,
     KeyBlocked,
     RunFinished,
     run_cancel,
-    run_create,
-    run_for_idempotency_key,
-    run_request_hash,
+    run_trigger,
     workflow_create,
     workflow_delete,
     workflow_update,
@@ -156,14 +153,13 @@ class RunViewSet(
     )
     # The keys arrive here: neither the serializer (its repr shows the request data) nor the
     # keys appear in an error report's frames, even before redaction by value.
-    @sensitive_variables("serializer", "provider_keys", "secret", "idempotency", "request_hash")
+    @sensitive_variables("serializer", "provider_keys", "secret")
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         idempotency_key = _idempotency_key(request)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         provider_keys = serializer.validated_data["provider_keys"]
         run_input = serializer.validated_data.get("input", {})
-        replayed = False
         try:
             workflow = get_for_tenant(
                 Workflow,
@@ -172,35 +168,15 @@ class RunViewSet(
                 actor=self.actor,
                 request=request,
             )
-            idempotency = None
-            if idempotency_key is not None:
-                request_hash = run_request_hash(
-                    workflow=workflow, run_input=run_input, provider_keys=provider_keys
-                )
-                idempotency = (idempotency_key, request_hash)
-                run = run_for_idempotency_key(
-                    tenant=self.tenant, key=idempotency_key, request_hash=request_hash
-                )
-                replayed = run is not None
-            if not replayed:
-                try:
-                    run = run_create(
-                        tenant=self.tenant,
-                        workflow=workflow,
-                        run_input=run_input,
-                        provider_keys=provider_keys,
-                        actor=self.actor,
-                        request=request,
-                        idempotency=idempotency,
-                    )
-                except IdempotencyRace:
-                    if idempotency is None:  # only a create with an Idempotency-Key races
-                        raise
-                    # A concurrent request with the same key won; answer with its run.
-                    run = run_for_idempotency_key(
-                        tenant=self.tenant, key=idempotency[0], request_hash=idempotency[1]
-                    )
-                    replayed = True
+            run, replayed = run_trigger(
+                tenant=self.tenant,
+                workflow=workflow,
+                run_input=run_input,
+                provider_keys=provider_keys,
+                actor=self.actor,
+                request=request,
+                idempotency_key=idempotency_key,
+            )
         except SpecError as exc:
             raise _spec_error(exc) from None
         except IdempotencyConflict as exc:

@@ -62,6 +62,14 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("member.role_changed", "user:<name>", ("from", "to"), "`membership_change_role`"),
     EventType("member.removed", "user:<name>", ("role",), "`membership_remove`"),
     EventType(
+        "member.unlocked",
+        "user:<name>",
+        ("addresses", "cleared"),
+        "`membership_unlock` (the members page, owners)",
+        notes="`addresses`: those the lockout records named (at most 20); `cleared`: how many "
+        "records were deleted (0: nothing was locked)",
+    ),
+    EventType(
         "token.created",
         "token:<uuid>",
         ("name", "role", "prefix", "via", "created_by_token"),

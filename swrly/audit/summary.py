@@ -144,6 +144,11 @@ _PHRASES: dict[str, Callable[[Metadata], str]] = {
     ),
     "member.role_changed": lambda md: f"role changed from {md.get('from')} to {md.get('to')}",
     "member.removed": lambda md: f"removed (was {md.get('role')})",
+    "member.unlocked": lambda md: (
+        "sign-in lockout lifted"
+        + (f" for {_short(md['addresses'])}" if md.get("addresses") else "")
+        + ("" if md.get("cleared") else " (nothing was locked)")
+    ),
     "token.created": lambda md: (
         f"API token “{_short(md.get('name'))}” created"
         + (f", role {md['role']}" if md.get("role") else "")

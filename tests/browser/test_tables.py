@@ -10,6 +10,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from axes.models import AccessAttempt
 
 from runs.models import RunStatus, StepRun, StepStatus
 from swrly.audit.writer import Actor, audit_record
@@ -97,7 +98,18 @@ def _seed(world, other) -> dict:
         + "ingest-endpoint-" * 4,
         by=by,
     )
-    return {"failed": failed, "runs": runs}
+    # a member locked out of sign-in from a long IPv6 address: the owner's lockouts table
+    AccessAttempt.objects.create(
+        username=world.users[Role.DEVELOPER].username,
+        ip_address="2001:db8:85a3:1234:5678:8a2e:370:7334",
+        user_agent="Mozilla/5.0",
+        failures_since_start=5,
+        get_data="",
+        post_data="",
+        http_accept="*/*",
+        path_info="/accounts/login/",
+    )
+    return {"failed": failed, "runs": runs, "workflow": world.workflow()}
 
 
 def _fill_audit(world, count: int = 60) -> None:
@@ -163,6 +175,7 @@ def _paths(seeded) -> list[str]:
         "/t/acme/audit/webhooks/",
         "/t/acme/members/",
         "/t/acme/tokens/",
+        f"/t/acme/workflows/{seeded['workflow'].pk}/run/",
     ]
 
 
@@ -183,6 +196,8 @@ def test_every_column_of_every_table_is_visible_and_uncut(
         assert sideways <= width, (path, sideways)  # the page itself never scrolls sideways
         cells = page.evaluate(CELLS)
         assert cells, f"{path}: no table"
+        if path == "/t/acme/members/":
+            assert page.locator("#lockouts tbody tr").count() == 1  # the seeded lockout
         for cell in cells:
             where = (path, cell)
             assert cell["left"] >= -0.5, where

@@ -12,6 +12,8 @@ from tests.pages.conftest import CANARY, T0, assert_clean_html, make_rotation, m
 ALL_ROLES = list(Role)
 AUDIT_ROLES = [Role.OWNER, Role.ADMIN, Role.AUDITOR]
 CONTENT_ROLES = [Role.OWNER, Role.ADMIN, Role.DEVELOPER]
+RUN_WRITE_ROLES = CONTENT_ROLES  # who triggers and cancels runs, as in the API
+MANAGE_ROLES = [Role.OWNER, Role.ADMIN]
 
 
 def _body(response) -> str:
@@ -48,7 +50,26 @@ def _pages(world) -> dict[str, tuple[str, list[str]]]:
         "audit": (reverse("tenants:audit-list", args=["acme"]), AUDIT_ROLES),
         "audit-csv": (reverse("tenants:audit-export-csv", args=["acme"]), AUDIT_ROLES),
         "audit-jsonl": (reverse("tenants:audit-export-jsonl", args=["acme"]), AUDIT_ROLES),
+        "trigger": (
+            reverse("runs:run-trigger", args=["acme", world.workflow().pk]),
+            RUN_WRITE_ROLES,
+        ),
+        "cancel": (reverse("runs:run-cancel", args=["acme", run.pk]), RUN_WRITE_ROLES),
+        "member-remove": (
+            reverse("tenants:member-remove", args=["acme", _membership(world, Role.AUDITOR)]),
+            MANAGE_ROLES,
+        ),
+        "token-revoke": (
+            reverse("tenants:apitoken-revoke", args=["acme", world.token(Role.AUDITOR).pk]),
+            MANAGE_ROLES,
+        ),
     }
+
+
+def _membership(world, role):
+    from tenants.models import Membership
+
+    return Membership.objects.get(tenant=world.tenant, user=world.users[role]).pk
 
 
 @pytest.mark.parametrize("role", ALL_ROLES)

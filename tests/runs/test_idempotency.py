@@ -96,17 +96,17 @@ def test_concurrent_retries_make_one_run(acme, workflow, key_store):
 
 
 def test_losing_the_race_for_a_key_answers_the_winners_run(acme, workflow, key_store, monkeypatch):
-    from runs.api import views
+    from runs import services
 
     first = _post(acme, workflow, "raced")
     lookups = []
-    looked_up = views.run_for_idempotency_key
+    looked_up = services.run_for_idempotency_key
 
     def not_yet_committed(**kwargs):  # the winner commits after the loser's look-up
         lookups.append(kwargs["key"])
         return None if len(lookups) == 1 else looked_up(**kwargs)
 
-    monkeypatch.setattr(views, "run_for_idempotency_key", not_yet_committed)
+    monkeypatch.setattr(services, "run_for_idempotency_key", not_yet_committed)
     second = _post(acme, workflow, "raced")
     assert second.status_code == 202
     assert second["Idempotent-Replayed"] == "true"
