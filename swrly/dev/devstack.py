@@ -263,6 +263,15 @@ class Stopped(Exception):
         self.code = code
 
 
+def _ended(code: int) -> str:
+    """How a process ended, from its return code (negative: the signal that killed it)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 class Supervisor:
     """Waits for what the stack needs, and notices a stop request or a dead child meanwhile."""
 
@@ -276,7 +285,7 @@ class Supervisor:
         for child in self.children:
             code = child.exit_code()
             if code is not None:
-                raise Stopped(f"The {child.name} exited with code {code}; stopping.", code or 1)
+                raise Stopped(f"The {child.name} {_ended(code)}; stopping.", 1)
 
     def sleep(self, seconds: float) -> None:
         self.stop_requested.wait(seconds)
@@ -333,7 +342,7 @@ class Supervisor:
                     process.wait()
         reader.join(timeout=5)
         if process.returncode:
-            raise Stopped(f"{name} failed with code {process.returncode}; stopping.", 1)
+            raise Stopped(f"{name} failed: it {_ended(process.returncode)}; stopping.", 1)
         return "".join(output)
 
 
