@@ -276,11 +276,13 @@ class Supervisor:
     """Waits for what the stack needs, and notices a stop request or a dead child meanwhile."""
 
     def __init__(self) -> None:
-        self.stop_requested = threading.Event()
+        # A plain flag, set by the signal handler: a handler that took a lock (Event.set) could
+        # deadlock on the lock the interrupted main thread holds.
+        self.stop_requested = False
         self.children: list[Child] = []
 
     def check(self) -> None:
-        if self.stop_requested.is_set():
+        if self.stop_requested:
             raise Stopped()
         for child in self.children:
             code = child.exit_code()
@@ -288,7 +290,9 @@ class Supervisor:
                 raise Stopped(f"The {child.name} {_ended(code)}; stopping.", 1)
 
     def sleep(self, seconds: float) -> None:
-        self.stop_requested.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested and time.monotonic() < deadline:
+            time.sleep(min(0.1, seconds))
         self.check()
 
     def wait_ready(self, child: Child, timeout: float = READY_TIMEOUT) -> None:
@@ -419,12 +423,12 @@ def _relative(path: Path) -> str:
 
 @contextlib.contextmanager
 def _signals_request_stop(supervisor: Supervisor) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP ask the stack to stop (once; later ones are ignored)."""
+    """Ctrl-C, SIGTERM and SIGHUP ask the stack to stop; asking again changes nothing. (The
+    handler stays installed: a handler replaced by SIG_IGN while a signal is pending makes
+    Python raise "Signal ignored due to race condition".)"""
 
     def request_stop(signum: int, frame: Any) -> None:
-        for name in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(name, signal.SIG_IGN)
-        supervisor.stop_requested.set()
+        supervisor.stop_requested = True
 
     for name in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(name, request_stop)  # SIGINT even if started with it ignored

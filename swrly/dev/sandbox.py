@@ -911,21 +911,20 @@ DEFAULT_PORT = 8765
 def main(argv: list[str] | None = None) -> int:
     """`python -m swrly.dev.sandbox [--port P] [--host 127.0.0.1] [--gateway litellm] [--quiet]`.
 
-    Serves until Ctrl-C, SIGTERM or SIGHUP, and then stops quietly: the signals only set an
-    event that the main thread waits on (no KeyboardInterrupt, wherever it lands: during the
-    start, or a second signal while stopping), and later ones are ignored. It only serves: a
+    Serves until Ctrl-C, SIGTERM or SIGHUP, and then stops quietly: the signals are only noted,
+    and the main thread checks for them (no KeyboardInterrupt, wherever it lands: during the
+    start, or a second signal while stopping). It only serves: a
     run reaches it only where PROVIDER_BASE_URLS names it (`sandbox=<url>`), and plain http://
     is allowed there only with DEBUG (see runs.providers.egress). It touches neither the
     database nor the key store, so it starts in a bare checkout.
     """
-    stop = threading.Event()
+    stopping: list[int] = []  # the signals received; a plain list: a handler takes no lock
 
     def request_stop(signum: int, frame: Any) -> None:
-        for name in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(name, signal.SIG_IGN)
-        stop.set()
+        stopping.append(signum)
 
-    # First: Ctrl-C works even when started in the background with SIGINT ignored.
+    # First: Ctrl-C works even when started in the background with SIGINT ignored. The handler
+    # stays installed (swapping in SIG_IGN while a signal is pending makes Python raise).
     for name in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(name, request_stop)
     parser = argparse.ArgumentParser(
@@ -965,7 +964,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Sandbox provider listening on {server.url}", flush=True)  # noqa: T201
         else:
             print(_banner(server), flush=True)  # noqa: T201
-        stop.wait()
+        while not stopping:
+            time.sleep(0.2)
     finally:
         server.stop()
     if not options.quiet:
