@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import stat
@@ -146,8 +147,9 @@ CLOSING = "for example: .venv/bin/python manage.py rotate-keys --dry-run"
 
 
 def _second_shell(tmp_path, *args):
-    """A manage.py command as from another shell in the checkout: none of the stack's URLs in
-    its environment (only SWRLY_ENV_FILE, since this stack's .env is not the checkout's)."""
+    """A manage.py command as from another shell in the checkout (`.venv/bin/python` there, or
+    this interpreter): none of the stack's URLs in its environment (only SWRLY_ENV_FILE, since
+    this stack's .env is not the checkout's)."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -157,8 +159,9 @@ def _second_shell(tmp_path, *args):
         and not name.startswith(("PYTEST", "DJANGO_SETTINGS"))
     }
     env["SWRLY_ENV_FILE"] = str(tmp_path / ".env")
+    python = ROOT / ".venv" / "bin" / "python"
     return subprocess.run(
-        [sys.executable, "manage.py", *args],
+        [str(python) if python.exists() else sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -166,6 +169,13 @@ def _second_shell(tmp_path, *args):
         timeout=180,
         check=True,
     ).stdout
+
+
+def _runbook_commands():
+    """The commands of docs/operations.md's make-run rotation runbook, as written there."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    block = text.split("<!-- make-run-rotation:start -->")[1].split("<!-- make-run-rotation:end")[0]
+    return [line for line in block.splitlines() if line.startswith(".venv/bin/python manage.py")]
 
 
 def _post_run(output, port):
@@ -267,12 +277,19 @@ def test_make_run_ends_with_one_block_and_ctrl_c_stops_everything_quietly(tmp_pa
             tmp_path, "tenant-limits", "acme", "--max-running-runs", "0"
         )
         _post_run(output, port)
-        counted = _second_shell(tmp_path, "rotate-keys", "--dry-run")
+        dry_run, generate, rotate, check = [
+            shlex.split(command)[1:] for command in _runbook_commands()
+        ]  # the runbook as docs/operations.md gives it
+        assert dry_run == ["manage.py", "rotate-keys", "--dry-run"]
+        counted = _second_shell(tmp_path, *dry_run[1:])
         valkey_url = re.search(r"Embedded Valkey on (redis://\S+) ", output).group(1)
         assert f"Key store: {valkey_url}/0 (the running `make run` stack's" in counted
         live = re.search(r"^  [0-9a-f]{16}\s+(\d+)  current$", counted, re.MULTILINE)
         assert live, counted
         assert int(live.group(1)) == 1, counted
+        assert "BYOK_ENCRYPTION_KEY_FALLBACKS" in _second_shell(tmp_path, *generate[1:])
+        assert "scanned 1, rewrapped 0, already current 1" in _second_shell(tmp_path, *rotate[1:])
+        assert "it can be retired" in _second_shell(tmp_path, *check[1:])
 
         # each 4xx is logged once
         assert _status(f"http://127.0.0.1:{port}/no-such-page/") == 404
