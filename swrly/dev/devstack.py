@@ -1,9 +1,13 @@
 """`make run` (`python -m swrly.dev.devstack`): the whole platform on one machine, for development
 and demos.
 
-Writes a local `.env` with fresh secrets on first run, migrates, starts an embedded Valkey
-server (unless REDIS_URL is set), a run worker, a maintenance worker, beat and the web server,
-creates the demo tenant `acme` once, and stops every process it started on Ctrl-C.
+Writes a local `.env` with fresh secrets on first run, starts an embedded Valkey server (unless
+REDIS_URL is set) and the sandbox provider, publishes their URLs in a runtime file for commands
+run from another shell (swrly.dev.runtime), prepares the database and the demo quietly
+(swrly.dev.prepare), starts a run worker, a maintenance worker, beat and the web server, and
+ends its console with one block (URL, owner, the curl) once the workers are ready. Each process
+has a process group of its own: Ctrl-C reaches only this launcher, which stops them in order,
+once each, within a bound; a process that exits on its own is named and the rest are stopped.
 """
 
 from __future__ import annotations
