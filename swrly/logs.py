@@ -17,7 +17,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NOT_LOGGED = frozenset({"/healthz", "/readyz"})
 
 access_log = logging.getLogger("swrly.access")
+# A django.security reason for a 4xx (a CSRF failure, a disallowed host), for the access line.
+REASON_ATTRIBUTE = "swrly_log_reason"
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -61,12 +63,14 @@ class RequestIdMiddleware:
         try:
             response = self.get_response(request)
             if request.path not in _NOT_LOGGED:
+                reason = getattr(request, REASON_ATTRIBUTE, "")
                 access_log.info(
-                    "%s %s %s %.0fms",
+                    "%s %s %s %.0fms%s",
                     request.method,
                     _loggable_path(request.path),
                     response.status_code,
                     (time.monotonic() - started) * 1000,
+                    f"; {_loggable_path(reason)}" if reason else "",
                 )
         finally:
             request_id.reset(token)
@@ -77,6 +81,32 @@ class RequestIdMiddleware:
 def _loggable_path(path: str) -> str:
     """The path with control characters escaped (no forged lines in plain logs), cut at 200."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", path[:200])
+
+
+class OneLinePerClientError(logging.Filter):
+    """Leaves a 4xx response to its access line: Django's own lines for it are dropped.
+
+    Django logs every 4xx again (`django.request` "Not Found: /x", with the traceback of a
+    PermissionDenied; `django.security.*` for a CSRF failure or a disallowed host; runserver's
+    `django.server` line), so each client error was logged two to four times. A
+    `django.security` line's reason is kept: it is added to the access line of its request.
+    5xx lines are untouched.
+    """
+
+    _FOLDED = ("django.request", "django.security", "django.server")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        if not (isinstance(status, int) and 400 <= status < 500):
+            return True
+        if not record.name.startswith(self._FOLDED):
+            return True
+        request = getattr(record, "request", None)
+        path = getattr(request, "path", None)
+        if record.name.startswith("django.security") and isinstance(path, str):
+            reason = (record.getMessage().splitlines() or [""])[0]
+            setattr(request, REASON_ATTRIBUTE, reason.removesuffix(f": {path}"))
+        return False
 
 
 class RequestIdFilter(logging.Filter):
@@ -110,8 +140,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def logging_config(*, log_format: str, level: str) -> dict:
-    """The LOGGING setting: console output, plain or JSON, with request ids."""
+def logging_config(*, log_format: str, level: str, levels: Mapping[str, str] | None = None) -> dict:
+    """The LOGGING setting: console output, plain or JSON, with request ids, one line per 4xx.
+
+    `levels` sets single loggers' levels (LOG_LEVELS: `celery.beat=WARNING`). The `django`
+    logger keeps Django's error e-mails (mail_admins, DEBUG off) but not Django's own console
+    handler, which printed its records a second time with DEBUG on.
+    """
     formatters = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {"()": "swrly.logs.JsonFormatter"},
@@ -119,18 +154,35 @@ def logging_config(*, log_format: str, level: str) -> dict:
     log_format = {"text": "plain"}.get(log_format, log_format)
     if log_format not in formatters:
         raise ValueError(f"LOG_FORMAT must be plain (or text) or json, not {log_format!r}")
+    loggers: dict[str, dict[str, Any]] = {
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},
+        # runserver's own request lines repeat the access lines: only its errors are kept.
+        "django.server": {"level": "WARNING", "propagate": True},
+    }
+    for name, logger_level in (levels or {}).items():
+        loggers.setdefault(name, {})["level"] = logger_level.upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "swrly.logs.RequestIdFilter"}},
+        "filters": {
+            "request_id": {"()": "swrly.logs.RequestIdFilter"},
+            "one_line_per_client_error": {"()": "swrly.logs.OneLinePerClientError"},
+            "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        },
         "formatters": {log_format: formatters[log_format]},
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": log_format,
-                "filters": ["request_id"],
-            }
+                "filters": ["request_id", "one_line_per_client_error"],
+            },
+            "mail_admins": {
+                "level": "ERROR",
+                "filters": ["require_debug_false"],
+                "class": "django.utils.log.AdminEmailHandler",
+            },
         },
+        "loggers": loggers,
         "root": {"handlers": ["console"], "level": level},
     }
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -182,3 +182,18 @@ def clients_by_key(client: Client, keys: Iterable[str]) -> list[tuple[redis.Redi
 def is_cluster(client: Client) -> bool:
     """Whether `client` is a cluster's (keys spread over nodes; one database)."""
     return isinstance(client, RedisCluster)
+
+
+def display_url(url: str) -> str:
+    """`url` with its passwords (`user:password@`, `?sentinel_password=`) shown as `***`, for
+    messages that say which server is used."""
+    parts = original = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hosts}")
+    query = "&".join(
+        f"{name}=***" if "password" in name else f"{name}{sep}{value}"
+        for name, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    parts = parts._replace(query=query)
+    return url if parts == original else urlunsplit(parts)

@@ -17,6 +17,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 ENV_FILE = Path(env.str("SWRLY_ENV_FILE", default=str(BASE_DIR / ".env")))
+_SHELL_NAMES = frozenset(os.environ)  # what the shell set, before the .env adds to it
 if ENV_FILE.is_file():
     # Values already in the process environment win over the file.
     env.read_env(ENV_FILE, overwrite=False)
@@ -31,6 +32,20 @@ def _secret(name: str) -> str:
 
 
 DEBUG = env.bool("DEBUG", default=False)
+
+# --- make run's runtime file (issue 15 §6; docs/operations.md "Under make run") ---
+# With DEBUG only: while `make run` is up, a command started in another shell reaches its
+# database, key store, broker, cache and sandbox. The stack publishes their URLs in
+# .swrly/runtime.env beside the .env; names the shell did not set are taken from it (over the
+# .env's). A file left by a launcher that no longer runs is ignored. With DEBUG off nothing is
+# read and swrly.dev is not imported.
+if DEBUG:
+    from swrly.dev.runtime import apply_live_runtime
+
+    DEVSTACK_RUNTIME = apply_live_runtime(ENV_FILE, shell_names=_SHELL_NAMES)
+else:
+    DEVSTACK_RUNTIME = None
+# --- end make run's runtime file ---
 
 SECRET_KEY = _secret("SECRET_KEY")
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
@@ -519,7 +534,9 @@ READYZ_TIMEOUT = env.float("READYZ_TIMEOUT", default=2.0)
 
 # Console logs, plain text or one JSON object per line, each with the request id (swrly/logs.py).
 LOGGING = logging_config(
-    log_format=env.str("LOG_FORMAT", default="plain"), level=env.str("LOG_LEVEL", default="INFO")
+    log_format=env.str("LOG_FORMAT", default="plain"),
+    level=env.str("LOG_LEVEL", default="INFO"),
+    levels=env.dict("LOG_LEVELS", default={}),  # single loggers: celery.beat=WARNING,…
 )
 
 # --- Metrics (Prometheus; swrly/metrics.py, docs/operations.md "Metrics") -------------------

@@ -908,18 +908,25 @@ class SandboxServer:
 DEFAULT_PORT = 8765
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`python -m swrly.dev.sandbox [--port P] [--host 127.0.0.1] [--gateway litellm]`.
+    """`python -m swrly.dev.sandbox [--port P] [--host 127.0.0.1] [--gateway litellm] [--quiet]`.
 
-    Serves until Ctrl-C or SIGTERM. It only serves: a run reaches it only where
-    PROVIDER_BASE_URLS names it (`sandbox=<url>`), and plain http:// is allowed there only with
-    DEBUG (see runs.providers.egress). It touches neither the database nor the key store, so it
-    starts in a bare checkout.
+    Serves until Ctrl-C, SIGTERM or SIGHUP, and then stops quietly: the signals are only noted,
+    and the main thread checks for them (no KeyboardInterrupt, wherever it lands: during the
+    start, or a second signal while stopping). It only serves: a
+    run reaches it only where PROVIDER_BASE_URLS names it (`sandbox=<url>`), and plain http://
+    is allowed there only with DEBUG (see runs.providers.egress). It touches neither the
+    database nor the key store, so it starts in a bare checkout.
     """
+    stopping: list[int] = []  # the signals received; a plain list: a handler takes no lock
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stopping.append(signum)
+
+    # First: Ctrl-C works even when started in the background with SIGINT ignored. The handler
+    # stays installed (swapping in SIG_IGN while a signal is pending makes Python raise).
+    for name in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(name, request_stop)
     parser = argparse.ArgumentParser(
         prog="python -m swrly.dev.sandbox",
         description="Serve the sandbox model provider (OpenAI- and Anthropic-compatible, "
@@ -937,6 +944,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="Rename response headers the way this gateway does (to rehearse one).",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="Print one line when listening, and nothing when stopping (make run).",
+    )
     options = parser.parse_args(argv)
     host, port = options.host, options.port
     try:
@@ -947,6 +959,22 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"Error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)  # noqa: T201
         return 1
+    try:
+        if options.quiet:
+            print(f"Sandbox provider listening on {server.url}", flush=True)  # noqa: T201
+        else:
+            print(_banner(server), flush=True)  # noqa: T201
+        while not stopping:
+            time.sleep(0.2)
+    finally:
+        server.stop()
+    if not options.quiet:
+        print("Sandbox provider stopped.", flush=True)  # noqa: T201
+    return 0
+
+
+def _banner(server: SandboxServer) -> str:
+    """Where the sandbox listens, and whether the current settings point runs at it."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swrly.settings")
     from django.conf import settings
 
@@ -965,18 +993,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"These settings name the sandbox at {configured}, not here.")
     else:
         lines.append("These settings do not name the sandbox: runs cannot reach it yet.")
-    print("\n".join(lines), flush=True)  # noqa: T201
-    # Ctrl-C works even when started in the background with SIGINT ignored; SIGTERM stops it
-    # the same way.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        print("Sandbox provider stopped.", flush=True)  # noqa: T201
-    finally:
-        server.stop()
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

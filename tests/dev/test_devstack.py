@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import stat
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -71,8 +73,14 @@ def _start_stack(tmp_path, port):
         if key
         not in {
             "REDIS_URL",
+            "BYOK_REDIS_URL",
+            "CELERY_BROKER_URL",
+            "PROVIDER_BASE_URLS",
+            "DEBUG",
             "SECRET_KEY",
             "BYOK_ENCRYPTION_KEY",
+            "AUDIT_CHAIN_KEY",
+            "AUDIT_SIGNING_KEY",
             "ALLOWED_HOSTS",
             "DATABASE_URL",
             "STATIC_MANIFEST",
@@ -97,23 +105,81 @@ def _start_stack(tmp_path, port):
     )
 
 
-def _read_until(process, marker, timeout=120):
-    """The output up to `marker`; the rest is drained in the background so that no process of
-    the stack ever blocks writing to a full pipe."""
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if marker in line:
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return "".join(lines)
-    raise AssertionError(f"{marker!r} not seen:\n{''.join(lines)}")
+class Console:
+    """The stack's console, read line by line in the background (so that no process of the
+    stack ever blocks writing to a full pipe)."""
+
+    def __init__(self, process):
+        self.lines = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, args=(process,), daemon=True).start()
+
+    def _read(self, process):
+        for line in process.stdout:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append(None)  # end of output
+            self._changed.notify_all()
+
+    @property
+    def text(self):
+        return "".join(line for line in self.lines if line is not None)
+
+    def wait_for(self, marker, timeout=300):
+        """The output up to the end of the first `marker` (generous: a loaded machine)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                text = self.text
+                if marker in text:
+                    return text[: text.index(marker) + len(marker)]
+                if self.lines and self.lines[-1] is None:
+                    raise AssertionError(f"{marker!r} not seen before the end:\n{text}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{marker!r} not seen:\n{text}")
+                self._changed.wait(remaining)
 
 
-def _trigger_printed_curl(output, port):
-    """Do what the printed curl does (same URL, token and body), then follow the run."""
+CLOSING = "for example: .venv/bin/python manage.py rotate-keys --dry-run"
+
+
+def _second_shell(tmp_path, *args):
+    """A manage.py command as from another shell in the checkout (`.venv/bin/python` there, or
+    this interpreter): none of the stack's URLs in its environment (only SWRLY_ENV_FILE, since
+    this stack's .env is not the checkout's)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"REDIS_URL", "BYOK_REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL"}
+        and name not in {"PROVIDER_BASE_URLS", "SECRET_KEY", "BYOK_ENCRYPTION_KEY", "DEBUG"}
+        and name not in {"AUDIT_CHAIN_KEY", "AUDIT_SIGNING_KEY", "ALLOWED_HOSTS"}
+        and not name.startswith(("PYTEST", "DJANGO_SETTINGS"))
+    }
+    env["SWRLY_ENV_FILE"] = str(tmp_path / ".env")
+    python = ROOT / ".venv" / "bin" / "python"
+    return subprocess.run(
+        [str(python) if python.exists() else sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
+
+
+def _runbook_commands():
+    """The commands of docs/operations.md's make-run rotation runbook, as written there."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    block = text.split("<!-- make-run-rotation:start -->")[1].split("<!-- make-run-rotation:end")[0]
+    return [line for line in block.splitlines() if line.startswith(".venv/bin/python manage.py")]
+
+
+def _post_run(output, port):
+    """What the printed curl does (same URL, token and body); returns (run id, headers)."""
     token = re.search(r"Bearer (swr_[A-Za-z0-9_-]+)", output).group(1)
     body = re.search(r"-d '(\{.*\})'", output).group(1)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -122,8 +188,13 @@ def _trigger_printed_curl(output, port):
     )
     with urllib.request.urlopen(request) as response:  # noqa: S310 (loopback http)
         assert response.status == 202
-        run_id = json.loads(response.read())["id"]
-    deadline = time.monotonic() + 60
+        return json.loads(response.read())["id"], headers
+
+
+def _trigger_printed_curl(output, port):
+    """Do what the printed curl does, then follow the run to its end."""
+    run_id, headers = _post_run(output, port)
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/v1/runs/{run_id}/", headers=headers
@@ -136,24 +207,61 @@ def _trigger_printed_curl(output, port):
     raise AssertionError(f"run {run_id} did not finish")
 
 
-def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
+def _status(url):
+    try:
+        with urllib.request.urlopen(url) as response:  # noqa: S310 (loopback http)
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _stop(process, signum=signal.SIGINT):
+    os.killpg(process.pid, signum)  # what Ctrl-C does: the whole foreground process group
+    return process.wait(timeout=120)
+
+
+def test_make_run_ends_with_one_block_and_ctrl_c_stops_everything_quietly(tmp_path):
     port = _free_port()
     process = _start_stack(tmp_path, port)
+    console = Console(process)
     try:
-        output = _read_until(process, "-d '{")
+        output = console.wait_for(CLOSING + "\n" + "-" * 72 + "\n")
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in children)
         assert "valkey-server" in names
-        assert "celery" in names
         assert "--queues=maintenance" in names  # the reaper and sweeper's own worker
         assert " beat " in names  # beat is its own process
         assert "runserver" in names
+        assert "swrly.dev.sandbox" in names
+
+        # the console: quiet set-up, the workers' banners and readiness, then the one block
+        assert "Traceback" not in output
+        assert "Applying " not in output  # migrations: one line
+        assert re.search(r"^Applied \d+ migrations \(", output, re.MULTILINE)
+        assert "System check identified" not in output
+        block = output[output.index("\n" + "-" * 72 + "\n") :]
+        before = output[: len(output) - len(block)]
+        for line in ("-------------- runs@", "-------------- maintenance@"):
+            assert line in before  # the workers' banners come before it
+        assert re.search(r"runs@\S+ ready\.", before)
+        assert re.search(r"maintenance@\S+ ready\.", before)
+        assert "Starting development server" in before
+        expected = [
+            f"Swrly is running: http://127.0.0.1:{port}/",
+            "Sign in as owner@acme.example with this one-time password",
+            "curl -s -X POST",
+            f"reach this stack through {tmp_path / '.swrly' / 'runtime.env'}",
+            CLOSING,
+        ]
+        positions = [block.index(text) for text in expected]
+        assert positions == sorted(positions)
+        password = block.split("(shown only now):\n", 1)[1].splitlines()[0].strip()
+        assert len(password) >= 12
+        assert block.rstrip().endswith("-" * 72)
+
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/") as response:
             assert response.status == 200
             assert b"Sign in" in response.read()
-        assert "owner@acme.example" in output
-        assert "one-time password" in output
-        assert "swrly.dev.sandbox" in names
 
         # the printed curl triggers a run that the stack's worker completes
         run = _trigger_printed_curl(output, port)
@@ -161,27 +269,76 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
         assert [step["status"] for step in run["steps"]] == ["succeeded"] * 3
         assert all(step["provider_request_id"] for step in run["steps"])
 
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does
-        process.wait(timeout=60)
-        _gone, alive = psutil.wait_procs(children, timeout=10)
+        # another shell reaches the stack: a run held back by its tenant's limit keeps its
+        # stored key in the stack's key store, and rotate-keys --dry-run counts it
+        runtime_file = tmp_path / ".swrly" / "runtime.env"
+        assert oct(runtime_file.stat().st_mode & 0o777) == oct(0o600)
+        assert "max_running_runs: 0" in _second_shell(
+            tmp_path, "tenant-limits", "acme", "--max-running-runs", "0"
+        )
+        _post_run(output, port)
+        dry_run, generate, rotate, check = [
+            shlex.split(command)[1:] for command in _runbook_commands()
+        ]  # the runbook as docs/operations.md gives it
+        assert dry_run == ["manage.py", "rotate-keys", "--dry-run"]
+        counted = _second_shell(tmp_path, *dry_run[1:])
+        valkey_url = re.search(r"Embedded Valkey on (redis://\S+) ", output).group(1)
+        assert f"Key store: {valkey_url}/0 (the running `make run` stack's" in counted
+        live = re.search(r"^  [0-9a-f]{16}\s+(\d+)  current$", counted, re.MULTILINE)
+        assert live, counted
+        assert int(live.group(1)) == 1, counted
+        assert "BYOK_ENCRYPTION_KEY_FALLBACKS" in _second_shell(tmp_path, *generate[1:])
+        assert "scanned 1, rewrapped 0, already current 1" in _second_shell(tmp_path, *rotate[1:])
+        assert "it can be retired" in _second_shell(tmp_path, *check[1:])
+
+        # each 4xx is logged once
+        assert _status(f"http://127.0.0.1:{port}/no-such-page/") == 404
+        assert _status(f"http://127.0.0.1:{port}/api/v1/runs/") == 401
+        console.wait_for("GET /api/v1/runs/ 401")
+
+        assert _stop(process) == 0
+        _gone, alive = psutil.wait_procs(children, timeout=30)
         assert alive == [], f"orphans left running: {alive}"
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+    console.wait_for("Stopped.")
+    output = console.text
+    assert "Traceback" not in output
+    assert "KeyboardInterrupt" not in output
+    assert len([line for line in output.splitlines() if "/no-such-page/" in line]) == 1
+    assert len([line for line in output.splitlines() if "/api/v1/runs/ 401" in line]) == 1
+    assert output.rstrip().endswith("Stopped.")
+    assert not runtime_file.exists()
 
-    # a second run reuses the .env and the database: no new owner password
+    # a second run reuses the .env and the database: no new password, no migrations; a child
+    # that dies is named and stops the stack
     env_before = (tmp_path / ".env").read_text()
     process = _start_stack(tmp_path, port)
+    console = Console(process)
     try:
-        output = _read_until(process, "-d '{")
-        assert "Tenant acme exists; nothing changed." in output
-        assert "one-time password" not in output
+        console.wait_for(CLOSING)
+        output = console.text
+        assert "one-time password was shown at the first start" in output
+        assert "with this one-time password" not in output
+        assert "Applied " not in output
         assert (tmp_path / ".env").read_text() == env_before
-        os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=60)
+        assert runtime_file.exists()
+        (worker,) = [
+            child
+            for child in psutil.Process(process.pid).children(recursive=True)
+            if "--hostname=runs@%h" in child.cmdline()
+        ]
+        worker.kill()
+        assert process.wait(timeout=120) == 1
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+    console.wait_for("Stopped.")
+    output = console.text
+    assert "The run worker was killed by signal 9 (SIGKILL); stopping." in output
+    assert "Traceback" not in output
+    assert not runtime_file.exists()
 
 
 def test_the_stack_runs_beat_alone_and_maintenance_on_its_own_worker(tmp_path):

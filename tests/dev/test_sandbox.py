@@ -3,6 +3,7 @@
 # The fixtures imported from provider_server are requested by name as arguments.
 # ruff: noqa: F811
 
+import contextlib
 import json
 import os
 import signal
@@ -334,6 +335,35 @@ def test_the_command_serves_until_ctrl_c():
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does
         assert process.wait(timeout=10) == 0
         assert "stopped" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_a_second_signal_while_stopping_shows_no_traceback():
+    """Ctrl-C in a terminal, then SIGTERM from a launcher: the second one used to land in the
+    middle of the first one's shutdown as a KeyboardInterrupt with its traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "swrly.dev.sandbox", "--port", "0", "--quiet"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        first = process.stdout.readline()
+        assert first.startswith("Sandbox provider listening on http://127.0.0.1:"), first
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+        assert process.wait(timeout=30) == 0
+        rest = process.stdout.read()
+        assert "Traceback" not in rest
+        assert "KeyboardInterrupt" not in rest
+        assert rest == ""  # --quiet: one line when listening, nothing when stopping
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from swrly.audit.writer import Actor
@@ -12,6 +13,7 @@ from swrly.custody.services import key_rotation_finish, key_rotation_start
 from swrly.keys.errors import KeyServiceError
 from swrly.keys.keyring import generate_key, get_keyring
 from swrly.keys.rotation import RewrapReport, count_live_tokens, rewrap_live_tokens
+from swrly.redis_urls import display_url
 
 ROLLOUT = """\
 A new encryption key (keep it secret; it is not stored anywhere):
@@ -58,6 +60,7 @@ class Command(BaseCommand):
             return
         keyring = get_keyring()
         current = keyring.current.key_id_hex
+        self.stdout.write(self._key_store())
         try:
             if options["dry_run"] or options["check"]:
                 counts = count_live_tokens(batch_size=options["batch_size"])
@@ -75,6 +78,19 @@ class Command(BaseCommand):
             self._rotate(options, current)
         except KeyServiceError as exc:
             raise CommandError(str(exc)) from exc
+
+    def _key_store(self) -> str:
+        """Which key store the command reads, and why that one (a command run in another shell
+        under `make run` takes the running stack's from its runtime file)."""
+        url = settings.BYOK_REDIS_URL or settings.REDIS_URL
+        runtime = settings.DEVSTACK_RUNTIME
+        if runtime is not None and "BYOK_REDIS_URL" in runtime.applied:
+            where = f"the running `make run` stack's (pid {runtime.pid}, {runtime.path})"
+        else:
+            where = (
+                "BYOK_REDIS_URL" if settings.BYOK_REDIS_URL != settings.REDIS_URL else "REDIS_URL"
+            )
+        return f"Key store: {display_url(url)} ({where})"
 
     def _print_counts(self, counts: Mapping[str, int], current: str) -> None:
         self.stdout.write(f"Live tokens per encryption key id (current: {current}):")
