@@ -8,10 +8,19 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from swrly.audit.writer import Actor
 from swrly.custody.key_usage import KeyUsage, encryption_key_usage, encryption_key_usage_record
-from swrly.custody.services import key_rotation_finish, key_rotation_start
+from swrly.custody.services import (
+    key_rotation_finish,
+    key_rotation_rewrapped,
+    key_rotation_start,
+)
 from swrly.keys.errors import KeyServiceError
 from swrly.keys.keyring import generate_key, get_keyring
-from swrly.keys.rotation import RewrapReport, count_live_tokens, rewrap_live_tokens
+from swrly.keys.rotation import (
+    RewrappedToken,
+    RewrapReport,
+    count_live_tokens,
+    rewrap_live_tokens,
+)
 
 ROLLOUT = """\
 A new encryption key (keep it secret; it is not stored anywhere):
@@ -119,9 +128,17 @@ class Command(BaseCommand):
                     ending="",
                 )
 
+        def rewrapped(tokens: list[RewrappedToken]) -> None:
+            key_rotation_rewrapped(rotation=rotation, tokens=tokens, actor=actor)
+
         report = RewrapReport()
         try:
-            rewrap_live_tokens(batch_size=options["batch_size"], progress=progress, report=report)
+            rewrap_live_tokens(
+                batch_size=options["batch_size"],
+                progress=progress,
+                report=report,
+                rewrapped=rewrapped,
+            )
         except BaseException:
             key_rotation_finish(rotation=rotation, report=report, actor=actor, interrupted=True)
             raise
