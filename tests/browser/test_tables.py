@@ -222,9 +222,8 @@ def test_the_audit_log_keeps_one_short_row_per_event(
     consumed = page.locator('#audit-events tr[data-action="key.consumed"]').first
     summary = consumed.locator("details > summary")
     fp = key_print(KEY_A).value
-    assert summary.inner_text().startswith(f"anthropic key {fp[:12]}… taken by worker celery@"), (
-        summary.inner_text()
-    )
+    named = f"anthropic key fp {fp.removeprefix('v2:')[:8]} taken by worker celery@"
+    assert summary.inner_text().startswith(named), summary.inner_text()
     # closed: the metadata is not shown; opened in place: every key of it
     metadata = consumed.locator("dl.metadata")
     assert not metadata.is_visible()
