@@ -227,6 +227,6 @@ def test_rotation_records_which_runs_stored_keys_it_rewrapped_per_batch_and_tena
     table = AuditEvent._meta.db_table
     inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
     event_inserts = [sql for sql in inserts if f'"{table}"' in sql]
-    # at most (batches: 3, or one more per extra Cluster primary) × 2 tenants, + 2 rotated
+    # at most (batches: 3, or one more per extra Cluster primary) x 2 tenants, + 2 rotated
     assert 0 < len(event_inserts) <= 16
     assert len(event_inserts) < 30

@@ -89,7 +89,7 @@ def test_keys_used_side_by_side_raise_no_alarm(acme):
     assert "data-alarm" not in html
     assert 'class="warning"' not in _table(html, "provider-keys")
     (_, a), (_, b) = _rows(html)
-    (a_start, a_width), (b_start, b_width) = _bar(a), _bar(b)
+    (a_start, a_width), (b_start, _) = _bar(a), _bar(b)
     assert a_start < b_start < a_start + a_width  # the periods overlap, drawn as such
 
 
