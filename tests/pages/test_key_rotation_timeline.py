@@ -8,6 +8,7 @@ provider, then the pages.
 import io
 import re
 
+import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
@@ -59,9 +60,8 @@ def _entry(timeline: str, kind: str) -> str:
     return re.search(rf'data-kind="{kind}">(.*?)</li>', timeline, re.S).group(1)
 
 
-def test_a_rotation_between_deposit_and_take_is_on_the_runs_key_timeline(
-    acme, globex, key_store, provider_server, settings
-):
+@pytest.mark.usefixtures("key_store", "provider_server")
+def test_a_rotation_between_deposit_and_take_is_on_the_runs_key_timeline(acme, globex, settings):
     # given: a queued run in each tenant, their keys deposited under the current key
     run = _queued_run(acme)
     theirs = _queued_run(globex)
@@ -109,9 +109,8 @@ def test_a_rotation_between_deposit_and_take_is_on_the_runs_key_timeline(
     assert str(run.pk) not in their_page.content.decode()
 
 
-def test_the_dashboard_counts_what_rotations_rewrapped(
-    acme, globex, key_store, provider_server, settings
-):
+@pytest.mark.usefixtures("key_store", "provider_server")
+def test_the_dashboard_counts_what_rotations_rewrapped(acme, globex, settings):
     _queued_run(acme)
     _queued_run(globex)
     _rotate(settings)
