@@ -177,7 +177,8 @@ class ProviderKeyRow:
 
 @dataclass
 class ProviderKeyAxis:
-    """One provider's keys on a shared time axis: the first first use to the last last use."""
+    """One provider's keys on a shared time axis: from the first first use to the last last use
+    (or the last block, when later)."""
 
     provider: str
     start: datetime
@@ -208,7 +209,8 @@ def _place(axis: ProviderKeyAxis) -> None:
             end = _on_axis(row.key.last_seen_at, axis.start, span)
             row.bar_width = max(end - row.bar_start, 6)
         if row.blocked is not None:
-            row.blocked_mark = max(0, min(_on_axis(row.blocked.at, axis.start, span), _AXIS))
+            mark = _on_axis(row.blocked.at, axis.start, span) if span else _AXIS
+            row.blocked_mark = max(0, min(mark, _AXIS - 4))
 
 
 def _refused_runs(tenant: Tenant) -> dict[str, int]:
@@ -265,10 +267,12 @@ def provider_key_history(*, tenant: Tenant) -> dict[str, ProviderKeyAxis]:
         )
     history = {}
     for provider, rows in grouped.items():
+        ends = [row.key.last_seen_at for row in rows]
+        ends += [row.blocked.at for row in rows if row.blocked is not None]
         axis = ProviderKeyAxis(
             provider=provider,
             start=min(row.key.first_seen_at for row in rows),
-            end=max(row.key.last_seen_at for row in rows),
+            end=max(ends),
             rows=rows,
         )
         _place(axis)

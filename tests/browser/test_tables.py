@@ -300,3 +300,20 @@ def _edge_darkness(table, page, side: str) -> int:
            }""",
         [data, side],
     )
+
+
+def test_key_periods_are_readable_on_a_narrow_screen(acme, globex, live_server, page_factory):
+    _seed(acme, globex)
+    page = page_factory(390, 844)
+    _sign_in(page, live_server, acme)
+    page.goto(f"{live_server.url}/t/acme/keys/")
+    bars = page.locator("table#provider-keys svg.key-period")
+    assert bars.count() == 2  # KEY_A and KEY_B
+    for i in range(bars.count()):
+        box = bars.nth(i).bounding_box()
+        assert box["x"] >= 0, box
+        assert box["x"] + box["width"] <= 390, box  # on screen, not scrolled out of view
+        assert box["width"] >= 250, box  # across the card, long enough to compare periods
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    names = page.locator("table#provider-keys .key-name").all_inner_texts()
+    assert all(" fp " in name for name in names), names
