@@ -316,7 +316,7 @@ def api_token_create(
     _require_within(_authority(by, tenant), role)
     name = name.strip()
     if not name or len(name) > 100:
-        raise ValidationError("a token needs a name of 1 to 100 characters")
+        raise ValidationError("an API token needs a name of 1 to 100 characters")
     secret, prefix, digest = token_generate()
     token = ApiToken.objects.create(
         tenant=tenant,

@@ -20,6 +20,7 @@ from swrly.audit.events import action_filter_choices
 from swrly.audit.export import audit_export
 from swrly.audit.models import AuditEvent
 from swrly.audit.summary import summarize
+from swrly.web.wording import sentence
 from tenants.access import get_for_tenant, scoped
 from tenants.filters import AuditFilterSet
 from tenants.forms import (
@@ -135,7 +136,7 @@ class MemberAddView(MemberListView):
                 request=request,
             )
         except ValidationError as exc:
-            form.add_error("email", exc)
+            form.add_error("email", [sentence(message) for message in exc.messages])
             return self.render_list(form)
         if password is None:
             messages.success(request, f"Added {membership.user.get_username()}.")
@@ -168,7 +169,7 @@ class MemberRoleView(TenantPageView):
                     request, f"{membership.user.get_username()} is now {membership.role}."
                 )
             except ValidationError as exc:
-                messages.error(request, exc.messages[0])
+                messages.error(request, sentence(exc.messages[0]))
         return redirect(self.url("tenants:member-list"))
 
 
@@ -209,7 +210,7 @@ class MemberRemoveView(TenantPageView):
             )
             messages.success(request, f"Removed {membership.user.get_username()}.")
         except ValidationError as exc:
-            messages.error(request, exc.messages[0])
+            messages.error(request, sentence(exc.messages[0]))
         return redirect(self.url("tenants:member-list"))
 
 
@@ -269,7 +270,7 @@ class ApiTokenListView(TenantPageView):
                 request=request,
             )
         except ValidationError as exc:
-            form.add_error(None, exc)
+            form.add_error(None, [sentence(message) for message in exc.messages])
             return self.render_list(form)
         # Shown in this response only; never stored, never put in the session.
         return self.render_list(ApiTokenCreateForm(), new_token=token, new_secret=secret)
@@ -299,7 +300,7 @@ class ApiTokenRevokeView(TenantPageView):
     def post(self, request: HttpRequest, tenant_slug: str, token_id: str) -> HttpResponse:
         token = self.token(request, token_id)
         api_token_revoke(token=token, actor=self.actor, request=request)
-        messages.success(request, f"Revoked {token.name}.")
+        messages.success(request, f"Revoked the API token {token.name}.")
         return HttpResponseRedirect(self.url("tenants:apitoken-list"))
 
 

@@ -266,7 +266,8 @@ class TimelineDetailSerializer(serializers.Serializer):
 
 class TimelineEntrySerializer(serializers.Serializer):
     kind = serializers.CharField(
-        help_text="deposited, consumed, discarded, expired, missing, rejected, released, ended"
+        help_text="deposited, rewrapped, consumed, discarded, expired, missing, rejected, "
+        "released, ended"
     )
     # A field named like Field.label: the serializer's metaclass moves it to _declared_fields.
     label = serializers.CharField()  # type: ignore[assignment]

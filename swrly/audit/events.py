@@ -153,6 +153,16 @@ EVENT_TYPES: tuple[EventType, ...] = (
         label="Deposited in the key store",
         key_life=True,
     ),
+    EventType(
+        "key.rewrapped",
+        _RUN,
+        ("provider", "from_key_id", "to_key_id", "rotation"),
+        "`key_rotation_rewrapped` (`rotate-keys`), one per stored key whose swap applied, "
+        "appended per batch",
+        notes="`rotation`: the rotation's id; `from_key_id` and `to_key_id`: encryption key ids",
+        label="Rewrapped by an encryption-key rotation",
+        key_life=True,
+    ),
     EventType("run.started", _RUN, ("worker",), "the executor's claim", label="Run started"),
     EventType(
         "key.consumed",

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from swrly.audit.events import UnknownAuditEvent, event_type
+from swrly.keys.fingerprint import key_name
 from swrly.templatetags.pages import format_duration
 
 MAX_VALUE = 48  # characters of one value in a summary
@@ -42,13 +43,11 @@ def _fp(value: Any) -> str:
 
 
 def _key(md: Metadata) -> str:
-    """ "anthropic key sk-a…7f3c" (hint) or "anthropic key 3f9a0c1d2e4b…" (fingerprint)."""
+    """ "anthropic key sk-a…7f3c (fp 3f9a0c1d)": the hint and the fingerprint's prefix
+    (swrly.keys.fingerprint.key_name), either alone when the other is not recorded."""
     name = f"{md.get('provider') or 'provider'} key"
-    if md.get("hint"):
-        return f"{name} {md['hint']}"
-    if md.get("fingerprint"):
-        return f"{name} {_fp(md['fingerprint'])}"
-    return name
+    named = key_name(str(md.get("hint") or ""), str(md.get("fingerprint") or ""))
+    return f"{name} {named}" if named else name
 
 
 def _worker(md: Metadata) -> str:
@@ -105,6 +104,10 @@ _PHRASES: dict[str, Callable[[Metadata], str]] = {
     "key.consumed": lambda md: (
         f"{_key(md)} taken{_worker(md)}"
         + (f", may go to {md['destination']}" if md.get("destination") else "")
+    ),
+    "key.rewrapped": lambda md: (
+        f"{md.get('provider') or 'provider'} stored key rewrapped from encryption key "
+        f"{md.get('from_key_id')} to {md.get('to_key_id')} by rotation {_fp(md.get('rotation'))}"
     ),
     "key.discarded": _discarded,
     "key.expired": lambda md: f"{_key(md)} expired before a worker took it",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from uuid import UUID
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Expression, F, OuterRef, Q, QuerySet, Subquery, Window
+from django.db.models import Count, Expression, F, OuterRef, Q, QuerySet, Subquery, Window
 from django.db.models.functions import Coalesce, Lead
 
 from swrly.audit.events import event_types, key_life_events
@@ -129,31 +129,118 @@ class KeySuccessor:
     first_seen_at: datetime
 
 
+@dataclass(frozen=True)
+class BlockedState:
+    """A key's blocklist entry, and what happened to the key after it was blocked."""
+
+    at: datetime
+    by: str
+    reason: str
+    # Runs refused because they presented the key (`key.blocked` events of the entry).
+    refused_runs: int = 0
+
+
 @dataclass
 class ProviderKeyRow:
     key: ProviderKey
     run_count: int
+    # The next key of the provider by first use (the API's and the evidence bundle's
+    # `replaced_by`). A later key is not a replacement: keys are often used side by side, so
+    # the page shows periods of use instead and raises no alarm from this.
     replaced_by: KeySuccessor | None = None
+    blocked: BlockedState | None = None
+    # Where the key's period of use lies on its provider's shared time axis, in per mille
+    # (0-1000) of the axis: from its first use to its last.
+    bar_start: int = 0
+    bar_width: int = 1000
+    blocked_mark: int | None = None  # where on that axis it was blocked
 
     @property
     def used_after_replacement(self) -> bool:
-        """True when this key still ran runs after its replacement first appeared."""
+        """True when this key still ran runs after the next key first appeared (the evidence
+        bundle's field; not an alarm: two keys in use side by side is ordinary)."""
         return (
             self.replaced_by is not None and self.key.last_seen_at > self.replaced_by.first_seen_at
         )
 
+    @property
+    def used_after_block(self) -> bool:
+        """True when a run was given this key after its blocklist entry was made: alarming."""
+        return self.blocked is not None and self.key.last_seen_at > self.blocked.at
 
-def provider_key_history(*, tenant: Tenant) -> dict[str, list[ProviderKeyRow]]:
-    """The tenant's provider keys per provider, oldest first, each with its successor: one query.
+    @property
+    def alarm(self) -> bool:
+        """Used after it was blocked, or presented again since (and refused): someone still
+        holds a key registered as compromised."""
+        return self.used_after_block or bool(self.blocked and self.blocked.refused_runs)
+
+
+@dataclass
+class ProviderKeyAxis:
+    """One provider's keys on a shared time axis: from the first first use to the last last use
+    (or the last block, when later)."""
+
+    provider: str
+    start: datetime
+    end: datetime
+    rows: list[ProviderKeyRow]
+
+    @property
+    def alarms(self) -> int:
+        """Keys of the provider with an alarm: used, or presented, after they were blocked."""
+        return sum(1 for row in self.rows if row.alarm)
+
+
+_AXIS = 1000  # per mille: the bars' SVG viewBox is 1000 wide
+
+
+def _on_axis(when: datetime, start: datetime, span: float) -> int:
+    return round((when - start).total_seconds() / span * _AXIS) if span else 0
+
+
+def _place(axis: ProviderKeyAxis) -> None:
+    """Set each row's bar on the axis (a key used once still gets a visible sliver)."""
+    span = (axis.end - axis.start).total_seconds()
+    for row in axis.rows:
+        if not span:
+            row.bar_start, row.bar_width = 0, _AXIS
+        else:
+            row.bar_start = min(_on_axis(row.key.first_seen_at, axis.start, span), _AXIS - 6)
+            end = _on_axis(row.key.last_seen_at, axis.start, span)
+            row.bar_width = max(end - row.bar_start, 6)
+        if row.blocked is not None:
+            mark = _on_axis(row.blocked.at, axis.start, span) if span else _AXIS
+            row.blocked_mark = max(0, min(mark, _AXIS - 4))
+
+
+def _refused_runs(tenant: Tenant) -> dict[str, int]:
+    """Runs refused per blocklist entry (`key.blocked` events by target): one grouped query on
+    the (tenant, action) index."""
+    rows = (
+        scoped(AuditEvent, tenant)
+        .filter(chain=chain_for(tenant), action="key.blocked")
+        .values("target")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return {row["target"].removeprefix("blocked_key:"): row["n"] for row in rows}
+
+
+def provider_key_history(*, tenant: Tenant) -> dict[str, ProviderKeyAxis]:
+    """The tenant's provider keys per provider, oldest first, on a shared time axis per
+    provider, each with its blocklist state: three queries, however many keys.
 
     `run_count` counts the runs whose key_fingerprints hold the key (the counter the runs app
     registers: a correlated subquery per key bounded by the key's lifetime). `use_count` is the
-    counter kept at deposit time; the two differ only if runs were deleted.
+    counter kept at deposit time; the two differ only if runs were deleted. Fingerprints are
+    per tenant (v2), so a key used in two tenants cannot be recognised as one (docs/security.md).
     """
     if _key_run_count is None:
         raise ImproperlyConfigured("no key run counter registered: is the runs app installed?")
     run_count = _key_run_count(tenant)
     keys = provider_keys_with_successor(scoped(ProviderKey, tenant)).annotate(run_count=run_count)
+    blocked = {(b.provider, b.fingerprint): b for b in blocked_keys(tenant=tenant)}
+    refused = _refused_runs(tenant) if blocked else {}
     grouped: dict[str, list[ProviderKeyRow]] = defaultdict(list)
     for key in keys:
         successor = None
@@ -166,10 +253,31 @@ def provider_key_history(*, tenant: Tenant) -> dict[str, list[ProviderKeyRow]]:
             successor = KeySuccessor(
                 fingerprint=fingerprint, hint=hint, first_seen_at=first_seen_at
             )
+        entry = blocked.get((key.provider, key.fingerprint))
+        state = None
+        if entry is not None:
+            state = BlockedState(
+                at=entry.created_at,
+                by=entry.created_by,
+                reason=entry.reason,
+                refused_runs=refused.get(str(entry.pk), 0),
+            )
         grouped[key.provider].append(
-            ProviderKeyRow(key=key, run_count=key.run_count, replaced_by=successor)
+            ProviderKeyRow(key=key, run_count=key.run_count, replaced_by=successor, blocked=state)
         )
-    return dict(grouped)
+    history = {}
+    for provider, rows in grouped.items():
+        ends = [row.key.last_seen_at for row in rows]
+        ends += [row.blocked.at for row in rows if row.blocked is not None]
+        axis = ProviderKeyAxis(
+            provider=provider,
+            start=min(row.key.first_seen_at for row in rows),
+            end=max(ends),
+            rows=rows,
+        )
+        _place(axis)
+        history[provider] = axis
+    return history
 
 
 # --- One run's key lifecycle -----------------------------------------------------------------
@@ -190,12 +298,13 @@ class Detail:
 
     name: str
     value: Any
-    kind: str = ""  # "", "seconds", "time" or "fingerprint"
+    kind: str = ""  # "", "seconds", "time", "fingerprint" or "rotation" (a rotation's id)
 
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    kind: str  # deposited, consumed, discarded, expired, missing, rejected, released, ended
+    # deposited, rewrapped, consumed, discarded, expired, missing, rejected, released, ended
+    kind: str
     label: str
     at: datetime
     actor: str
@@ -231,14 +340,14 @@ _STORE_TEXTS = {
 def _settle_store(timeline: KeyTimeline) -> None:
     """Set the timeline's key store state from its entries.
 
-    A deposit's "Token expires" is only shown while the key is still held: a taken, discarded or
-    expired key's TTL no longer matters.
+    A deposit's "Stored key expires" is only shown while the key is still held: a taken,
+    discarded or expired key's TTL no longer matters.
     """
     ends = {"consumed": "deleted", "discarded": "discarded", "expired": "expired"}
     state, at = "", None
     for entry in timeline.entries:
         if entry.kind == "deposited":
-            expires = next((d.value for d in entry.details if d.name == "Token expires"), None)
+            expires = next((d.value for d in entry.details if d.name == "Stored key expires"), None)
             state, at = "held", expires
         elif entry.kind in ends and state in ("held", ""):
             state, at = ends[entry.kind], entry.at
@@ -250,7 +359,9 @@ def _settle_store(timeline: KeyTimeline) -> None:
             replace(
                 entry,
                 details=[
-                    Detail(f"Token {state}", at, "time") if d.name == "Token expires" else d
+                    Detail(f"Stored key {state}", at, "time")
+                    if d.name == "Stored key expires"
+                    else d
                     for d in entry.details
                 ],
             )
@@ -283,10 +394,10 @@ _RUN_LABELS = {
 def _token_found(meta: dict[str, Any]) -> str:
     value = meta.get("token_found")
     if value is True:
-        return "yes: the token was deleted from the key store"
+        return "yes: the stored key was deleted from the key store"
     if value is False:
-        return "no: no token was left to delete"
-    return "unknown: the key store did not answer; the token expires at its TTL"
+        return "no: no stored key was left to delete"
+    return "unknown: the key store did not answer; the stored key expires at its TTL"
 
 
 def _key_entry(event: AuditEvent) -> TimelineEntry:
@@ -297,11 +408,18 @@ def _key_entry(event: AuditEvent) -> TimelineEntry:
         details += [Detail("By", event.actor), Detail("TTL", meta.get("ttl"), "seconds")]
         if isinstance(meta.get("ttl"), int):
             expires = event.created_at + timedelta(seconds=meta["ttl"])
-            details.append(Detail("Token expires", expires, "time"))
+            details.append(Detail("Stored key expires", expires, "time"))
         details += [
             Detail("Hint", meta.get("hint")),
             Detail("Fingerprint", meta.get("fingerprint"), "fingerprint"),
             Detail("Encryption key id", meta.get("encryption_key_id")),
+        ]
+    elif kind == "rewrapped":
+        details += [
+            Detail("Rotation", meta.get("rotation"), "rotation"),
+            Detail("By", event.actor),
+            Detail("From encryption key id", meta.get("from_key_id")),
+            Detail("To encryption key id", meta.get("to_key_id")),
         ]
     elif kind == "consumed":
         details += [
@@ -310,7 +428,7 @@ def _key_entry(event: AuditEvent) -> TimelineEntry:
             Detail("May only go to", meta.get("destination")),
         ]
     elif kind == "discarded":
-        details += [Detail("By", event.actor), Detail("Token found", _token_found(meta))]
+        details += [Detail("By", event.actor), Detail("Stored key found", _token_found(meta))]
     elif kind == "rejected":
         details += [Detail("Reason", meta.get("reason")), Detail("Worker", meta.get("worker"))]
     else:  # expired, missing

@@ -11,7 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from swrly.audit.writer import Actor, audit_record
+from swrly.audit.writer import Actor, audit_record, audited_atomic
 from swrly.custody.models import (
     BlockedKey,
     FingerprintSalt,
@@ -26,6 +26,7 @@ from swrly.keys.fingerprint import (
     new_fingerprint_salt,
     tenant_fingerprint,
 )
+from swrly.keys.rotation import RewrappedToken
 from swrly.keys.secret import ProviderSecret
 from tenants.models import Tenant
 
@@ -35,6 +36,41 @@ def key_rotation_start(*, actor: Actor, to_key_id: str) -> KeyRotation:
     return KeyRotation.objects.create(
         started_at=timezone.now(), actor=actor.label, to_key_id=to_key_id
     )
+
+
+def key_rotation_rewrapped(
+    *, rotation: KeyRotation, tokens: list[RewrappedToken], actor: Actor
+) -> int:
+    """Audit one batch of a rotation: `key.rewrapped` on the run of each stored key it rewrapped.
+
+    Called by `rotate-keys` after each batch's swaps, with the tokens whose swap applied. The
+    batch's events are appended together (audited_atomic: per tenant chain, one head update and
+    one INSERT), so the cost is a few statements per batch and tenant, not per token. Each event
+    targets its run (`run:<uuid>`), in that run's tenant's chain only: the run page's key
+    timeline shows it between the deposit and the take. Tokens of a tenant deleted since are
+    skipped. Returns the events written.
+    """
+    tenants = Tenant.objects.in_bulk({uuid.UUID(token.tenant_id) for token in tokens})
+    written = 0
+    with audited_atomic():
+        for token in tokens:
+            tenant = tenants.get(uuid.UUID(token.tenant_id))
+            if tenant is None:
+                continue
+            audit_record(
+                tenant=tenant,
+                action="key.rewrapped",
+                actor=actor,
+                target=f"run:{token.run_id}",
+                metadata={
+                    "provider": token.provider,
+                    "from_key_id": token.from_key_id,
+                    "to_key_id": rotation.to_key_id,
+                    "rotation": str(rotation.pk),
+                },
+            )
+            written += 1
+    return written
 
 
 @transaction.atomic

@@ -18,6 +18,8 @@ from swrly.custody.services import (
     blocked_key_remove,
     fingerprint_salt,
 )
+from swrly.keys.fingerprint import key_name
+from swrly.web.wording import sentence
 from tenants.access import get_for_tenant
 from tenants.models import AUDIT_READ_ROLES, MANAGE_ROLES
 from tenants.pages import TenantPageView
@@ -74,15 +76,17 @@ class BlockedKeyAddView(KeyHistoryView):
         except BlockedKeyExists as exc:
             retry = BlockedKeyForm(_without_key(request.POST))
             retry.is_valid()
-            retry.add_error(None, exc.messages[0])
+            retry.add_error(None, sentence(exc.messages[0]))
             return self.render_history(retry, status=400)
         finally:
             if key is not None:
                 key.discard()
         cancelled = result.cancelled_runs
+        entry = result.blocked_key
+        name = key_name(entry.hint, entry.fingerprint)
         messages.success(
             request,
-            f"Blocked the {result.blocked_key.provider} key"
+            f"Blocked the {result.blocked_key.provider} key {name}"
             + (
                 f"; cancelled {cancelled} run{'s' if cancelled != 1 else ''} holding it."
                 if cancelled
@@ -105,5 +109,6 @@ class BlockedKeyRemoveView(TenantPageView):
             BlockedKey, tenant=self.tenant, pk=blocked_key_id, actor=self.actor, request=request
         )
         blocked_key_remove(blocked_key=blocked, actor=self.actor, request=request)
-        messages.success(request, f"Unblocked the {blocked.provider} key.")
+        name = key_name(blocked.hint, blocked.fingerprint)
+        messages.success(request, f"Unblocked the {blocked.provider} key {name}.")
         return HttpResponseRedirect(self.url("custody:key-history"))

@@ -214,7 +214,7 @@ def _provider_keys(
     by_fingerprint = {(b.provider, b.fingerprint): b for b in blocked}
     rows = []
     for provider, keys in sorted(provider_key_history(tenant=tenant).items()):
-        for row in keys:
+        for row in keys.rows:
             key = row.key
             if key.first_seen_at >= period.until or key.last_seen_at < period.since:
                 continue

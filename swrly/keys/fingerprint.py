@@ -98,3 +98,23 @@ def fingerprint_matches(*, provider: str, key: str, expected: str, salt: bytes) 
     else:
         actual = legacy_fingerprint(provider=provider, key=key).value
     return hmac.compare_digest(actual.encode(), expected.encode())
+
+
+# How much of a fingerprint is shown beside a hint: two keys with the same prefix and last four
+# characters have the same hint, and 8 hex digits tell them apart (and are what the runs list's
+# fingerprint filter takes: 8 or more).
+FINGERPRINT_PREFIX_CHARS = 8
+
+
+def fingerprint_prefix(value: str) -> str:
+    """The first hex digits of a fingerprint (after `v2:`), shown beside a key's hint."""
+    return value.removeprefix(V2_PREFIX)[:FINGERPRINT_PREFIX_CHARS]
+
+
+def key_name(hint: str, fingerprint: str) -> str:
+    """How a key is named in text: its hint and its fingerprint's prefix, "sk-…x9Qa (fp
+    3f9a0c1d)"; either alone when the other is unknown."""
+    prefix = fingerprint_prefix(fingerprint or "")
+    if hint and prefix:
+        return f"{hint} (fp {prefix})"
+    return hint or (f"fp {prefix}" if prefix else "")

@@ -55,6 +55,15 @@ class RewrapReport:
     rewrapped_by_tenant: Counter[str] = field(default_factory=Counter)
 
 
+class RewrappedToken(NamedTuple):
+    """One stored key a batch rewrapped (its swap applied): which run's, from which key id."""
+
+    tenant_id: str
+    run_id: str
+    provider: str
+    from_key_id: str  # hex
+
+
 def _batches(client: redis.Redis, batch_size: int) -> Iterator[list[bytes]]:
     batch: list[bytes] = []
     for key in client.scan_iter(match=KEY_PATTERN, count=batch_size):
@@ -123,12 +132,16 @@ def rewrap_live_tokens(
     batch_size: int = BATCH_SIZE,
     progress: Callable[[RewrapReport], None] | None = None,
     report: RewrapReport | None = None,
+    rewrapped: Callable[[list[RewrappedToken]], None] | None = None,
 ) -> RewrapReport:
     """Rewrap every live token not under the current key to the current key.
 
     Counts go into `report` as the batches complete, so a caller keeps the partial counts of a
-    rotation the key store interrupted. (Overlapping one batch's swaps with the next batch's
-    crypto in a writer thread was measured slower: both halves are CPU-bound under the GIL.)
+    rotation the key store interrupted. `rewrapped`, when given, is called after each batch
+    (on every primary of a Cluster alike) with the tokens whose swap applied: the caller
+    records those facts per batch, at a cost per batch rather than per token. (Overlapping one
+    batch's swaps with the next batch's crypto in a writer thread was measured slower: both
+    halves are CPU-bound under the GIL.)
     """
     keyring = keyring or get_keyring()
     report = report if report is not None else RewrapReport()
@@ -143,15 +156,18 @@ def rewrap_live_tokens(
             _queue_swap(pipe, item)
         return _retry_unloaded_swaps(node, pending, pipe.execute(raise_on_error=False))
 
-    def tally(pending: list[_Rewrapped], results: list[int]) -> None:
+    def tally(pending: list[_Rewrapped], results: list[int]) -> list[RewrappedToken]:
+        done = []
         for item, result in zip(pending, results, strict=True):
             if result == 1:
                 report.rewrapped += 1
                 report.rewrapped_by_tenant[item.tenant_id] += 1
+                done.append(item.fact)
             elif result == -1:
                 report.already_consumed += 1
             else:
                 report.changed += 1
+        return done
 
     try:
         for node in primaries(get_client()):
@@ -159,7 +175,9 @@ def rewrap_live_tokens(
             for keys in _batches(node, batch_size):
                 pending = _prepare(keyring, keys, _read(node, keys), report)
                 if pending:
-                    tally(pending, write(node, pending))
+                    done = tally(pending, write(node, pending))
+                    if done and rewrapped is not None:
+                        rewrapped(done)
                 if progress is not None:
                     progress(report)
     except redis.RedisError as exc:
@@ -197,6 +215,7 @@ class _Rewrapped(NamedTuple):
     old: bytes
     new: bytes
     tenant_id: str
+    fact: RewrappedToken
 
 
 def _prepare(
@@ -222,6 +241,7 @@ def _prepare(
             report.failed += 1
             continue
         from_key_ids.add(key_id)
-        pending.append(_Rewrapped(key, token, new, binding.tenant_id))
+        fact = RewrappedToken(binding.tenant_id, binding.run_id, binding.provider, key_id.hex())
+        pending.append(_Rewrapped(key, token, new, binding.tenant_id, fact))
     report.from_key_ids.update(key_id.hex() for key_id in from_key_ids)
     return pending

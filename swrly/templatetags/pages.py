@@ -8,6 +8,8 @@ from typing import Any
 from django import template
 from django.utils.html import format_html
 
+from swrly.keys.fingerprint import fingerprint_prefix
+
 register = template.Library()
 
 
@@ -78,6 +80,24 @@ def short_fingerprint(value: str | None) -> str:
     if not value:
         return "—"
     return format_html('<code title="{}">{}…</code>', value, value[:12])
+
+
+@register.filter
+def key_name(hint: str | None, fingerprint: str | None) -> str:
+    """A key as every page names it: its hint and its fingerprint's first hex digits, so two
+    keys whose hints are alike are told apart (`{{ key.hint|key_name:key.fingerprint }}`).
+    The whole fingerprint is in the title; swrly.keys.fingerprint.key_name is the text form."""
+    prefix = fingerprint_prefix(fingerprint or "")
+    if not prefix:
+        return format_html('<code class="key-hint">{}</code>', hint) if hint else "—"
+    fp = format_html(
+        '<span class="key-fp" title="fingerprint {}">fp <code>{}</code></span>', fingerprint, prefix
+    )
+    if not hint:
+        return format_html('<span class="key-name">{}</span>', fp)
+    return format_html(
+        '<span class="key-name"><code class="key-hint">{}</code> {}</span>', hint, fp
+    )
 
 
 @register.filter

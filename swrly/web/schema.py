@@ -27,9 +27,9 @@ class ErrorSerializer(serializers.Serializer):
 
 _DESCRIPTIONS = {
     "400": "The request is not valid; `fields` says where.",
-    "401": "No token, an unknown token, or a revoked one.",
-    "403": "The token's role does not allow this.",
-    "404": "No such object in the token's tenant (the same for another tenant's id).",
+    "401": "No API token, an unknown one, or a revoked one.",
+    "403": "The API token's role does not allow this.",
+    "404": "No such object in the API token's tenant (the same for another tenant's id).",
     "405": "Method not allowed.",
     "406": "Only JSON is served.",
     "409": "Conflicts with the object's state.",

@@ -49,7 +49,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         if scheme.lower() != "bearer" or not presented.strip():
-            raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <token>'.")
+            raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <API token>'.")
         token = api_token_for_secret(presented.strip())
         if token is not None and not token.is_active:
             # A revoked token still in use is worth a security team's attention.

@@ -17,7 +17,7 @@ class HasTenantRole(permissions.BasePermission):
     Views default to: any role reads, owner/admin/developer write.
     """
 
-    message = "Your token's role does not allow this."
+    message = "Your API token's role does not allow this."
 
     def has_permission(self, request: Request, view: Any) -> bool:
         principal = request.user

@@ -13,7 +13,7 @@ def test_a_consumed_key_names_the_provider_the_fingerprint_and_the_worker():
         "key.consumed",
         {"provider": "anthropic", "fingerprint": FP, "worker": "w1", "encryption_key_id": "0a1b"},
     )
-    assert text == "anthropic key v2:3f9a0c1d2… taken by worker w1"
+    assert text == "anthropic key fp 3f9a0c1d taken by worker w1"
 
 
 def test_a_deposited_key_is_named_by_its_hint_with_its_ttl():
@@ -21,7 +21,7 @@ def test_a_deposited_key_is_named_by_its_hint_with_its_ttl():
         "key.deposited",
         {"provider": "openai", "fingerprint": FP, "hint": "sk-…Qa1x", "ttl": 900},
     )
-    assert text == "openai key sk-…Qa1x deposited, TTL 15 min 00 s"
+    assert text == "openai key sk-…Qa1x (fp 3f9a0c1d) deposited, TTL 15 min 00 s"
 
 
 @pytest.mark.parametrize(
@@ -41,9 +41,20 @@ def test_a_deposited_key_is_named_by_its_hint_with_its_ttl():
         (
             "key.discarded",
             {"provider": "openai", "fingerprint": FP, "token_found": None},
-            "openai key v2:3f9a0c1d2… discarded (the key store did not answer)",
+            "openai key fp 3f9a0c1d discarded (the key store did not answer)",
         ),
         ("auth.login_failed", {"known_user": False}, "sign-in failed for an unknown user"),
+        (
+            "key.rewrapped",
+            {
+                "provider": "openai",
+                "from_key_id": "0a1b2c3d4e5f6a7b",
+                "to_key_id": "9f8e7d6c5b4a3f2e",
+                "rotation": "5b2f0c1e-0000-4000-8000-000000000000",
+            },
+            "openai stored key rewrapped from encryption key 0a1b2c3d4e5f6a7b to "
+            "9f8e7d6c5b4a3f2e by rotation 5b2f0c1e-000…",
+        ),
         (
             "tenant.limits_changed",
             {"max_queued_runs": {"from": None, "to": 5}},
@@ -77,3 +88,11 @@ def test_metadata_of_an_unexpected_shape_falls_back_to_name_value_pairs():
     )
     assert summarize("test.undeclared", {"a": [1, 2]}) == "a: 1, 2"
     assert summarize("auth.login", None) == ""
+
+
+def test_two_keys_with_the_same_hint_are_told_apart_by_their_fingerprints():
+    same_hint = {"provider": "openai", "hint": "sk-proj-…Qa1x", "ttl": 900}
+    one = summarize("key.deposited", {**same_hint, "fingerprint": "v2:" + "1" * 64})
+    other = summarize("key.deposited", {**same_hint, "fingerprint": "v2:" + "2" * 64})
+    assert one != other
+    assert "sk-proj-…Qa1x (fp 11111111)" in one

@@ -311,7 +311,7 @@ def test_a_run_from_the_api_is_followed_through_every_page(
         fingerprints.values()
     )
     used = page.locator(
-        f'table#provider-keys tr[data-fingerprint="{fingerprints[run_id]}"] td:nth-child(7)'
+        f'table#provider-keys tr[data-fingerprint="{fingerprints[run_id]}"] td:nth-child(4)'
     )
     assert used.inner_text().split()[0] == "1"  # runs with this key (then screen-reader text)
     screenshot(page, "key-history")

@@ -237,9 +237,8 @@ def test_the_audit_log_keeps_one_short_row_per_event(
     consumed = page.locator('#audit-events tr[data-action="key.consumed"]').first
     summary = consumed.locator("details > summary")
     fp = key_print(KEY_A).value
-    assert summary.inner_text().startswith(f"anthropic key {fp[:12]}… taken by worker celery@"), (
-        summary.inner_text()
-    )
+    named = f"anthropic key fp {fp.removeprefix('v2:')[:8]} taken by worker celery@"
+    assert summary.inner_text().startswith(named), summary.inner_text()
     # closed: the metadata is not shown; opened in place: every key of it
     metadata = consumed.locator("dl.metadata")
     assert not metadata.is_visible()
@@ -316,3 +315,20 @@ def _edge_darkness(table, page, side: str) -> int:
            }""",
         [data, side],
     )
+
+
+def test_key_periods_are_readable_on_a_narrow_screen(acme, globex, live_server, page_factory):
+    _seed(acme, globex)
+    page = page_factory(390, 844)
+    _sign_in(page, live_server, acme)
+    page.goto(f"{live_server.url}/t/acme/keys/")
+    bars = page.locator("table#provider-keys svg.key-period")
+    assert bars.count() == 2  # KEY_A and KEY_B
+    for i in range(bars.count()):
+        box = bars.nth(i).bounding_box()
+        assert box["x"] >= 0, box
+        assert box["x"] + box["width"] <= 390, box  # on screen, not scrolled out of view
+        assert box["width"] >= 250, box  # across the card, long enough to compare periods
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    names = page.locator("table#provider-keys .key-name").all_inner_texts()
+    assert all(" fp " in name for name in names), names

@@ -196,3 +196,37 @@ def test_a_script_cache_flushed_during_a_rotation_costs_no_token(acme, key_store
     for run_id in runs:
         name = redis_key(tenant_id=str(acme.tenant.pk), run_id=run_id, provider="openai")
         assert token_key_id(key_store.get(name)) == new_id
+
+
+def test_rotation_records_which_runs_stored_keys_it_rewrapped_per_batch_and_tenant(
+    acme, globex, key_store, settings
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    acme_runs = _deposit(str(acme.tenant.pk), 25)
+    globex_runs = _deposit(str(globex.tenant.pk), 5, provider="anthropic")
+    old_id = get_keyring().current.key_id_hex
+    _promote(settings, new_key())
+    new_id = get_keyring().current.key_id_hex
+
+    with CaptureQueriesContext(connection) as queries:
+        assert "rewrapped 30," in _rotate("--batch-size", "10")
+
+    rotation = KeyRotation.objects.get()
+    mine = AuditEvent.objects.filter(tenant=acme.tenant, action="key.rewrapped")
+    assert sorted(e.target for e in mine) == sorted(f"run:{run_id}" for run_id in acme_runs)
+    assert {(e.metadata["provider"], e.metadata["from_key_id"]) for e in mine} == {
+        ("openai", old_id)
+    }
+    assert {e.metadata["to_key_id"] for e in mine} == {new_id}
+    assert {e.metadata["rotation"] for e in mine} == {str(rotation.pk)}
+    theirs = AuditEvent.objects.filter(tenant=globex.tenant, action="key.rewrapped")
+    assert sorted(e.target for e in theirs) == sorted(f"run:{run_id}" for run_id in globex_runs)
+    # appended per batch and tenant (bulk inserts), not one statement per stored key
+    table = AuditEvent._meta.db_table
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    event_inserts = [sql for sql in inserts if f'"{table}"' in sql]
+    # at most (batches: 3, or one more per extra Cluster primary) x 2 tenants, + 2 rotated
+    assert 0 < len(event_inserts) <= 16
+    assert len(event_inserts) < 30

@@ -256,7 +256,7 @@ def test_each_event_is_one_summary_line_that_opens_to_every_detail(trail):
     row = re.search(rf'<tr data-seq="{consumed.seq}".*?</tr>', html, re.S).group(0)
     fingerprint = consumed.metadata["fingerprint"]
     summary = (
-        f"anthropic key {fingerprint[:12]}… taken by worker worker-7,"
+        f"anthropic key fp {fingerprint.removeprefix('v2:')[:8]} taken by worker worker-7,"
         " may go to https://api.anthropic.com"
     )
     assert f'<details><summary title="{summary}">{summary}</summary>' in row

@@ -88,7 +88,7 @@ def test_a_cancelled_queued_run_shows_its_key_discarded(acme):
     )
     html = _detail(acme, run)
     assert _timeline(html, "anthropic") == ["deposited", "ended", "discarded"]
-    assert "the token was deleted from the key store" in html
+    assert "the stored key was deleted from the key store" in html
 
 
 def test_a_rejected_key(acme):
@@ -164,8 +164,8 @@ def test_a_taken_key_says_it_was_deleted_from_the_key_store_not_when_it_expires(
     stamp = consumed_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     assert f'datetime="{stamp}"' in text
     deposited = re.search(r'data-kind="deposited">(.*?)</li>', html, re.S).group(1)
-    assert "Token expires" not in deposited
-    assert "Token deleted" in deposited
+    assert "Stored key expires" not in deposited
+    assert "Stored key deleted" in deposited
 
 
 def test_a_queued_runs_key_is_still_held_until_its_expiry(acme):

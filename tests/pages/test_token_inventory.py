@@ -20,7 +20,7 @@ def test_an_auditor_sees_the_inventory_without_controls_or_secrets(acme):
         assert token.digest not in body
         assert acme.tokens[role] not in body
     assert "by owner@acme.example" in body
-    assert "Create a token" not in body
+    assert "Create an API token" not in body
     assert "Revoke…" not in body
     assert "<form" not in body.split("<main", 1)[-1].split("</main>", 1)[0]
     assert "Read-only" in body
@@ -29,7 +29,7 @@ def test_an_auditor_sees_the_inventory_without_controls_or_secrets(acme):
 def test_an_owner_still_gets_the_controls(acme):
     body = acme.client(Role.OWNER).get(reverse("tenants:apitoken-list", args=["acme"]))
     body = body.content.decode()
-    assert "Create a token" in body
+    assert "Create an API token" in body
     token = acme.token(Role.DEVELOPER)
     # a link to the revoke confirmation (which then posts), not a form that revokes at once
     revoke = reverse("tenants:apitoken-revoke", args=["acme", token.pk])

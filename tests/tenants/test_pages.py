@@ -149,7 +149,7 @@ def test_only_an_owner_grants_or_takes_away_the_owner_role(acme):
     # and an admin can't remove an owner either, even when another owner remains
     acme.client(Role.OWNER).post(f"/t/acme/members/{developer.pk}/role/", {"role": "owner"})
     response = admin.post(f"/t/acme/members/{owner.pk}/remove/", follow=True)
-    assert "only an owner" in response.content.decode()
+    assert "Only an owner" in response.content.decode()
     assert Membership.objects.filter(pk=owner.pk).exists()
 
 

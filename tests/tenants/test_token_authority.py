@@ -294,7 +294,7 @@ def test_a_token_made_with_a_token_records_the_token_and_the_person_behind_it(ac
     event = AuditEvent.objects.get(action="token.created", target=f"token:{token.pk}")
     assert event.metadata["created_by_token"] == str(admin_token.pk)
     page = acme.client(Role.OWNER).get("/t/acme/tokens/").content.decode()
-    assert f"with token admin-token (<code>{admin_token.display_prefix}</code>)" in page
+    assert f"with API token admin-token (<code>{admin_token.display_prefix}</code>)" in page
     assert _api(secret).get("/api/v1/me/").status_code == 200
 
 

@@ -13,7 +13,7 @@ from swrly.web.serializers import StrictSerializerMixin
 
 class KeyRotationSerializer(serializers.ModelSerializer[KeyRotation]):
     rewrapped_in_tenant = serializers.IntegerField(
-        read_only=True, help_text="How many of this tenant's tokens the rotation rewrapped."
+        read_only=True, help_text="How many of this tenant's stored keys the rotation rewrapped."
     )
 
     class Meta:

@@ -9,10 +9,19 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from swrly.audit.writer import Actor
 from swrly.custody.key_usage import KeyUsage, encryption_key_usage, encryption_key_usage_record
-from swrly.custody.services import key_rotation_finish, key_rotation_start
+from swrly.custody.services import (
+    key_rotation_finish,
+    key_rotation_rewrapped,
+    key_rotation_start,
+)
 from swrly.keys.errors import KeyServiceError
 from swrly.keys.keyring import generate_key, get_keyring
-from swrly.keys.rotation import RewrapReport, count_live_tokens, rewrap_live_tokens
+from swrly.keys.rotation import (
+    RewrappedToken,
+    RewrapReport,
+    count_live_tokens,
+    rewrap_live_tokens,
+)
 from swrly.redis_urls import display_url
 
 ROLLOUT = """\
@@ -135,9 +144,17 @@ class Command(BaseCommand):
                     ending="",
                 )
 
+        def rewrapped(tokens: list[RewrappedToken]) -> None:
+            key_rotation_rewrapped(rotation=rotation, tokens=tokens, actor=actor)
+
         report = RewrapReport()
         try:
-            rewrap_live_tokens(batch_size=options["batch_size"], progress=progress, report=report)
+            rewrap_live_tokens(
+                batch_size=options["batch_size"],
+                progress=progress,
+                report=report,
+                rewrapped=rewrapped,
+            )
         except BaseException:
             key_rotation_finish(rotation=rotation, report=report, actor=actor, interrupted=True)
             raise
