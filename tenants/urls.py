@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tenants import views, webhook_views
+from tenants import policy_views, views, webhook_views
 
 app_name = "tenants"
 
@@ -43,4 +43,5 @@ urlpatterns = [
     path(
         "tokens/<uuid:token_id>/revoke/", views.ApiTokenRevokeView.as_view(), name="apitoken-revoke"
     ),
+    path("settings/", policy_views.TenantSettingsView.as_view(), name="tenant-settings"),
 ]
