@@ -48,6 +48,7 @@ def _pages(world) -> dict[str, tuple[str, list[str]]]:
         "audit": (reverse("tenants:audit-list", args=["acme"]), AUDIT_ROLES),
         "audit-csv": (reverse("tenants:audit-export-csv", args=["acme"]), AUDIT_ROLES),
         "audit-jsonl": (reverse("tenants:audit-export-jsonl", args=["acme"]), AUDIT_ROLES),
+        "settings": (reverse("tenants:tenant-settings", args=["acme"]), AUDIT_ROLES),
     }
 
 
@@ -86,7 +87,7 @@ def test_the_nav_links_only_to_pages_the_role_can_use(world, role):
         expected.append("Audit")
     expected.append("Members")
     if role in AUDIT_ROLES:
-        expected.append("API tokens")
+        expected += ["API tokens", "Settings"]
     assert labels == expected
     assert 'href="/t/acme/runs/" aria-current="page"' in nav
 
