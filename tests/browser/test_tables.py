@@ -163,6 +163,7 @@ def _paths(seeded) -> list[str]:
         "/t/acme/audit/webhooks/",
         "/t/acme/members/",
         "/t/acme/tokens/",
+        "/t/acme/settings/",
     ]
 
 

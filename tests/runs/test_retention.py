@@ -165,7 +165,6 @@ def test_the_purge_is_a_beat_task_on_the_maintenance_queue():
     assert entry["schedule"] == settings.RETENTION_PURGE_INTERVAL
     assert settings.CELERY_TASK_ROUTES[entry["task"]] == {"queue": settings.MAINTENANCE_QUEUE}
     from runs.tasks import purge_run_content
-
     from swrly.celery import app
 
     assert purge_run_content.name == entry["task"]
