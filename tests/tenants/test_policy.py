@@ -273,3 +273,17 @@ def test_developers_get_403_on_the_settings_page(acme):
         .status_code
         == 403
     )
+
+
+def test_tenant_limits_warns_when_the_tenants_key_ttl_cannot_hold_its_queue(acme):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    _patch(acme, {"max_key_ttl": 400})
+    out, err = StringIO(), StringIO()
+    call_command("tenant-limits", "acme", "--max-queued-runs", "5000", stdout=out, stderr=err)
+    assert "Warning: with this tenant's run limits (5000 queued / 10 running)" in err.getvalue()
+    quiet = StringIO()
+    call_command("tenant-limits", "acme", "--max-queued-runs", "default", stderr=quiet)
+    assert quiet.getvalue() == ""
