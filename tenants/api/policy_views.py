@@ -14,7 +14,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from swrly.audit.writer import Actor
-from swrly.providers import PROVIDER_NAMES
 from swrly.web.serializers import StrictSerializerMixin
 from tenants.models import AUDIT_READ_ROLES, OWNER_ROLES, Tenant
 from tenants.policy import (
@@ -47,9 +46,7 @@ class PolicySerializer(serializers.Serializer):
     """The tenant's policies, and the platform's bounds they narrow."""
 
     allowed_providers = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(PROVIDER_NAMES)),
-        allow_null=True,
-        help_text=_PROVIDERS_HELP,
+        child=serializers.CharField(), allow_null=True, help_text=_PROVIDERS_HELP
     )
     allowed_models = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()), help_text=_MODELS_HELP
