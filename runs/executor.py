@@ -39,13 +39,14 @@ from runs.providers.base import KEY_LEAK_BLOCKED
 from runs.providers.egress import Destination, EgressRefused, provider_destination
 from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
-from runs.workflow_spec import render
+from runs.workflow_spec import policy_problems, render
 from swrly import keys, metrics
 from swrly.audit.writer import Actor, audit_record, audit_under_lock, audited_atomic
 from swrly.custody.services import fingerprint_salt
 from swrly.keys.fingerprint import fingerprint_matches, fingerprint_version
 from swrly.keys.redaction import redact
 from swrly.keys.secret import ProviderSecret
+from tenants.policy import provider_policy
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def run_execute(
     run, progress = claimed
     secrets: dict[str, ProviderSecret] = {}
     try:
+        _refuse_by_policy(run, progress)
         secrets = _take_keys(run, actor, progress)
         _run_steps(run, secrets, actor, pause, progress)
     except RunReleased:
@@ -292,6 +294,33 @@ def _progress(run: Run) -> _Progress:
     return _Progress(
         step_runs=list(StepRun.objects.filter(run=run).order_by("position")), salt=salt
     )
+
+
+def _refuse_by_policy(run: Run, progress: _Progress) -> None:
+    """RunAborted (`policy_refused`) when the tenant's policy, as read with the claim, no longer
+    allows a provider or model of the run (narrowed after the run was queued).
+
+    No key is taken: every token of the run is deleted, each `key.discarded` (reason
+    `policy_refused`) recorded with the run's end, as for the other failures before a start.
+    """
+    problems = policy_problems(run.steps, provider_policy(run.tenant))
+    if not problems:
+        return
+    for provider in run.providers:
+        found = discard_token_best_effort(run.tenant_id, run.pk, provider)
+        progress.events.append(
+            (
+                "key.discarded",
+                {
+                    "provider": provider,
+                    "fingerprint": run.key_fingerprints.get(provider, {}).get("fingerprint"),
+                    "token_found": found,
+                    "reason": RunError.POLICY_REFUSED,
+                },
+            )
+        )
+    detail = "; ".join(f"{where}: {' '.join(messages)}" for where, messages in problems.items())
+    raise RunAborted(RunError.POLICY_REFUSED, f"refused by the tenant's policy: {detail}")
 
 
 def _take_keys(run: Run, actor: Actor, progress: _Progress) -> dict[str, ProviderSecret]:

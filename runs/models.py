@@ -65,6 +65,10 @@ class RunError(models.TextChoices):
     TEMPLATE_ERROR = "template_error", "A prompt template could not be rendered"
     INTERRUPTED = "interrupted", "The worker stopped during the run"
     QUEUE_UNAVAILABLE = "queue_unavailable", "The run could not be handed to a worker"
+    POLICY_REFUSED = (
+        "policy_refused",
+        "The tenant's policy no longer allowed a provider or model of the run when it started",
+    )
     INTERNAL_ERROR = "internal_error", "Swrly failed during the run"
 
 
@@ -104,10 +108,19 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When the tenant's retention purged the run's content (input, prompts, outputs, error
+    # texts; runs.retention): the metadata, fingerprints and audit events stay.
+    content_purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
+            # What the retention purge looks for: ended runs whose content is still there.
+            models.Index(
+                fields=["tenant", "finished_at"],
+                condition=models.Q(content_purged_at__isnull=True, finished_at__isnull=False),
+                name="run_content_kept",
+            ),
             models.Index(fields=["tenant", "-created_at", "-id"], name="run_tenant_time"),
             models.Index(fields=["tenant", "status", "-created_at"], name="run_tenant_status_time"),
             models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat"),

@@ -21,7 +21,13 @@ from runs.models import IdempotencyKey, Run, RunError, RunStatus, StepRun, StepS
 from runs.providers.egress import EgressRefused, provider_base_url
 from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
-from runs.workflow_spec import SpecError, validate_input, validate_steps
+from runs.workflow_spec import (
+    SpecError,
+    check_policy,
+    policy_problems,
+    validate_input,
+    validate_steps,
+)
 from swrly import keys
 from swrly.audit.writer import Actor, audit_record, audit_under_lock, audited_atomic
 from swrly.custody.models import BlockedKey
@@ -33,6 +39,7 @@ from swrly.keys.rotation import idle_live_tokens
 from swrly.keys.secret import ProviderSecret
 from swrly.providers import BASE_URL_SETTING, PROVIDER_NAMES
 from tenants.models import Tenant
+from tenants.policy import key_ttl, provider_policy
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +54,15 @@ def workflow_create(
     actor: Actor,
     request: HttpRequest | None = None,
 ) -> Workflow:
-    """A new workflow; SpecError when a step is wrong (naming the step and the field)."""
+    """A new workflow; SpecError when a step is wrong or the tenant's policy refuses its
+    provider or model (naming the step and the field)."""
+    steps = validate_steps(steps)
+    check_policy(steps, provider_policy(tenant))
     workflow = Workflow.objects.create(
         tenant=tenant,
         name=name,
         description=description,
-        steps=validate_steps(steps),
+        steps=steps,
         created_by=actor.label,
         updated_by=actor.label,
     )
@@ -71,9 +81,13 @@ def workflow_create(
 def workflow_update(
     *, workflow: Workflow, changes: dict, actor: Actor, request: HttpRequest | None = None
 ) -> Workflow:
-    """Change a workflow's name, description or steps. Runs keep the steps they started with."""
+    """Change a workflow's name, description or steps. Runs keep the steps they started with.
+
+    New steps are checked against the tenant's provider policy (SpecError naming the step and
+    the field); a change that leaves the steps alone is not."""
     if "steps" in changes:
         changes = {**changes, "steps": validate_steps(changes["steps"])}
+        check_policy(changes["steps"], provider_policy(workflow.tenant))
     for field, value in changes.items():
         setattr(workflow, field, value)
     workflow.updated_by = actor.label
@@ -142,6 +156,16 @@ def _check_provider_keys(workflow: Workflow, provider_keys: dict[str, ProviderSe
                 errors[f"provider_keys.{provider}"] = [f"the key {exc.rule}"]
     if errors:
         raise SpecError(errors)
+
+
+def _check_policy_allows(tenant: Tenant, workflow: Workflow) -> None:
+    """SpecError under `workflow` when the tenant's policy refuses one of its steps' providers
+    or models (it may have been narrowed after the workflow was saved): nothing is deposited."""
+    problems = policy_problems(workflow.steps, provider_policy(tenant))
+    if problems:
+        raise SpecError(
+            {"workflow": [f"{where}: {' '.join(messages)}" for where, messages in problems.items()]}
+        )
 
 
 def _check_input_holds_no_key(run_input: Any, provider_keys: dict[str, ProviderSecret]) -> None:
@@ -281,7 +305,8 @@ def run_create(
 ) -> Run:
     """Create a queued run and deposit its keys; the worker is asked once the run is committed.
 
-    SpecError for a missing, unknown, unneeded or malformed key, an input that carries one of
+    SpecError for a provider or model the tenant's policy refuses (under `workflow`, naming the
+    step and field), for a missing, unknown, unneeded or malformed key, an input that carries one of
     the keys (in any encoding), or an input the templates can't use; KeyBlocked (audited
     `key.blocked`) for a key on the tenant's blocklist, checked before anything is deposited
     and again under the audit-chain lock, which `blocked_key_add` also takes: a key blocked
@@ -298,6 +323,7 @@ def run_create(
     once the run is committed, nothing on this path discards its tokens (they belong to the
     run, which a worker or the reaper ends).
     """
+    _check_policy_allows(tenant, workflow)
     _check_provider_keys(workflow, provider_keys)
     _check_input_holds_no_key(run_input, provider_keys)
     validate_input(workflow.steps, run_input)
@@ -423,7 +449,11 @@ def _run_create(
             for provider in workflow.providers:
                 plaintext = provider_keys[provider].reveal()
                 receipt = keys.deposit(
-                    tenant_id=tenant.pk, run_id=run_id, provider=provider, key=plaintext
+                    tenant_id=tenant.pk,
+                    run_id=run_id,
+                    provider=provider,
+                    key=plaintext,
+                    ttl=key_ttl(tenant),  # min(BYOK_TOKEN_TTL, the tenant's own)
                 )
                 deposited.append((provider, receipt, prints[provider]))
                 del plaintext

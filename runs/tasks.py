@@ -9,6 +9,7 @@ from django.conf import settings
 from runs.executor import ClaimFailed, RunReleased, run_defer, run_execute, runs_reap
 from runs.fairness import TenantBusy
 from runs.queue import EXECUTE_RUN
+from runs.retention import run_content_purge
 from runs.services import orphan_tokens_sweep
 
 log = logging.getLogger(__name__)
@@ -59,3 +60,10 @@ def reap_runs() -> dict[str, int]:
 def sweep_orphan_tokens() -> int:
     """Delete tokens whose run does not exist or was already started (every minute)."""
     return orphan_tokens_sweep()
+
+
+@shared_task(name="runs.tasks.purge_run_content", ignore_result=True)
+def purge_run_content() -> dict[str, int]:
+    """Every RETENTION_PURGE_INTERVAL seconds, on the maintenance queue: purge the content of
+    runs past their tenant's retention period (runs.retention)."""
+    return run_content_purge()

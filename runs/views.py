@@ -201,6 +201,13 @@ class RunValueView(RunPageView):
                 request=request,
             )
             raise PermissionDenied
+        if run.content_purged_at is not None:
+            return HttpResponse(
+                f"Purged on {run.content_purged_at:%Y-%m-%d %H:%M} UTC by this tenant's "
+                "retention period.",
+                status=410,
+                content_type="text/plain; charset=utf-8",
+            )
         steps = (
             run_steps(tenant=self.tenant, run=run, include_content=include_content)
             if wanted.position is not None

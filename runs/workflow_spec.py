@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swrly.providers import PROVIDER_NAMES
+from tenants.policy import ProviderPolicy
 
 MAX_STEPS = 20
 _REFERENCE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -279,3 +280,24 @@ def render(template: str, *, run_input: dict, outputs: dict[str, str]) -> str:
         return outputs[path[1]]
 
     return _REFERENCE.sub(substitute, template)
+
+
+def policy_problems(steps: list[dict], policy: ProviderPolicy) -> dict[str, list[str]]:
+    """What the tenant's provider policy refuses in these (valid) steps, by `steps[i].field`,
+    as validate_steps names its problems. Empty when the policy allows every step."""
+    errors: dict[str, list[str]] = {}
+    for index, step in enumerate(steps):
+        provider, model = step.get("provider"), step.get("model")
+        if not isinstance(provider, str):
+            continue
+        if problem := policy.provider_problem(provider):
+            errors[f"steps[{index}].provider"] = [problem]
+        elif isinstance(model, str) and (problem := policy.model_problem(provider, model)):
+            errors[f"steps[{index}].model"] = [problem]
+    return errors
+
+
+def check_policy(steps: list[dict], policy: ProviderPolicy) -> None:
+    """SpecError naming each step and field the tenant's policy refuses."""
+    if errors := policy_problems(steps, policy):
+        raise SpecError(errors)

@@ -546,3 +546,21 @@ LOGGING = logging_config(
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_HOST = env.str("METRICS_HOST", default="127.0.0.1")
 METRICS_PORT = env.int("METRICS_PORT", default=9464)
+
+# --- Tenant policies and retention (issue 15 §5; docs/operations.md) -------------------------
+# Tenants' own policies (providers and models, key TTL, retention) are set by their owners on the
+# settings page or at /api/v1/policy/; these settings bound the purge of run content that a
+# tenant's retention period asks for: every RETENTION_PURGE_INTERVAL seconds (beat, maintenance
+# queue), batches of RETENTION_PURGE_BATCH runs, at most RETENTION_PURGE_MAX_BATCHES per tenant
+# per pass (the next pass goes on).
+RETENTION_PURGE_INTERVAL = env.float("RETENTION_PURGE_INTERVAL", default=3600.0)
+RETENTION_PURGE_BATCH = env.int("RETENTION_PURGE_BATCH", default=500)
+RETENTION_PURGE_MAX_BATCHES = env.int("RETENTION_PURGE_MAX_BATCHES", default=20)
+CELERY_TASK_ROUTES["runs.tasks.purge_run_content"] = {"queue": MAINTENANCE_QUEUE}
+CELERY_BEAT_SCHEDULE["purge-run-content"] = {
+    "task": "runs.tasks.purge_run_content",
+    "schedule": RETENTION_PURGE_INTERVAL,
+    # A pass nobody ran in time is dropped, not queued behind the next one.
+    "options": {"expires": max(1.0, RETENTION_PURGE_INTERVAL - 5)},
+}
+# --- end Tenant policies and retention ---

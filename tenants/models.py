@@ -57,6 +57,16 @@ class Tenant(models.Model):
     max_running_runs = models.PositiveIntegerField(
         null=True, blank=True, help_text="Runs running at once; empty: the platform default."
     )
+    # The tenant's policies (tenants/policy.py; the settings page and /api/v1/policy/, set by
+    # owners, audited `tenant.policy_changed`). Each narrows the platform, never widens it.
+    # Providers its workflows may use: None, every provider the platform enables.
+    allowed_providers = models.JSONField(null=True, blank=True)
+    # {provider: [model, "prefix-*", ...]}: a provider absent from it may use any model.
+    allowed_models = models.JSONField(default=dict, blank=True)
+    # Seconds a run's stored keys live at most; None: the platform's BYOK_TOKEN_TTL.
+    max_key_ttl = models.PositiveIntegerField(null=True, blank=True)
+    # Days after a run's end when its content is purged; None: kept forever.
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

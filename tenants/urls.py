@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tenants import views, webhook_views
+from tenants import policy_views, views, webhook_views
 
 app_name = "tenants"
 
@@ -48,4 +48,5 @@ urlpatterns = [
         views.MemberUnlockView.as_view(),
         name="member-unlock",
     ),
+    path("settings/", policy_views.TenantSettingsView.as_view(), name="tenant-settings"),
 ]

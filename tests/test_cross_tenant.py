@@ -15,6 +15,7 @@ from runs.models import Run, Workflow
 from swrly.audit.models import AuditEvent, AuditWebhook
 from swrly.custody.models import BlockedKey
 from tenants.models import ApiToken, Membership, Role
+from tenants.policy import POLICY_FIELDS
 
 # Routes that belong to no tenant. api:audit-keys serves the public checkpoint-signing keys,
 # the same for everyone (tests/audit/test_audit_checkpoints.py checks it holds no tenant data).
@@ -117,6 +118,7 @@ PAGE_CASES = {
     "runs:run-trigger": ("post", _acme_workflow_page, TRIGGER),
     "runs:run-cancel": ("post", _acme_run_page, {}),
     "tenants:member-unlock": ("post", _acme_member, {}),
+    "tenants:tenant-settings": ("post", None, {"providers_mode": "only", "retention_days": "1"}),
 }
 
 
@@ -153,6 +155,7 @@ API_CASES = {
     "api:audit-webhook-list": None,
     "api:audit-webhook-detail": lambda world: {"pk": world.audit_webhook().pk},
     "api:evidence-list": None,
+    "api:policy": None,
 }
 # Routes whose cross-tenant request is a write: method and body.
 API_WRITES = {"api:run-cancel": ("post", {}), "api:blocked-key-detail": ("delete", None)}
@@ -166,9 +169,11 @@ def test_every_route_has_a_cross_tenant_case():
 
 
 def _acme_state(acme):
+    acme.tenant.refresh_from_db()
     from axes.models import AccessAttempt
 
     return (
+        [getattr(acme.tenant, name) for name in POLICY_FIELDS],
         sorted(Membership.objects.filter(tenant=acme.tenant).values_list("user_id", "role")),
         sorted(ApiToken.objects.filter(tenant=acme.tenant).values_list("pk", "revoked_at")),
         sorted(AuditWebhook.objects.filter(tenant=acme.tenant).values_list("pk", "url")),
@@ -406,3 +411,16 @@ def test_an_owner_cannot_see_or_lift_another_tenants_lockout(acme, globex):
     assert foreign.status_code == 404
     assert AccessAttempt.objects.filter(username=victim.username).exists()
     assert not AuditEvent.objects.filter(action="member.unlocked").exists()
+
+
+def test_api_policy_is_the_tokens_tenants_and_a_change_stays_there(acme, globex):
+    acme.api(Role.OWNER).patch(reverse("api:policy"), {"retention_days": 7}, "application/json")
+    assert globex.api(Role.AUDITOR).get(reverse("api:policy")).json()["retention_days"] is None
+    changed = globex.api(Role.OWNER).patch(
+        reverse("api:policy"), {"retention_days": 90}, "application/json"
+    )
+    assert changed.json()["retention_days"] == 90
+    assert acme.api(Role.AUDITOR).get(reverse("api:policy")).json()["retention_days"] == 7
+    assert not AuditEvent.objects.filter(
+        tenant=acme.tenant, action="tenant.policy_changed", metadata__retention_days__to=90
+    ).exists()

@@ -100,6 +100,12 @@ BODIES = {
         "key": "sk-leaked-0123456789",
         "reason": "leaked",
     },
+    ("PATCH", "/api/v1/policy/"): {
+        "allowed_providers": ["sandbox"],
+        "allowed_models": {"sandbox": ["sandbox-1", "sandbox-2*"]},
+        "max_key_ttl": 600,
+        "retention_days": 30,
+    },
     ("POST", "/api/v1/runs/"): {
         "workflow": WORKFLOW,
         "input": {"topic": "keys", "notes": {"tags": ["a", "b"]}},

@@ -111,6 +111,7 @@ BODIES = {
     ("/api/v1/blocked-keys/", "POST"): {"provider": "sandbox", "fingerprint": "v2:" + "e" * 64},
     ("/api/v1/blocked-keys/from-key/", "POST"): {"provider": "sandbox", "key": "sk-matrix-0002"},
     ("/api/v1/runs/", "POST"): {"workflow": None, "provider_keys": {"sandbox": "sk-matrix-0001"}},
+    ("/api/v1/policy/", "PATCH"): {"retention_days": 30},
 }
 
 

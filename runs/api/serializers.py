@@ -173,6 +173,8 @@ class StepRunSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
         extra_kwargs = {
+            "output_text": {"allow_null": True, "help_text": "null once the content is purged."},
+            "error": {"allow_null": True, "help_text": "null once the content is purged."},
             "destination_scheme": {
                 "help_text": 'Where the step\'s requests went, with the key: the scheme ("https") '
                 'of the operator\'s allow-listed base URL; "" when nothing was sent.'
@@ -209,9 +211,11 @@ class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "content_purged_at",
             "steps",
         ]
         read_only_fields = [
+            "content_purged_at",
             "cancel_requested_at",
             "id",
             "workflow_name",
@@ -226,6 +230,15 @@ class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "steps",
         ]
 
+    content_purged_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the tenant's retention purged the run's content; `input`, "
+        "`error_message` and each step's `output_text` and `error` are null from then on.",
+    )
+    error_message = serializers.CharField(
+        read_only=True, allow_null=True, help_text="null once the content is purged."
+    )
     error_code = serializers.ChoiceField(
         choices=RunError.choices,
         allow_blank=True,
@@ -245,6 +258,13 @@ class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             provider: {"fingerprint": v["fingerprint"], "hint": v["hint"]}
             for provider, v in instance.key_fingerprints.items()
         }
+        if instance.content_purged_at is not None:
+            # Purged by the tenant's retention (runs.retention): null, never an empty value.
+            data["input"] = None
+            data["error_message"] = None
+            for step in data.get("steps", []):
+                step["output_text"] = None
+                step["error"] = None
         if _is_auditor(self.context):
             data.pop("input", None)
             for step in data.get("steps", []):

@@ -84,6 +84,14 @@ def _spec_error(exc: SpecError) -> ValidationError:
     return ValidationError(exc.errors)
 
 
+def _steps_error(exc: SpecError) -> ValidationError:
+    """A workflow's step problems under `steps`, each `steps[i].field: message`, as StepsField
+    words the problems it finds."""
+    return ValidationError(
+        {"steps": [f"{field}: {'; '.join(messages)}" for field, messages in exc.errors.items()]}
+    )
+
+
 class WorkflowViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -100,17 +108,26 @@ class WorkflowViewSet(
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def perform_create(self, serializer: WorkflowSerializer) -> None:
-        serializer.instance = workflow_create(
-            tenant=self.tenant, actor=self.actor, request=self.request, **serializer.validated_data
-        )
+        try:
+            serializer.instance = workflow_create(
+                tenant=self.tenant,
+                actor=self.actor,
+                request=self.request,
+                **serializer.validated_data,
+            )
+        except SpecError as exc:  # the tenant's policy: named under `steps` like the others
+            raise _steps_error(exc) from None
 
     def perform_update(self, serializer: WorkflowSerializer) -> None:
-        serializer.instance = workflow_update(
-            workflow=serializer.instance,
-            changes=serializer.validated_data,
-            actor=self.actor,
-            request=self.request,
-        )
+        try:
+            serializer.instance = workflow_update(
+                workflow=serializer.instance,
+                changes=serializer.validated_data,
+                actor=self.actor,
+                request=self.request,
+            )
+        except SpecError as exc:
+            raise _steps_error(exc) from None
 
     def perform_destroy(self, instance: Workflow) -> None:
         workflow_delete(workflow=instance, actor=self.actor, request=self.request)

@@ -53,6 +53,14 @@ EVENT_TYPES: tuple[EventType, ...] = (
         notes="each `{from, to}`, only the limits changed; `null`: the platform default",
     ),
     EventType(
+        "tenant.policy_changed",
+        "tenant:<slug>",
+        ("allowed_providers", "allowed_models", "max_key_ttl", "retention_days"),
+        "`tenant_policy_update` (the settings page, `PATCH /api/v1/policy/`)",
+        notes="each `{from, to}`, only the policies changed; `null`: the platform's (every "
+        "enabled provider, `BYOK_TOKEN_TTL`) or, for `retention_days`, kept forever",
+    ),
+    EventType(
         "member.added",
         "user:<name>",
         ("role", "user_created"),
@@ -177,9 +185,11 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "key.discarded",
         _RUN,
         (*_KEY, "token_found", "reason"),
-        "`run_cancel` (queued run); `run_fail_unqueued`, one per provider; the orphan sweep",
+        "`run_cancel` (queued run); `run_fail_unqueued`, one per provider; the orphan sweep; "
+        "the executor, when the tenant's policy refuses the run at its start",
         notes="`token_found` is `null` when the key store did not answer; `reason` (sweep; "
-        "`key_blocked` when the run was cancelled because its key was blocked)",
+        "`key_blocked` when the run was cancelled because its key was blocked; "
+        "`policy_refused` from the executor)",
         label="Discarded",
         key_life=True,
     ),
@@ -292,6 +302,15 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "`worker`: the worker that gave the claim back; `releases`: how many so far (at most "
         "`RUN_KEY_STORE_RETRIES`)",
         label="Given back to the queue: the key store did not answer",
+    ),
+    EventType(
+        "run.content_purged",
+        "tenant:<slug>",
+        ("runs", "steps", "retention_days", "finished_before"),
+        "`run_content_purge` (beat task `purge_run_content`, as `system:retention`), one per "
+        "tenant and batch",
+        notes="`runs`, `steps`: how many had their input, prompts, outputs and error texts "
+        "purged; `finished_before`: the cutoff (runs that ended before it)",
     ),
     EventType(
         "audit.exported",

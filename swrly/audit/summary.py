@@ -162,6 +162,11 @@ _PHRASES: dict[str, Callable[[Metadata], str]] = {
         + (f": {md['reason']}" if md.get("reason") else "")
     ),
     "tenant.limits_changed": _limits,
+    "tenant.policy_changed": lambda md: "policy changed: " + ", ".join(sorted(md)),
+    "run.content_purged": lambda md: (
+        f"content of {md.get('runs')} runs ({md.get('steps')} steps) purged after "
+        f"{md.get('retention_days')} days"
+    ),
     "auth.login_failed": lambda md: (
         "sign-in failed" + (" for an unknown user" if md.get("known_user") is False else "")
     ),

@@ -3,7 +3,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from tenants.api import views, webhook_views
+from tenants.api import policy_views, views, webhook_views
 
 router = SimpleRouter()
 router.register("tokens", views.ApiTokenViewSet, basename="token")
@@ -15,4 +15,5 @@ urlpatterns = [
     path("me/", views.MeView.as_view(), name="me"),
     path("audit-keys/", views.AuditKeysView.as_view(), name="audit-keys"),
     *router.urls,
+    path("policy/", policy_views.PolicyView.as_view(), name="policy"),
 ]

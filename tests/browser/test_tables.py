@@ -176,6 +176,7 @@ def _paths(seeded) -> list[str]:
         "/t/acme/members/",
         "/t/acme/tokens/",
         f"/t/acme/workflows/{seeded['workflow'].pk}/run/",
+        "/t/acme/settings/",
     ]
 
 

@@ -63,6 +63,7 @@ def _pages(world) -> dict[str, tuple[str, list[str]]]:
             reverse("tenants:apitoken-revoke", args=["acme", world.token(Role.AUDITOR).pk]),
             MANAGE_ROLES,
         ),
+        "settings": (reverse("tenants:tenant-settings", args=["acme"]), AUDIT_ROLES),
     }
 
 
@@ -107,7 +108,7 @@ def test_the_nav_links_only_to_pages_the_role_can_use(world, role):
         expected.append("Audit")
     expected.append("Members")
     if role in AUDIT_ROLES:
-        expected.append("API tokens")
+        expected += ["API tokens", "Settings"]
     assert labels == expected
     assert 'href="/t/acme/runs/" aria-current="page"' in nav
 

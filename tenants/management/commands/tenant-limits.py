@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from swrly.audit.writer import Actor
 from tenants.models import Tenant
+from tenants.policy import key_ttl, queue_wait_problem
 from tenants.services import RUN_LIMITS, tenant_limits_set
 
 
@@ -66,3 +67,10 @@ class Command(BaseCommand):
         ):
             source = "the tenant's own" if own is not None else "the platform default"
             self.stdout.write(f"{name}: {effective} ({source})")
+        # The queue-wait budget against the key TTL the tenant's runs get (its policy may lower
+        # it below BYOK_TOKEN_TTL, which swrly.W030 checks the platform's limits against).
+        ttl = key_ttl(tenant)
+        if problem := queue_wait_problem(tenant, ttl):
+            self.stderr.write(
+                f"Warning: {problem}; lower the queued limit or raise the running one."
+            )
