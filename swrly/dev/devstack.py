@@ -206,6 +206,9 @@ def main() -> int:
     # Child processes read the .env themselves, through django-environ.
     env = {**os.environ, "SWRLY_ENV_FILE": str(env_path)}
     host, port = "127.0.0.1", env.get("PORT", "8000")
+    # Invitation e-mails are printed on this console unless EMAIL_URL names a mail server.
+    if not (env.get("EMAIL_URL") or read_env_file(env_path).get("EMAIL_URL")):
+        env["EMAIL_URL"] = "consolemail://"
 
     # SIGTERM (and SIGHUP) end the stack the same way Ctrl-C does.
     def _interrupt(signum: int, frame: Any) -> None:

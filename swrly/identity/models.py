@@ -40,7 +40,7 @@ class Invitation(models.Model):
     )
     # Who invited, as the audit log names them (a member, or an API token).
     invited_by_label = models.CharField(max_length=200)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
     accepted_by = models.ForeignKey(

@@ -113,6 +113,7 @@ def invitation_create(
         digest=digest,
         invited_by_id=by.user_id,
         invited_by_label=by.actor.label[:200],
+        created_at=now,
         expires_at=now + timedelta(seconds=settings.INVITATION_TTL),
     )
     audit_record(

@@ -44,10 +44,8 @@ class Command(BaseCommand):
             raise CommandError("; ".join(exc.messages)) from exc
         self.stdout.write(f"Created tenant {tenant.slug} with owner {user.get_username()}.")
         if password:
-            self.stdout.write(
-                "The owner's one-time password (shown only now; it must be changed at the "
-                "first sign-in):"
-            )
+            self.stdout.write("It must be changed at the first sign-in.")
+            self.stdout.write("The owner's one-time password (shown only now):")
             self.stdout.write(password)
         else:
             self.stdout.write("The owner already had an account; its password is unchanged.")
