@@ -11,7 +11,7 @@ import hmac
 import secrets
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -44,7 +44,7 @@ def recovery_codes_generate() -> list[str]:
     return codes
 
 
-def recovery_codes_store(user: AbstractBaseUser, codes: list[str]) -> None:
+def recovery_codes_store(user: User, codes: list[str]) -> None:
     """Replace the user's recovery codes with the hashes of `codes`."""
     device, _ = StaticDevice.objects.get_or_create(
         user=user, name="recovery", defaults={"confirmed": True}
@@ -55,16 +55,16 @@ def recovery_codes_store(user: AbstractBaseUser, codes: list[str]) -> None:
     )
 
 
-def recovery_codes_left(user: AbstractBaseUser) -> int:
+def recovery_codes_left(user: User) -> int:
     return StaticToken.objects.filter(device__user=user, device__name="recovery").count()
 
 
-def totp_device(user: AbstractBaseUser) -> TOTPDevice | None:
+def totp_device(user: User) -> TOTPDevice | None:
     """The user's confirmed authenticator-app device, if enrolled."""
     return TOTPDevice.objects.filter(user=user, confirmed=True).first()
 
 
-def has_second_factor(user: AbstractBaseUser) -> bool:
+def has_second_factor(user: User) -> bool:
     return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
 
 

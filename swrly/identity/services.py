@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
@@ -169,7 +169,7 @@ def invitation_for_link(*, invitation_id: Any, secret: str) -> Invitation | None
     return invitation
 
 
-def invitee_user(invitation: Invitation) -> AbstractBaseUser | None:
+def invitee_user(invitation: Invitation) -> User | None:
     """The existing account the invitation's address names, if any."""
     return get_user_model().objects.filter(username=invitation.email).first()
 
@@ -177,7 +177,7 @@ def invitee_user(invitation: Invitation) -> AbstractBaseUser | None:
 def invitation_accept(
     *,
     invitation: Invitation,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     password: str | None = None,
     request: HttpRequest | None = None,
 ) -> Membership:
@@ -199,7 +199,7 @@ def invitation_accept(
 def _invitation_accept_locked(
     *,
     invitation: Invitation,
-    user: AbstractBaseUser | None,
+    user: User | None,
     password: str | None,
     request: HttpRequest | None,
 ) -> Membership | InvitationError:
@@ -215,6 +215,8 @@ def _invitation_accept_locked(
         Membership.objects.filter(tenant=current.tenant, user_id=current.invited_by_id)
         .values_list("role", flat=True)
         .first()
+        if current.invited_by_id is not None
+        else None
     )
     if inviter_role is None or not role_within(current.role, inviter_role):
         current.revoked_at = timezone.now()
@@ -265,18 +267,18 @@ def _invitation_accept_locked(
 # --- Generated passwords -----------------------------------------------------------------
 
 
-def _password_digest(user: AbstractBaseUser) -> str:
+def _password_digest(user: User) -> str:
     return hashlib.sha256(user.password.encode()).hexdigest()
 
 
-def password_change_require(*, user: AbstractBaseUser) -> None:
+def password_change_require(*, user: User) -> None:
     """Mark a user whose password was generated: they must change it at their next sign-in."""
     PasswordChangeRequired.objects.update_or_create(
         user=user, defaults={"password_digest": _password_digest(user)}
     )
 
 
-def password_change_pending(user: AbstractBaseUser) -> bool:
+def password_change_pending(user: User) -> bool:
     """Whether the user still signs in with a generated password (the flag is dropped as soon
     as the password differs from the one it was set for, however it was changed)."""
     flag = PasswordChangeRequired.objects.filter(user=user).first()
@@ -291,7 +293,7 @@ def password_change_pending(user: AbstractBaseUser) -> bool:
 # --- MFA -----------------------------------------------------------------------------------
 
 
-def totp_enrolment_start(*, user: AbstractBaseUser) -> TOTPDevice:
+def totp_enrolment_start(*, user: User) -> TOTPDevice:
     """A new unconfirmed authenticator device for the user (any earlier unconfirmed one is
     dropped, so each secret is shown once)."""
     TOTPDevice.objects.filter(user=user, confirmed=False).delete()
@@ -300,7 +302,7 @@ def totp_enrolment_start(*, user: AbstractBaseUser) -> TOTPDevice:
 
 @transaction.atomic
 def totp_enrolment_confirm(
-    *, user: AbstractBaseUser, code: str, request: HttpRequest | None = None
+    *, user: User, code: str, request: HttpRequest | None = None
 ) -> list[str] | None:
     """Confirm the user's pending device with a code from the app: returns the new recovery
     codes (shown once), or None when the code is wrong."""
@@ -323,7 +325,7 @@ def totp_enrolment_confirm(
 
 @transaction.atomic
 def recovery_codes_regenerate(
-    *, user: AbstractBaseUser, code: str, request: HttpRequest | None = None
+    *, user: User, code: str, request: HttpRequest | None = None
 ) -> list[str] | None:
     """New recovery codes (the old ones stop working), after a current code from the app;
     None when the code is wrong."""
@@ -341,7 +343,7 @@ def recovery_codes_regenerate(
     return codes
 
 
-def second_factor_verify(*, user: AbstractBaseUser, code: str) -> str | None:
+def second_factor_verify(*, user: User, code: str) -> str | None:
     """Check a sign-in's second factor: a code from the app (each accepted once: a replayed
     code is refused) or an unused recovery code (deleted as it is used). Returns the method
     that matched, or None. django-otp throttles repeated failures per device."""
@@ -358,7 +360,7 @@ def second_factor_verify(*, user: AbstractBaseUser, code: str) -> str | None:
     return None
 
 
-def recovery_code_used(*, user: AbstractBaseUser, request: HttpRequest | None) -> None:
+def recovery_code_used(*, user: User, request: HttpRequest | None) -> None:
     audit_user_event(
         action="mfa.recovery_code_used",
         user=user,
