@@ -50,10 +50,13 @@ class IdentityMiddleware:
             or request.path.startswith(("/api/", "/static/"))
         ):
             return self.get_response(request)
-        if mfa.SESSION_KEY not in request.session and mfa.has_second_factor(user):
-            # Signed in without the second factor (not through the sign-in page): start again.
-            logout(request)
-            return HttpResponseRedirect(reverse("login"))
+        if mfa.SESSION_KEY not in request.session:
+            if mfa.has_second_factor(user):
+                # Signed in without the second factor (not through the sign-in page): start
+                # again.
+                logout(request)
+                return HttpResponseRedirect(reverse("login"))
+            request.session[mfa.SESSION_KEY] = mfa.NO_SECOND_FACTOR
         if not request.session.get(_PASSWORD_CHECKED) and not self._is_exempt(request.path):
             if password_change_pending(user):
                 return HttpResponseRedirect(

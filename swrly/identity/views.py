@@ -195,11 +195,9 @@ class InvitationListView(TenantPageView):
     allowed_roles = MANAGE_ROLES
 
     def render_list(self, form: MemberAddForm, status: int = 200) -> HttpResponse:
-        invitations = [
-            invitation
-            for invitation in scoped(Invitation, self.tenant).select_related("invited_by")
-            if invitation.status == InvitationStatus.PENDING
-        ]
+        invitations = scoped(Invitation, self.tenant).filter(
+            accepted_at=None, revoked_at=None, expires_at__gt=timezone.now()
+        )
         response = self.page(
             "identity/invitation_list.html", invitations=invitations, add_form=form
         )
