@@ -8,6 +8,7 @@ from rest_framework.permissions import AllowAny
 from runs.api.urls import urlpatterns as runs_routes
 from swrly.custody.api.urls import urlpatterns as custody_routes
 from swrly.evidence.api.urls import urlpatterns as evidence_routes
+from swrly.identity.api.urls import urlpatterns as identity_routes
 from swrly.web.schema_view import SchemaView
 from tenants.api.urls import urlpatterns as tenants_routes
 
@@ -30,4 +31,5 @@ urlpatterns = [
     *custody_routes,
     *runs_routes,
     *evidence_routes,
+    *identity_routes,
 ]

@@ -564,3 +564,31 @@ CELERY_BEAT_SCHEDULE["purge-run-content"] = {
     "options": {"expires": max(1.0, RETENTION_PURGE_INTERVAL - 5)},
 }
 # --- end Tenant policies and retention ---
+
+# --- Identity: invitations and MFA (issue 15 §4; docs/security.md, "Identity") ---
+# Members join by an e-mailed single-use link that expires after INVITATION_TTL seconds; links
+# made outside a request (none today) start with SITE_URL. Under `make run` the e-mail goes to
+# the console (EMAIL_URL=consolemail://). Second factors are django-otp's TOTP and static
+# (recovery code) devices; a failed code waits OTP_*_THROTTLE_FACTOR x 2^(failures - 1) seconds
+# and counts toward the django-axes lockout like a wrong password.
+INSTALLED_APPS += [
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "swrly.identity",
+]
+# After authentication and messages: generated passwords are changed, MFA sessions verified
+# and tenants' MFA policies enforced before any view runs.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.messages.middleware.MessageMiddleware") + 1,
+    "swrly.identity.middleware.IdentityMiddleware",
+)
+INVITATION_TTL = env.int("INVITATION_TTL", default=72 * 3600)
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="swrly@localhost")
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Swrly")
+OTP_TOTP_THROTTLE_FACTOR = env.int("OTP_TOTP_THROTTLE_FACTOR", default=1)
+OTP_STATIC_THROTTLE_FACTOR = env.int("OTP_STATIC_THROTTLE_FACTOR", default=1)
+# Seconds between the password and the second factor at sign-in.
+MFA_SIGN_IN_WINDOW = env.int("MFA_SIGN_IN_WINDOW", default=300)
+# --- end Identity ---

@@ -96,7 +96,8 @@ def _one_time_password() -> str:
 
 
 def user_get_or_create(*, email: str) -> tuple[User, str | None]:
-    """The user with this email, created with a one-time password when new."""
+    """The user with this email, created with a generated one-time password when new (a
+    tenant's first owner; `create-tenant` makes them change it at first sign-in)."""
     email = email.strip().lower()
     validate_email(email)
     User = get_user_model()
@@ -168,32 +169,41 @@ def tenant_limits_set(*, tenant: Tenant, actor: Actor, **limits: int | None) -> 
     return changed
 
 
+def authority_require(*, tenant: Tenant, by: Principal, roles: tuple[str, ...]) -> str:
+    """The role `by` acts with in `tenant`, checked again under lock, refusing any of `roles`
+    that is not within it (for other apps' services, e.g. invitations). Call it inside the
+    service's transaction."""
+    _lock_owners(tenant)
+    acting_role = _authority(by, tenant)
+    _require_within(acting_role, *roles)
+    return acting_role
+
+
 @transaction.atomic
 def membership_add(
     *,
     tenant: Tenant,
-    email: str,
+    user: User,
     role: str,
-    by: Principal,
+    actor: Actor,
+    metadata: dict | None = None,
     request: HttpRequest | None = None,
-) -> tuple[Membership, str | None]:
-    """Add a user (created when new) to the tenant. Returns a one-time password for a new user."""
+) -> Membership:
+    """Make an existing user a member. The authority was checked when they were invited
+    (swrly.identity.services.invitation_accept is the caller); `metadata` adds to the event."""
     role = Role(role)
-    _lock_owners(tenant)
-    _require_within(_authority(by, tenant), role)
-    user, password = user_get_or_create(email=email)
     if Membership.objects.filter(tenant=tenant, user=user).exists():
         raise ValidationError(f"{user.get_username()} is already a member")
     membership = Membership.objects.create(tenant=tenant, user=user, role=role)
     audit_record(
         tenant=tenant,
         action="member.added",
-        actor=by.actor,
+        actor=actor,
         target=f"user:{user.get_username()}",
-        metadata={"role": role, "user_created": password is not None},
+        metadata={"role": role, **(metadata or {})},
         request=request,
     )
-    return membership, password
+    return membership
 
 
 def _locked(membership: Membership) -> Membership:

@@ -18,10 +18,31 @@ from swrly.audit.writer import Actor, audit_record, audit_record_bounded
 from tenants.models import Tenant
 
 
-def audit_user_event(*, action: str, user: Any, request: HttpRequest | None) -> None:
+def audit_user_event(
+    *, action: str, user: Any, request: HttpRequest | None, metadata: dict | None = None
+) -> None:
     """Audit something a signed-in user did to their own account, in each of their tenants."""
     _audit_auth(
-        action=action, user=user, username=user.get_username(), request=request, metadata={}
+        action=action,
+        user=user,
+        username=user.get_username(),
+        request=request,
+        metadata=metadata or {},
+    )
+
+
+def audit_user_event_bounded(
+    *, action: str, user: Any, request: HttpRequest | None, metadata: dict | None = None
+) -> None:
+    """Audit, within the flood bound and as `anonymous`, an attempt anyone could make on a
+    user's account (a wrong second factor after a right password)."""
+    _audit_auth(
+        action=action,
+        user=user,
+        username=user.get_username(),
+        request=request,
+        metadata=metadata or {},
+        bounded=True,
     )
 
 

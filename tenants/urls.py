@@ -32,7 +32,6 @@ urlpatterns = [
         name="audit-webhook-delete",
     ),
     path("members/", views.MemberListView.as_view(), name="member-list"),
-    path("members/add/", views.MemberAddView.as_view(), name="member-add"),
     path("members/<uuid:membership_id>/role/", views.MemberRoleView.as_view(), name="member-role"),
     path(
         "members/<uuid:membership_id>/remove/",

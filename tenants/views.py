@@ -48,7 +48,6 @@ from tenants.selectors import (
 from tenants.services import (
     api_token_create,
     api_token_revoke,
-    membership_add,
     membership_change_role,
     membership_remove,
     membership_unlock,
@@ -100,6 +99,8 @@ class AuditExportView(TenantPageView):
 
 
 class MemberListView(TenantPageView):
+    """The members; owners and admins invite new ones (swrly.identity handles the form)."""
+
     def render_list(self, add_form: MemberAddForm, **extra: Any) -> HttpResponse:
         return self.page(
             "tenants/member_list.html",
@@ -115,36 +116,6 @@ class MemberListView(TenantPageView):
 
     def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
         return self.render_list(MemberAddForm())
-
-
-class MemberAddView(MemberListView):
-    allowed_roles = MANAGE_ROLES
-
-    def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
-        return redirect(self.url("tenants:member-list"))
-
-    def post(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
-        form = MemberAddForm(request.POST)
-        if not form.is_valid():
-            return self.render_list(form)
-        try:
-            membership, password = membership_add(
-                tenant=self.tenant,
-                email=form.cleaned_data["email"],
-                role=form.cleaned_data["role"],
-                by=self.by,
-                request=request,
-            )
-        except ValidationError as exc:
-            form.add_error("email", [sentence(message) for message in exc.messages])
-            return self.render_list(form)
-        if password is None:
-            messages.success(request, f"Added {membership.user.get_username()}.")
-            return redirect(self.url("tenants:member-list"))
-        # A new user's one-time password is shown in this response only.
-        return self.render_list(
-            MemberAddForm(), new_user=membership.user, one_time_password=password
-        )
 
 
 class MemberRoleView(TenantPageView):

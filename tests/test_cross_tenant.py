@@ -14,6 +14,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from runs.models import Run, Workflow
 from swrly.audit.models import AuditEvent, AuditWebhook
 from swrly.custody.models import BlockedKey
+from swrly.identity.models import Invitation, TenantMfaPolicy
 from tenants.models import ApiToken, Membership, Role
 from tenants.policy import POLICY_FIELDS
 
@@ -21,9 +22,16 @@ from tenants.policy import POLICY_FIELDS
 # the same for everyone (tests/audit/test_audit_checkpoints.py checks it holds no tenant data).
 # metrics: platform-wide Prometheus figures behind METRICS_TOKEN, with no tenant label
 # (tests/test_metrics.py checks the output names no tenant, run or key).
+# mfa-verify, mfa-setup: the signed-in (or half signed-in) user's own second factor, of no tenant.
+# invitation-open, invitation-accept: reached with the invitation's secret, not a membership
+# (tests/identity/test_invitations.py checks a link opens one invitation and nothing else).
 UNSCOPED = {
     "home",
     "login",
+    "mfa-verify",
+    "mfa-setup",
+    "invitation-open",
+    "invitation-accept",
     "logout",
     "password-change",
     "api:schema",
@@ -67,6 +75,12 @@ def _acme_run_value(world):
     return {"run_id": world.run().pk, "part": "input"}
 
 
+def _acme_invitation(world):
+    from tests.identity.conftest import invite
+
+    return {"invitation_id": invite(world, "invitee@elsewhere.example").pk}
+
+
 def _acme_webhook(world):
     return {"webhook_id": world.audit_webhook().pk}
 
@@ -99,7 +113,10 @@ PAGE_CASES = {
     "tenants:audit-webhook-delete": ("post", _acme_webhook, {}),
     "runs:dashboard": ("get", None, None),
     "tenants:member-list": ("get", None, None),
-    "tenants:member-add": ("post", None, {"email": "intruder@example.com", "role": "owner"}),
+    "identity:member-add": ("post", None, {"email": "intruder@example.com", "role": "owner"}),
+    "identity:invitation-list": ("get", None, None),
+    "identity:invitation-revoke": ("post", _acme_invitation, {}),
+    "identity:mfa-policy": ("post", None, {"required_roles": ["owner"]}),
     "tenants:member-role": ("post", _acme_member, {"role": "auditor"}),
     "tenants:member-remove": ("post", _acme_member, {}),
     "tenants:apitoken-list": ("get", None, None),
@@ -156,9 +173,16 @@ API_CASES = {
     "api:audit-webhook-detail": lambda world: {"pk": world.audit_webhook().pk},
     "api:evidence-list": None,
     "api:policy": None,
+    "api:invitation-list": None,
+    "api:invitation-detail": lambda world: {"pk": _acme_invitation(world)["invitation_id"]},
+    "api:mfa-policy": None,
 }
 # Routes whose cross-tenant request is a write: method and body.
-API_WRITES = {"api:run-cancel": ("post", {}), "api:blocked-key-detail": ("delete", None)}
+API_WRITES = {
+    "api:run-cancel": ("post", {}),
+    "api:blocked-key-detail": ("delete", None),
+    "api:invitation-detail": ("delete", None),
+}
 
 
 def test_every_route_has_a_cross_tenant_case():
@@ -180,6 +204,10 @@ def _acme_state(acme):
         sorted(BlockedKey.objects.filter(tenant=acme.tenant).values_list("pk", flat=True)),
         sorted(Run.objects.filter(tenant=acme.tenant).values_list("pk", "status")),
         sorted(AccessAttempt.objects.values_list("username", "failures_since_start")),
+        sorted(
+            Invitation.objects.filter(tenant=acme.tenant).values_list("pk", "email", "revoked_at")
+        ),
+        list(TenantMfaPolicy.objects.filter(tenant=acme.tenant).values_list("required_roles")),
     )
 
 
@@ -424,3 +452,19 @@ def test_api_policy_is_the_tokens_tenants_and_a_change_stays_there(acme, globex)
     assert not AuditEvent.objects.filter(
         tenant=acme.tenant, action="tenant.policy_changed", metadata__retention_days__to=90
     ).exists()
+
+
+def test_api_invitations_and_mfa_policy_are_the_tokens_tenants(acme, globex):
+    from tests.identity.conftest import invite
+
+    invitation = invite(acme, "invitee@elsewhere.example")
+    TenantMfaPolicy.objects.create(tenant=acme.tenant, required_roles=["owner"])
+    assert globex.api(Role.OWNER).get(reverse("api:invitation-list")).json()["results"] == []
+    assert globex.api(Role.AUDITOR).get(reverse("api:mfa-policy")).json()["required_roles"] == []
+    changed = globex.api(Role.OWNER).patch(
+        reverse("api:mfa-policy"), {"required_roles": ["admin"]}, "application/json"
+    )
+    assert changed.json()["required_roles"] == ["admin"]
+    assert TenantMfaPolicy.objects.get(tenant=acme.tenant).required_roles == ["owner"]
+    invitation.refresh_from_db()
+    assert invitation.revoked_at is None

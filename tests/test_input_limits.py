@@ -20,6 +20,7 @@ from runs.models import Run, Workflow
 from runs.services import workflow_delete
 from swrly.audit.models import AuditEvent, AuditWebhook
 from swrly.audit.writer import Actor
+from swrly.identity.models import Invitation, TenantMfaPolicy
 from swrly.input_limits import MAX_JSON_DEPTH
 from tenants.models import ApiToken, Membership, Role
 
@@ -80,6 +81,8 @@ BODIES = {
     ("POST", "/api/v1/audit-webhooks/"): {"url": "https://siem.example/ingest?source=swrly"},
     ("POST", "/api/v1/members/"): {"email": "new@acme.example", "role": "developer"},
     ("PATCH", "/api/v1/members/{id}/"): {"role": "auditor"},
+    ("POST", "/api/v1/invitations/"): {"email": "invited@acme.example", "role": "developer"},
+    ("PATCH", "/api/v1/mfa-policy/"): {"required_roles": ["owner"]},
     ("POST", "/api/v1/workflows/"): {
         "name": "report",
         "description": "A report.",
@@ -196,6 +199,8 @@ def _state(acme: Any) -> tuple:
         sorted(Membership.objects.filter(tenant=acme.tenant).values_list("pk", "role")),
         ApiToken.objects.filter(tenant=acme.tenant).count(),
         AuditWebhook.objects.filter(tenant=acme.tenant).count(),
+        Invitation.objects.filter(tenant=acme.tenant).count(),
+        list(TenantMfaPolicy.objects.filter(tenant=acme.tenant).values_list("required_roles")),
     )
 
 
@@ -356,8 +361,8 @@ def test_a_nul_in_the_sign_in_form_is_a_400_and_writes_nothing(acme):
 @pytest.mark.parametrize(
     ("name", "data"),
     [
-        ("tenants:member-add", {"email": f"a{NUL}@acme.example", "role": "developer"}),
-        ("tenants:member-add", {"email": "a@acme.example", "role": f"developer{NUL}"}),
+        ("identity:member-add", {"email": f"a{NUL}@acme.example", "role": "developer"}),
+        ("identity:member-add", {"email": "a@acme.example", "role": f"developer{NUL}"}),
         ("tenants:apitoken-list", {"name": f"ci{NUL}", "role": "developer"}),
     ],
 )

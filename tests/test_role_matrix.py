@@ -87,6 +87,10 @@ def _target(world, route):
         obj = world.workflow()
     elif route.startswith("/api/v1/runs/"):
         obj = world.run()
+    elif route.startswith("/api/v1/invitations/"):
+        from tests.identity.conftest import invite
+
+        obj = invite(world, "matrix-invitee@elsewhere.example")
     elif route.startswith("/api/v1/audit-webhooks/"):
         obj = world.audit_webhook()
     elif route.startswith("/api/v1/blocked-keys/"):
@@ -102,6 +106,8 @@ BODIES = {
     ("/api/v1/tokens/", "POST"): {"name": "matrix", "role": "auditor"},
     ("/api/v1/members/", "POST"): {"email": "matrix@acme.example", "role": "auditor"},
     ("/api/v1/members/{id}/", "PATCH"): {"role": "developer"},
+    ("/api/v1/invitations/", "POST"): {"email": "matrix@elsewhere.example", "role": "auditor"},
+    ("/api/v1/mfa-policy/", "PATCH"): {"required_roles": ["owner"]},
     ("/api/v1/workflows/", "POST"): {
         "name": "matrix",
         "steps": [{"name": "a", "provider": "sandbox", "model": "m", "prompt": "hi"}],

@@ -146,6 +146,30 @@ _PHRASES: dict[str, Callable[[Metadata], str]] = {
         f"added as {md.get('role')}" + (", new user" if md.get("user_created") else "")
     ),
     "member.role_changed": lambda md: f"role changed from {md.get('from')} to {md.get('to')}",
+    # swrly/identity: invitations and MFA
+    "invitation.created": lambda md: f"{_short(md.get('email'))} invited as {md.get('role')}",
+    "invitation.accepted": lambda md: (
+        f"{_short(md.get('email'))} accepted the invitation as {md.get('role')}"
+        + (", new account" if md.get("user_created") else "")
+    ),
+    "invitation.revoked": lambda md: (
+        f"invitation of {_short(md.get('email'))} revoked"
+        + (f": {_short(md['reason'])}" if md.get("reason") else "")
+    ),
+    "mfa.enrolled": lambda md: (
+        f"two-step verification turned on ({_short(md.get('method'))}), "
+        f"{md.get('recovery_codes')} recovery codes"
+    ),
+    "mfa.recovery_code_used": lambda md: (
+        f"signed in with a recovery code, {md.get('remaining')} left"
+    ),
+    "mfa.recovery_codes_regenerated": lambda md: (
+        f"{md.get('recovery_codes')} new recovery codes; the old ones stopped working"
+    ),
+    "mfa.policy_changed": lambda md: (
+        f"MFA required for {_short(md.get('to')) or 'no role'} "
+        f"(was {_short(md.get('from')) or 'no role'})"
+    ),
     "member.removed": lambda md: f"removed (was {md.get('role')})",
     "member.unlocked": lambda md: (
         "sign-in lockout lifted"

@@ -482,6 +482,9 @@ def _main(console: Console, supervisor: Supervisor) -> int:
             sandbox_url = f"http://127.0.0.1:{_free_port()}"
         urls = stack_urls(shell=shell, env_file=env_file, redis_url=redis_url, sandbox=sandbox_url)
         env = {**shell, **urls, "SWRLY_ENV_FILE": str(env_path), "PYTHONUNBUFFERED": "1"}
+        # Invitation e-mails are printed on this console unless EMAIL_URL names a mail server.
+        if not (shell.get("EMAIL_URL") or env_file.get("EMAIL_URL")):
+            env["EMAIL_URL"] = "consolemail://"
         try:
             runtime = RuntimeFile(runtime_path(env_path), urls)
         except RuntimeFileBusy as exc:

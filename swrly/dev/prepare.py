@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from swrly.audit.writer import Actor
     from swrly.dev.seed_demo import seed_demo
+    from swrly.identity.services import password_change_require
     from tenants.models import Tenant
     from tenants.services import tenant_create
 
@@ -77,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     tenant = Tenant.objects.filter(slug=options.slug).first()
     created, password = tenant is None, None
     if tenant is None:
-        tenant, _user, password = tenant_create(
+        tenant, owner, password = tenant_create(
             slug=options.slug,
             name=options.name,
             owner_email=options.owner_email,
             actor=Actor.system("create-tenant"),
         )
+        if password:  # a generated password is changed at the first sign-in
+            password_change_require(user=owner)
     workflow, token = seed_demo(tenant)
     report = {
         "migrations": migrations,

@@ -86,17 +86,6 @@ class MembershipRoleSerializer(StrictSerializerMixin, serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
-class MembershipCreatedSerializer(MembershipSerializer):
-    one_time_password = serializers.CharField(
-        read_only=True,
-        allow_null=True,
-        help_text="Set only when the user was created: shown once.",
-    )
-
-    class Meta(MembershipSerializer.Meta):
-        fields = [*MembershipSerializer.Meta.fields, "one_time_password"]
-
-
 class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent

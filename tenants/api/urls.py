@@ -7,7 +7,6 @@ from tenants.api import policy_views, views, webhook_views
 
 router = SimpleRouter()
 router.register("tokens", views.ApiTokenViewSet, basename="token")
-router.register("members", views.MembershipViewSet, basename="member")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 router.register("audit-webhooks", webhook_views.AuditWebhookViewSet, basename="audit-webhook")
 

@@ -24,9 +24,6 @@ from tenants.api.serializers import (
     AuditEventSerializer,
     AuditKeysSerializer,
     ChainStatusSerializer,
-    MembershipCreatedSerializer,
-    MembershipRoleSerializer,
-    MembershipSerializer,
     MeSerializer,
 )
 from tenants.filters import AuditFilterSet
@@ -34,15 +31,11 @@ from tenants.models import (
     AUDIT_READ_ROLES,
     MANAGE_ROLES,
     ApiToken,
-    Membership,
 )
 from tenants.selectors import AUDIT_KEYSET, audit_chain_status, audit_events
 from tenants.services import (
     api_token_create,
     api_token_revoke,
-    membership_add,
-    membership_change_role,
-    membership_remove,
 )
 
 # The export is no list, so its parameters are not documented from the FilterSet by the
@@ -150,70 +143,6 @@ class ApiTokenViewSet(
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         token = api_token_revoke(token=self.get_object(), actor=self.actor, request=request)
         return Response(ApiTokenSerializer(token).data)
-
-
-class MembershipViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.CreateModelMixin,
-    mixins.DestroyModelMixin,
-    TenantViewSet,
-):
-    """The tenant's members (owners and admins). Only owners grant or remove the owner role."""
-
-    model = Membership
-    serializer_class = MembershipSerializer
-    pagination_class = KeysetPagination
-    read_roles = MANAGE_ROLES
-    write_roles = MANAGE_ROLES
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
-
-    def filter_tenant_queryset(self, queryset: Any) -> Any:
-        return queryset.select_related("user")
-
-    @extend_schema(responses={201: MembershipCreatedSerializer})
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
-            membership, password = membership_add(
-                tenant=self.tenant,
-                email=serializer.validated_data["user"]["username"],
-                role=serializer.validated_data["role"],
-                by=self.by,
-                request=request,
-            )
-        except DjangoValidationError as exc:
-            raise _refused(exc) from None
-        membership.one_time_password = password
-        return Response(
-            MembershipCreatedSerializer(membership).data, status=status.HTTP_201_CREATED
-        )
-
-    @extend_schema(request=MembershipRoleSerializer, responses={200: MembershipSerializer})
-    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = MembershipRoleSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
-            membership = membership_change_role(
-                membership=self.get_object(),
-                role=serializer.validated_data["role"],
-                by=self.by,
-                request=request,
-            )
-        except DjangoValidationError as exc:
-            raise _refused(exc) from None
-        return Response(MembershipSerializer(membership).data)
-
-    def perform_destroy(self, instance: Membership) -> None:
-        try:
-            membership_remove(
-                membership=instance,
-                by=self.by,
-                request=self.request,
-            )
-        except DjangoValidationError as exc:
-            raise _refused(exc) from None
 
 
 class AuditEventViewSet(mixins.ListModelMixin, TenantViewSet):

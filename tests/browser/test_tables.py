@@ -19,6 +19,7 @@ from tenants.authority import Principal
 from tenants.models import Membership, Role
 from tenants.webhooks import audit_webhook_create
 from tests.browser.conftest import sign_in, watch_csp
+from tests.identity.conftest import invite
 from tests.pages.conftest import KEY_A, KEY_B, key_print, make_run
 
 PASSWORD = "correct horse battery staple"
@@ -174,6 +175,7 @@ def _paths(seeded) -> list[str]:
         "/t/acme/audit/",
         "/t/acme/audit/webhooks/",
         "/t/acme/members/",
+        "/t/acme/members/invitations/",
         "/t/acme/tokens/",
         f"/t/acme/workflows/{seeded['workflow'].pk}/run/",
         "/t/acme/settings/",
@@ -186,6 +188,7 @@ def test_every_column_of_every_table_is_visible_and_uncut(
 ):
     seeded = _seed(acme, globex)
     _fill_audit(acme, 12)
+    invite(acme, "a.rather.long.invitee-address@security.subdomain.example.com", Role.AUDITOR)
     page = page_factory(width, 900)
     csp = watch_csp(page)
     _sign_in(page, live_server, acme)

@@ -55,15 +55,30 @@ def test_only_owners_create_owner_tokens(acme):
     assert not ApiToken.objects.filter(name="root").exists()
 
 
-def test_members_are_added_changed_and_removed_over_the_api(acme):
+def test_members_are_invited_changed_and_removed_over_the_api(acme):
+    from swrly.identity.models import Invitation
+    from swrly.identity.services import invitation_accept
+
     api = acme.api(Role.ADMIN)
-    added = api.post(
+    invited = api.post(
         "/api/v1/members/", {"email": "new@acme.example", "role": "auditor"}, "application/json"
     )
-    assert added.status_code == 201
-    body = added.json()
-    user = get_user_model().objects.get(username="new@acme.example")
-    assert user.check_password(body["one_time_password"])
+    # an invitation, not an account: no password is made or returned
+    assert invited.status_code == 201
+    assert invited.json()["status"] == "pending"
+    assert "one_time_password" not in invited.json()
+    assert not get_user_model().objects.filter(username="new@acme.example").exists()
+    # the invitee accepts (tests/identity/test_invitations.py drives the link and the page)
+    invitation_accept(
+        invitation=Invitation.objects.get(pk=invited.json()["id"]),
+        password="lantern-quiet-harbour-42",
+    )
+    (member,) = [
+        m
+        for m in api.get("/api/v1/members/").json()["results"]
+        if m["role"] == "auditor" and m["email"] == "new@acme.example"
+    ]
+    body = {"id": member["id"]}
     changed = api.patch(f"/api/v1/members/{body['id']}/", {"role": "developer"}, "application/json")
     assert changed.json()["role"] == "developer"
     assert api.delete(f"/api/v1/members/{body['id']}/").status_code == 204
