@@ -498,10 +498,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # assets served from this site, never a CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Request and response bodies as separate components (read-only fields only in answers,
+    # write-only ones only in requests), as generated clients need (swrly/web/schema.py).
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "swrly.web.schema.declare_blank_in_enums",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "runs.models.RunStatus",
         "StepStatusEnum": "runs.models.StepStatus",
         "RoleEnum": "tenants.models.Role",
+        "RunErrorCodeEnum": "runs.models.RunError",
     },
 }
 

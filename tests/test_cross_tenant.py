@@ -26,6 +26,7 @@ UNSCOPED = {
     "logout",
     "password-change",
     "api:schema",
+    "api:schema-json",
     "api:docs",
     "api:audit-keys",
     "metrics",

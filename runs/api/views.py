@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from runs.api.serializers import (
+    RunCreateSerializer,
     RunListSerializer,
     RunSerializer,
     RunTimelineSerializer,
@@ -137,6 +138,8 @@ class RunViewSet(
     }
 
     def get_serializer_class(self) -> type:
+        if self.action == "create":
+            return RunCreateSerializer  # what a request sends; the answer is a RunSerializer
         return RunListSerializer if self.action == "list" else RunSerializer
 
     def filter_tenant_queryset(self, queryset: Any) -> Any:
@@ -152,6 +155,7 @@ class RunViewSet(
                 "deposits nothing again; the same key with a different request is a 409.",
             )
         ],
+        request=RunCreateSerializer,
         responses={202: RunSerializer},
     )
     # The keys arrive here: neither the serializer (its repr shows the request data) nor the
