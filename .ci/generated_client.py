@@ -28,6 +28,7 @@ import argparse
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,6 +115,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="also copy the generated client there")
     options = parser.parse_args()
+    # `timeout` (.ci/run) sends SIGTERM: stop the stack on the way out, as on any other exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     deadline = time.monotonic() + float(os.environ.get("GENERATED_CLIENT_MAX_TIME", "600"))
 
     sys.path.insert(0, str(ROOT))

@@ -498,18 +498,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # assets served from this site, never a CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
-    # Request and response bodies as separate components (read-only fields only in answers,
-    # write-only ones only in requests), as generated clients need (swrly/web/schema.py).
-    "COMPONENT_SPLIT_REQUEST": True,
-    "POSTPROCESSING_HOOKS": [
-        "drf_spectacular.hooks.postprocess_schema_enums",
-        "swrly.web.schema.declare_blank_in_enums",
-    ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "runs.models.RunStatus",
         "StepStatusEnum": "runs.models.StepStatus",
         "RoleEnum": "tenants.models.Role",
-        "RunErrorCodeEnum": "runs.models.RunError",
     },
 }
 
@@ -537,3 +529,20 @@ LOGGING = logging_config(
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_HOST = env.str("METRICS_HOST", default="127.0.0.1")
 METRICS_PORT = env.int("METRICS_PORT", default=9464)
+
+# --- The OpenAPI schema for generated clients (issue 16 §1; swrly/web/schema.py) -----------
+# Request and response bodies as separate components (read-only fields only in answers,
+# write-only ones, a run's keys, only in requests); an enum that admits "" declares it among
+# its values; the run error codes' enum is RunErrorCodeEnum.
+SPECTACULAR_SETTINGS |= {
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "swrly.web.schema.declare_blank_in_enums",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        # (the dict above mixes value types: mypy sees this one as an object)
+        **SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"],  # type: ignore[dict-item]
+        "RunErrorCodeEnum": "runs.models.RunError",
+    },
+}

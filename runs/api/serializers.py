@@ -137,10 +137,9 @@ class WorkflowSerializer(StrictSerializerMixin, serializers.ModelSerializer):
 
     def to_representation(self, instance: Workflow) -> dict:
         data = super().to_representation(instance)
-        if _is_auditor(self.context):
-            omitted = StepSerializer.fields_omitted_for_auditors
+        if _is_auditor(self.context):  # StepSerializer's fields_omitted_for_auditors
             data["steps"] = [
-                {k: v for k, v in step.items() if k not in omitted} for step in data["steps"]
+                {k: v for k, v in step.items() if k not in PROMPT_FIELDS} for step in data["steps"]
             ]
         return data
 

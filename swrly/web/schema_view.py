@@ -2,12 +2,14 @@
 settings name as the schema class: drf-spectacular's views import it back)."""
 
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from drf_spectacular.renderers import OpenApiJsonRenderer2
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SCHEMA_KWARGS, SpectacularAPIView
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,13 +34,14 @@ class SchemaView(SpectacularAPIView):
 class _JsonAlways(BaseContentNegotiation):
     """The view's one renderer, whatever the request's Accept header says."""
 
-    def select_parser(self, request: Request, parsers: Any) -> None:
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> None:
         return None
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
-        return renderers[0], renderers[0].media_type
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class SchemaJsonView(SchemaView):

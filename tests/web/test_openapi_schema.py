@@ -103,6 +103,10 @@ def test_the_schema_route_negotiates_yaml_or_json_and_needs_no_token(client, sch
     negotiated = client.get("/api/v1/schema/", headers={"Accept": "application/json"})
     assert negotiated["Content-Type"] == "application/json"
     assert json.loads(negotiated.content) == schema
+    # no ?format= switch (docs/api.md): the parameter changes nothing
+    ignored = client.get("/api/v1/schema/?format=json")
+    assert ignored.status_code == 200
+    assert ignored.content == yaml.content
 
 
 # --- A second, strict validator ---------------------------------------------------------------
