@@ -138,8 +138,9 @@ class RunViewSet(
     }
 
     def get_serializer_class(self) -> type:
-        if self.action == "create":
-            return RunCreateSerializer  # what a request sends; the answer is a RunSerializer
+        if self.action in ("create", "metadata") and self.request.method == "POST":
+            # what a request sends (OPTIONS describes POST with it too); answers are RunSerializer
+            return RunCreateSerializer
         return RunListSerializer if self.action == "list" else RunSerializer
 
     def filter_tenant_queryset(self, queryset: Any) -> Any:

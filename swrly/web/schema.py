@@ -104,13 +104,14 @@ def declare_blank_in_enums(
 ) -> dict[str, Any]:
     """Put `""` into the enum of each field that may be blank (drf-spectacular's hook makes
     that `oneOf` [the enum, BlankEnum], which some generators turn into a union of two types).
+    A field that may also be null keeps drf-spectacular's three-way `oneOf`; none does yet.
 
     Runs after drf-spectacular's `postprocess_schema_enums` (POSTPROCESSING_HOOKS). An enum
     that some field uses without the blank would change meaning: that is refused here.
     """
     schemas: dict[str, Any] = result.get("components", {}).get("schemas", {})
     blank_enums: set[str] = set()
-    plain_enums: set[str] = set()
+    plain_refs: set[str] = set()
 
     def visit(node: Any) -> None:
         if isinstance(node, list):
@@ -128,18 +129,18 @@ def declare_blank_in_enums(
             return
         ref = node.get("$ref")
         if isinstance(ref, str):
-            plain_enums.add(ref)
+            plain_refs.add(ref)
         for value in node.values():
             visit(value)
 
     visit(result)
     for ref in blank_enums:
-        if ref in plain_enums:
+        if ref in plain_refs:
             raise ValueError(f"{ref} is used both with and without a blank value")
         enum = schemas[ref.rsplit("/", 1)[1]]
         enum["enum"] = ["", *enum["enum"]]
         if "description" in enum:
-            enum["description"] = "* `` - none\n" + enum["description"]
-    if blank_enums and _BLANK_ENUM not in plain_enums:
+            enum["description"] = '* `""` - none\n' + enum["description"]
+    if blank_enums and _BLANK_ENUM not in plain_refs:
         schemas.pop("BlankEnum", None)
     return result

@@ -18,6 +18,7 @@ from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from runs.api.serializers import RunSerializer, StepRunSerializer, StepSerializer
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
+from swrly.web.schema import declare_blank_in_enums
 from tenants.models import Role
 
 
@@ -32,6 +33,9 @@ def served() -> bytes:
 @pytest.fixture
 def schema(served) -> dict[str, Any]:
     return json.loads(served)
+
+
+_BLANK = "#/components/schemas/BlankEnum"
 
 
 def _component(schema: dict[str, Any], name: str) -> dict[str, Any]:
@@ -171,6 +175,30 @@ def test_error_code_declares_the_blank_value_in_its_enum(schema):
     assert "BlankEnum" not in schema["components"]["schemas"]
 
 
+def test_an_enum_used_with_and_without_its_blank_is_refused():
+    # given an enum one field uses with "" and another without
+    ref = {"$ref": "#/components/schemas/CodeEnum"}
+    result = {
+        "components": {
+            "schemas": {
+                "CodeEnum": {"type": "string", "enum": ["a", "b"]},
+                "BlankEnum": {"enum": [""]},
+                "One": {"properties": {"code": {"oneOf": [ref, {"$ref": _BLANK}]}}},
+                "Other": {"properties": {"code": ref}},
+            }
+        }
+    }
+    # then "" cannot go into it: that would change the other field's meaning
+    with pytest.raises(ValueError, match="CodeEnum"):
+        declare_blank_in_enums(copy.deepcopy(result), generator=None)
+    # and without the other field it goes in, and BlankEnum goes away
+    del result["components"]["schemas"]["Other"]
+    schemas = declare_blank_in_enums(result, generator=None)["components"]["schemas"]
+    assert schemas["CodeEnum"]["enum"] == ["", "a", "b"]
+    assert schemas["One"]["properties"]["code"] == {"allOf": [ref]}
+    assert "BlankEnum" not in schemas
+
+
 # --- Answers match their components, for every role -----------------------------------------
 
 
@@ -246,3 +274,11 @@ def test_an_answer_missing_a_required_field_would_not_conform(schema, acme, fini
     # then the check used above refuses it
     with pytest.raises(Exception, match="error_code"):
         _conforms(schema, "Run", body)
+
+
+def test_options_describes_what_a_run_request_sends(acme):
+    response = acme.api(Role.DEVELOPER).options("/api/v1/runs/")
+    assert response.status_code == 200
+    post = response.json()["actions"]["POST"]
+    assert set(post) == {"workflow", "input", "provider_keys"}
+    assert not any(field["read_only"] for field in post.values())
