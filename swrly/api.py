@@ -9,7 +9,7 @@ from runs.api.urls import urlpatterns as runs_routes
 from swrly.custody.api.urls import urlpatterns as custody_routes
 from swrly.evidence.api.urls import urlpatterns as evidence_routes
 from swrly.identity.api.urls import urlpatterns as identity_routes
-from swrly.web.schema_view import SchemaView
+from swrly.web.schema_view import SchemaJsonView, SchemaView
 from tenants.api.urls import urlpatterns as tenants_routes
 
 app_name = "api"
@@ -31,5 +31,11 @@ urlpatterns = [
     *custody_routes,
     *runs_routes,
     *evidence_routes,
+    # The schema again, always as JSON whatever the Accept header: the URL for generators.
+    path(
+        "schema.json",
+        SchemaJsonView.as_view(authentication_classes=[], permission_classes=[AllowAny]),
+        name="schema-json",
+    ),
     *identity_routes,
 ]

@@ -592,3 +592,20 @@ OTP_STATIC_THROTTLE_FACTOR = env.int("OTP_STATIC_THROTTLE_FACTOR", default=1)
 # Seconds between the password and the second factor at sign-in.
 MFA_SIGN_IN_WINDOW = env.int("MFA_SIGN_IN_WINDOW", default=300)
 # --- end Identity ---
+
+# --- The OpenAPI schema for generated clients (issue 16 §1; swrly/web/schema.py) -----------
+# Request and response bodies as separate components (read-only fields only in answers,
+# write-only ones, a run's keys, only in requests); an enum that admits "" declares it among
+# its values; the run error codes' enum is RunErrorCodeEnum.
+SPECTACULAR_SETTINGS |= {
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "swrly.web.schema.declare_blank_in_enums",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        # (the dict above mixes value types: mypy sees this one as an object)
+        **SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"],  # type: ignore[dict-item]
+        "RunErrorCodeEnum": "runs.models.RunError",
+    },
+}

@@ -35,6 +35,7 @@ UNSCOPED = {
     "logout",
     "password-change",
     "api:schema",
+    "api:schema-json",
     "api:docs",
     "api:audit-keys",
     "metrics",

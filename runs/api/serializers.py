@@ -1,4 +1,10 @@
-"""Serializers for workflows and runs: keys are write-only; auditors see no prompts or outputs."""
+"""Serializers for workflows and runs: keys are write-only; auditors see no prompts or outputs.
+
+A run is written with RunCreateSerializer and read with RunSerializer: the key field exists only
+in the first, the server's fields only in the second (two OpenAPI components, as a generated
+client needs). Each serializer names the fields auditors do not get (`fields_omitted_for_auditors`);
+the same tuple removes them and makes them optional in the OpenAPI response (swrly/web/schema.py).
+"""
 
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +35,14 @@ PROMPT_FIELDS = ("system", "prompt")
 def _is_auditor(context: Mapping[str, Any]) -> bool:
     request = context.get("request")
     return request is not None and getattr(request.user, "role", None) == Role.AUDITOR
+
+
+def _omit_for_auditors(serializer: serializers.BaseSerializer, data: dict) -> dict:
+    """`data` without the serializer's `fields_omitted_for_auditors` when an auditor asks."""
+    if _is_auditor(serializer.context):
+        for name in getattr(serializer, "fields_omitted_for_auditors", ()):
+            data.pop(name, None)
+    return data
 
 
 def _schema_field(field: StepField) -> serializers.Field:
@@ -73,6 +87,7 @@ StepSerializer = type(
     {
         "__doc__": "One workflow step.",
         "__module__": __name__,
+        "fields_omitted_for_auditors": PROMPT_FIELDS,
         **{field.name: _schema_field(field) for field in STEP_FIELDS},
     },
 )
@@ -122,7 +137,7 @@ class WorkflowSerializer(StrictSerializerMixin, serializers.ModelSerializer):
 
     def to_representation(self, instance: Workflow) -> dict:
         data = super().to_representation(instance)
-        if _is_auditor(self.context):
+        if _is_auditor(self.context):  # StepSerializer's fields_omitted_for_auditors
             data["steps"] = [
                 {k: v for k, v in step.items() if k not in PROMPT_FIELDS} for step in data["steps"]
             ]
@@ -149,6 +164,8 @@ class ProviderKeysField(serializers.DictField):
 
 
 class StepRunSerializer(serializers.ModelSerializer):
+    fields_omitted_for_auditors = ("output_text",)
+
     class Meta:
         model = StepRun
         fields = [
@@ -186,50 +203,53 @@ class StepRunSerializer(serializers.ModelSerializer):
             },
         }
 
+    def to_representation(self, instance: StepRun) -> dict:
+        return _omit_for_auditors(self, super().to_representation(instance))
 
-class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
-    # null once the workflow is deleted (the run keeps its workflow_name); a new run needs one.
-    workflow = serializers.UUIDField(source="workflow_id", allow_null=True)
-    input = serializers.JSONField(required=False, default=dict)
-    provider_keys = ProviderKeysField(write_only=True)
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class RunInputField(serializers.JSONField):
+    """The run's input: a JSON object (the steps' templates read `{{ input.… }}` from it)."""
+
+
+class RunCreateSerializer(StrictSerializerMixin, serializers.Serializer):
+    """A run to start: the workflow, its input and a key for each provider it uses."""
+
+    workflow = serializers.UUIDField(source="workflow_id")
+    input = RunInputField(required=False, default=dict)
+    provider_keys = ProviderKeysField(
+        help_text="Provider name to your key, for each provider the workflow uses. Sent once, "
+        "never returned."
+    )
+
+
+class KeyFingerprintSerializer(serializers.Serializer):
+    fingerprint = serializers.CharField(
+        help_text="v2: and 64 hex characters, under the tenant's salt (a legacy v1 fingerprint "
+        "is the 64 hex characters alone)."
+    )
+    hint = serializers.CharField(help_text="A short display hint of the key, e.g. sk-…abcd.")
+
+
+class RunSerializer(serializers.ModelSerializer):
+    """A run. Never its keys: only their fingerprints."""
+
+    fields_omitted_for_auditors = ("input",)
+
+    # null once the workflow is deleted (the run keeps its workflow_name).
+    workflow = serializers.UUIDField(
+        source="workflow_id",
+        allow_null=True,
+        read_only=True,
+        help_text="null once the workflow is deleted; workflow_name stays.",
+    )
+    input = RunInputField(read_only=True, allow_null=True, help_text="null once the content is purged.")
+    key_fingerprints = serializers.DictField(
+        child=KeyFingerprintSerializer(),
+        read_only=True,
+        help_text="Per provider, the fingerprint and hint of the key the run was given.",
+    )
     steps = StepRunSerializer(source="step_runs", many=True, read_only=True)
-
-    class Meta:
-        model = Run
-        fields = [
-            "id",
-            "workflow",
-            "workflow_name",
-            "input",
-            "provider_keys",
-            "status",
-            "error_code",
-            "error_message",
-            "triggered_by",
-            "key_fingerprints",
-            "cancel_requested_at",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "content_purged_at",
-            "steps",
-        ]
-        read_only_fields = [
-            "content_purged_at",
-            "cancel_requested_at",
-            "id",
-            "workflow_name",
-            "status",
-            "error_code",
-            "error_message",
-            "triggered_by",
-            "key_fingerprints",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "steps",
-        ]
-
     content_purged_at = serializers.DateTimeField(
         read_only=True,
         allow_null=True,
@@ -247,17 +267,29 @@ class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
         "docs/api.md, Run error codes).",
     )
 
-    def validate_workflow(self, value: Any) -> Any:
-        if value is None:
-            raise serializers.ValidationError("This field may not be null.")
-        return value
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "workflow",
+            "workflow_name",
+            "input",
+            "status",
+            "error_code",
+            "error_message",
+            "triggered_by",
+            "key_fingerprints",
+            "cancel_requested_at",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "content_purged_at",
+            "steps",
+        ]
+        read_only_fields = fields
 
     def to_representation(self, instance: Run) -> dict:
         data = super().to_representation(instance)
-        data["key_fingerprints"] = {
-            provider: {"fingerprint": v["fingerprint"], "hint": v["hint"]}
-            for provider, v in instance.key_fingerprints.items()
-        }
         if instance.content_purged_at is not None:
             # Purged by the tenant's retention (runs.retention): null, never an empty value.
             data["input"] = None
@@ -265,11 +297,7 @@ class RunSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             for step in data.get("steps", []):
                 step["output_text"] = None
                 step["error"] = None
-        if _is_auditor(self.context):
-            data.pop("input", None)
-            for step in data.get("steps", []):
-                step.pop("output_text", None)
-        return data
+        return _omit_for_auditors(self, data)
 
 
 class RunListSerializer(RunSerializer):

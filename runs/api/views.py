@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from runs.api.serializers import (
+    RunCreateSerializer,
     RunListSerializer,
     RunSerializer,
     RunTimelineSerializer,
@@ -151,6 +152,9 @@ class RunViewSet(
     }
 
     def get_serializer_class(self) -> type:
+        if self.action in ("create", "metadata") and self.request.method == "POST":
+            # what a request sends (OPTIONS describes POST with it too); answers are RunSerializer
+            return RunCreateSerializer
         return RunListSerializer if self.action == "list" else RunSerializer
 
     def filter_tenant_queryset(self, queryset: Any) -> Any:
@@ -166,6 +170,7 @@ class RunViewSet(
                 "deposits nothing again; the same key with a different request is a 409.",
             )
         ],
+        request=RunCreateSerializer,
         responses={202: RunSerializer},
     )
     # The keys arrive here: neither the serializer (its repr shows the request data) nor the

@@ -89,10 +89,17 @@ def test_the_openapi_step_is_the_step_that_is_validated(client, db):
     # given the schema the API serves
     response = client.get("/api/v1/schema/", headers={"Accept": "application/json"})
     schema = json.loads(response.content)
-    # then its Step is the validated step: the same fields, required ones, limits and providers
-    step = schema["components"]["schemas"]["Step"]
+    # then the step a request sends is the validated step: the same fields, required ones,
+    # limits and providers
+    step = schema["components"]["schemas"]["StepRequest"]
     assert list(step["properties"]) == [field.name for field in STEP_FIELDS]
     assert sorted(step["required"]) == sorted(f.name for f in STEP_FIELDS if f.required)
+    # and the step an answer holds has the same fields, its prompts optional (not for auditors)
+    answered = schema["components"]["schemas"]["Step"]
+    assert list(answered["properties"]) == list(step["properties"])
+    assert sorted(answered["required"]) == sorted(
+        f.name for f in STEP_FIELDS if f.required and f.name not in ("system", "prompt")
+    )
     provider = step["properties"]["provider"]
     if "$ref" in provider:  # an enum is a component of its own
         provider = schema["components"]["schemas"][provider["$ref"].rsplit("/", 1)[1]]
@@ -104,7 +111,7 @@ def test_the_openapi_step_is_the_step_that_is_validated(client, db):
         "maximum": 100000,
         "default": 1024,
     }
-    steps = schema["components"]["schemas"]["Workflow"]["properties"]["steps"]
+    steps = schema["components"]["schemas"]["WorkflowRequest"]["properties"]["steps"]
     assert (steps["minItems"], steps["maxItems"]) == (1, MAX_STEPS)
     # and a name the pattern refuses is one validation refuses
     pattern = step["properties"]["name"]["pattern"]

@@ -182,7 +182,12 @@ SCENARIOS = {
 }
 # Every route and method that takes a token (the schema, the docs and the public audit signing
 # keys take none).
-PUBLIC_ROUTES = ("/api/v1/schema/", "/api/v1/docs/", "/api/v1/audit-keys/")
+PUBLIC_ROUTES = (
+    "/api/v1/schema/",
+    "/api/v1/schema.json",
+    "/api/v1/docs/",
+    "/api/v1/audit-keys/",
+)
 TOKEN_ROUTES = [(r, m) for r, m, _ in MATRIX if r not in PUBLIC_ROUTES]
 
 
