@@ -243,7 +243,9 @@ class RunSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="null once the workflow is deleted; workflow_name stays.",
     )
-    input = RunInputField(read_only=True, allow_null=True, help_text="null once the content is purged.")
+    input = RunInputField(
+        read_only=True, allow_null=True, help_text="null once the content is purged."
+    )
     key_fingerprints = serializers.DictField(
         child=KeyFingerprintSerializer(),
         read_only=True,
