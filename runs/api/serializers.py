@@ -31,6 +31,13 @@ def _is_auditor(context: Mapping[str, Any]) -> bool:
     return request is not None and getattr(request.user, "role", None) == Role.AUDITOR
 
 
+def visible_steps(steps: list[dict], *, role: str | None) -> list[dict]:
+    """The steps as `role` may read them: auditors get no `system` or `prompt` (API and pages)."""
+    if role == Role.AUDITOR:
+        return [{k: v for k, v in step.items() if k not in PROMPT_FIELDS} for step in steps]
+    return steps
+
+
 def _schema_field(field: StepField) -> serializers.Field:
     """The DRF field that shows `field` in the OpenAPI schema (its limits, default and help)."""
     options: dict[str, Any] = {"help_text": field.help_text or None}
@@ -123,9 +130,7 @@ class WorkflowSerializer(StrictSerializerMixin, serializers.ModelSerializer):
     def to_representation(self, instance: Workflow) -> dict:
         data = super().to_representation(instance)
         if _is_auditor(self.context):
-            data["steps"] = [
-                {k: v for k, v in step.items() if k not in PROMPT_FIELDS} for step in data["steps"]
-            ]
+            data["steps"] = visible_steps(data["steps"], role=Role.AUDITOR)
         return data
 
 
