@@ -66,6 +66,10 @@ def _acme_run_value(world):
     return {"run_id": world.run().pk, "part": "input"}
 
 
+def _acme_workflow_page(world):
+    return {"workflow_id": world.workflow().pk}
+
+
 def _acme_webhook(world):
     return {"webhook_id": world.audit_webhook().pk}
 
@@ -103,6 +107,24 @@ PAGE_CASES = {
     "runs:run-value": ("get", _acme_run_value, None),
     "evidence:bundle": ("get", None, {"from": "2026-01-01", "to": "2026-01-31"}),
     "evidence:verifier": ("get", None, None),
+    "runs:workflow-list": ("get", None, None),
+    "runs:workflow-create": (
+        "post",
+        None,
+        {
+            "name": "intruder",
+            "steps-count": "1",
+            "steps-0-name": "x",
+            "steps-0-provider": "sandbox",
+            "steps-0-model": "m",
+            "steps-0-prompt": "p",
+        },
+    ),
+    "runs:workflow-detail": ("get", _acme_workflow_page, None),
+    "runs:workflow-edit": ("post", _acme_workflow_page, {"name": "intruder", "steps-count": "0"}),
+    "runs:workflow-duplicate": ("get", _acme_workflow_page, None),
+    "runs:workflow-delete": ("post", _acme_workflow_page, {}),
+    "runs:workflow-preview": ("post", _acme_workflow_page, {"input": "{}"}),
 }
 
 
@@ -157,6 +179,7 @@ def _acme_state(acme):
         sorted(ApiToken.objects.filter(tenant=acme.tenant).values_list("pk", "revoked_at")),
         sorted(AuditWebhook.objects.filter(tenant=acme.tenant).values_list("pk", "url")),
         sorted(BlockedKey.objects.filter(tenant=acme.tenant).values_list("pk", flat=True)),
+        sorted(Workflow.objects.filter(tenant=acme.tenant).values_list("pk", "name", "updated_at")),
     )
 
 
