@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from runs.models import RunStatus, StepRun, StepStatus
+from runs.services import workflow_create
 from swrly.audit.writer import Actor, audit_record
 from swrly.custody.models import KeyRotation, KeyRotationTenant, RotationOutcome
 from tenants.authority import Principal
@@ -97,7 +98,21 @@ def _seed(world, other) -> dict:
         + "ingest-endpoint-" * 4,
         by=by,
     )
-    return {"failed": failed, "runs": runs}
+    workflow = workflow_create(
+        tenant=world.tenant,
+        name="quarterly-security-review-of-every-vendor-contract-" + "and-more" * 3,
+        steps=[
+            {
+                "name": f"step_{p}",
+                "provider": p,
+                "model": "a-model-with-a-long-name-" * 2,
+                "prompt": "x",
+            }
+            for p in ("anthropic", "openai", "sandbox")
+        ],
+        actor=Actor(label="user:a.very.long.operator.name@security.acme.example"),
+    )
+    return {"failed": failed, "runs": runs, "workflow": workflow}
 
 
 def _fill_audit(world, count: int = 60) -> None:
@@ -163,6 +178,7 @@ def _paths(seeded) -> list[str]:
         "/t/acme/audit/webhooks/",
         "/t/acme/members/",
         "/t/acme/tokens/",
+        "/t/acme/workflows/",
     ]
 
 
