@@ -26,6 +26,7 @@ from runs.services import workflow_create, workflow_delete, workflow_update
 from runs.workflow_forms import WorkflowEditor
 from runs.workflow_spec import SpecError, input_skeleton, preview
 from swrly.audit.summary import summarize
+from swrly.input_limits import MAX_JSON_DEPTH, TooDeep, unstorable_paths
 from tenants.access import get_for_tenant, scoped
 from tenants.models import WRITE_ROLES
 from tenants.pages import TenantPageView
@@ -209,6 +210,11 @@ class WorkflowPreviewView(WorkflowPageView):
         else:
             try:
                 run_input = json.loads(sample) if sample.strip() else {}
+                unstorable_paths(run_input)  # TooDeep past the API's nesting limit
+            except TooDeep as exc:
+                errors.append(f"input: {exc}.")
+            except RecursionError:
+                errors.append(f"input: nested deeper than {MAX_JSON_DEPTH} levels.")
             except ValueError as exc:
                 errors.append(f"input: not valid JSON ({exc}).")
             else:

@@ -503,3 +503,13 @@ def test_the_preview_refuses_an_input_as_run_creation_does(acme):
     assert "input: not valid JSON" in invalid.content.decode()
     not_object = client.post(url("workflow-preview", workflow.pk), {"input": "[1]"})
     assert "input: the input is a JSON object" in not_object.content.decode()
+
+
+def test_the_preview_refuses_input_nested_too_deep_without_failing(acme, workflow):
+    client = acme.client(Role.DEVELOPER)
+    for sample in ("[" * 50_000, '{"a":' * 40 + "1" + "}" * 40):
+        response = client.post(url("workflow-preview", workflow.pk), {"input": sample})
+        assert response.status_code == 400
+        assert "nested deeper than 32 levels" in response.content.decode()
+    too_long = client.post(url("workflow-preview", workflow.pk), {"input": " " * 100_001})
+    assert "input: at most 100,000 characters of JSON." in too_long.content.decode()
