@@ -138,3 +138,13 @@ def test_an_auditor_reads_workflows_without_their_prompts(acme, live_server, pag
     assert page.locator("#edit-workflow").count() == 0
     response = page.goto(f"{live_server.url}/t/acme/workflows/{workflow.pk}/preview/")
     assert response.status == 403
+
+
+def test_the_workflow_pages_fit_a_narrow_screen(acme, live_server, page_factory):
+    workflow = acme.workflow()
+    page = page_factory(390, 844)
+    _sign_in(page, live_server, acme, Role.DEVELOPER)
+    for path in ("", f"{workflow.pk}/", "new/", f"{workflow.pk}/edit/", f"{workflow.pk}/delete/"):
+        page.goto(f"{live_server.url}/t/acme/workflows/{path}")
+        sideways = page.evaluate("() => document.documentElement.scrollWidth")
+        assert sideways <= 390, (path, sideways)
