@@ -78,7 +78,6 @@ class WorkflowDetailView(WorkflowPageView):
                 (event, summarize(event.action, event.metadata))
                 for event in workflow_history(tenant=self.tenant, workflow=workflow)
             ],
-            sample_input=_pretty(input_skeleton(workflow.steps)) if can_write else "",
         )
 
 
