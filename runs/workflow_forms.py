@@ -174,10 +174,11 @@ class WorkflowEditor:
             if workflow is not None and data.get("steps") == workflow.steps:
                 del data["steps"]  # the same steps, once normalized: not a change
             return data
-        self._record(serializer.errors)
+        self.record_errors(serializer.errors)
         return None
 
-    def _record(self, errors: dict[str, Any]) -> None:
+    def record_errors(self, errors: dict[str, Any]) -> None:
+        """Keep the API's messages: listed in order, and each step's beside its field."""
         for name, messages in errors.items():
             for message in messages if isinstance(messages, list) else [messages]:
                 text = str(message)

@@ -102,19 +102,26 @@ class WorkflowEditorView(WorkflowPageView):
         changes = editor.validate(self.request, workflow=workflow)
         if changes is None:
             return self.editor_page(editor, workflow=workflow, status=400)
-        if workflow is None:
-            workflow = workflow_create(
-                tenant=self.tenant, actor=self.actor, request=self.request, **changes
+        try:
+            if workflow is None:
+                saved = workflow_create(
+                    tenant=self.tenant, actor=self.actor, request=self.request, **changes
+                )
+                messages.success(self.request, f"Created the workflow {saved.name}.")
+            elif changes:
+                saved = workflow_update(
+                    workflow=workflow, changes=changes, actor=self.actor, request=self.request
+                )
+                messages.success(self.request, f"Saved {', '.join(sorted(changes))}.")
+            else:
+                saved = workflow
+                messages.info(self.request, "Nothing changed; nothing was saved.")
+        except SpecError as exc:  # a service's refusal, worded as the API words it under `steps`
+            editor.record_errors(
+                {"steps": [f"{k}: {'; '.join(ms)}" for k, ms in exc.errors.items()]}
             )
-            messages.success(self.request, f"Created the workflow {workflow.name}.")
-        elif changes:
-            workflow = workflow_update(
-                workflow=workflow, changes=changes, actor=self.actor, request=self.request
-            )
-            messages.success(self.request, f"Saved {', '.join(sorted(changes))}.")
-        else:
-            messages.info(self.request, "Nothing changed; nothing was saved.")
-        return HttpResponseRedirect(self.detail_url(workflow))
+            return self.editor_page(editor, workflow=workflow, status=400)
+        return HttpResponseRedirect(self.detail_url(saved))
 
     def handle(self, workflow: Workflow | None) -> HttpResponse:
         editor = WorkflowEditor.from_post(self.request.POST)
