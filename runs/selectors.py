@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date
+from datetime import UTC, date, timedelta
 
 from django.db.models import (
     Count,
@@ -23,6 +23,8 @@ from django.utils import timezone
 
 from runs.models import Run, RunStatus, StepRun, Workflow
 from swrly import metrics
+from swrly.audit.models import AuditEvent
+from swrly.audit.writer import chain_for
 from swrly.custody.selectors import FINGERPRINT_WINDOW_SLACK, provider_key_windows
 from swrly.providers import PROVIDER_NAMES
 from swrly.web.filters import day_start
@@ -96,6 +98,46 @@ def run_page(
 def workflows_for_filter(*, tenant: Tenant) -> list[Workflow]:
     """The tenant's workflows by name, id and name only (the runs filter's choices)."""
     return list(scoped(Workflow, tenant).only("id", "name").order_by("name", "id"))
+
+
+# --- Workflows ---------------------------------------------------------------------------------
+
+# The workflows list's order, newest first: the (tenant, -created_at) index.
+WORKFLOW_KEYSET = Keyset("created_at", "pk")
+WORKFLOW_HISTORY_LIMIT = 100
+
+
+def workflow_page(
+    *, tenant: Tenant, cursor: Cursor | None, size: int = PAGE_SIZE
+) -> KeysetPage[Workflow]:
+    """One page of the tenant's workflows, newest first, each with its latest run: one query.
+
+    The latest run (`last_run_id`, `last_run_at`) is a correlated subquery per row of the page.
+    """
+    latest = scoped(Run, tenant).filter(workflow=OuterRef("pk")).order_by("-created_at", "-id")[:1]
+    rows = scoped(Workflow, tenant).annotate(
+        last_run_id=Subquery(latest.values("id")),
+        last_run_at=Subquery(latest.values("created_at")),
+    )
+    return keyset_page(rows, WORKFLOW_KEYSET, cursor, size)
+
+
+def workflow_history(*, tenant: Tenant, workflow: Workflow) -> list[AuditEvent]:
+    """The workflow's own audit events (`workflow.*`), newest first, at most the latest 100.
+
+    Found by target within the workflow's lifetime, so the (tenant, -created_at) index bounds
+    the scan.
+    """
+    return list(
+        scoped(AuditEvent, tenant)
+        .filter(
+            chain=chain_for(tenant),
+            target=f"workflow:{workflow.pk}",
+            action__startswith="workflow.",
+            created_at__gte=workflow.created_at - timedelta(minutes=1),
+        )
+        .order_by("-seq")[:WORKFLOW_HISTORY_LIMIT]
+    )
 
 
 # --- One run ---------------------------------------------------------------------------------

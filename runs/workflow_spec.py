@@ -301,3 +301,58 @@ def check_policy(steps: list[dict], policy: ProviderPolicy) -> None:
     """SpecError naming each step and field the tenant's policy refuses."""
     if errors := policy_problems(steps, policy):
         raise SpecError(errors)
+
+
+@dataclass(frozen=True)
+class StepPreview:
+    """One step's templates rendered for a sample input (no provider is called)."""
+
+    position: int
+    name: str
+    system: str
+    prompt: str
+
+
+def earlier_output_placeholder(position: int, name: str) -> str:
+    """What a preview shows where a later step uses this step's output (it does not exist yet)."""
+    return f"[output of steps[{position}] ({name})]"
+
+
+def preview(steps: list[dict], run_input: Any) -> list[StepPreview]:
+    """Each step's system prompt and prompt as a run with `run_input` would send them.
+
+    The run's own checks and rendering: validate_input (SpecError with the API's messages) and
+    render, as the executor calls it; an earlier step's output is a placeholder.
+    """
+    validate_input(steps, run_input)
+    outputs: dict[str, str] = {}
+    previews = []
+    for position, step in enumerate(steps):
+        previews.append(
+            StepPreview(
+                position=position,
+                name=step["name"],
+                system=render(step["system"], run_input=run_input, outputs=outputs),
+                prompt=render(step["prompt"], run_input=run_input, outputs=outputs),
+            )
+        )
+        outputs[step["name"]] = earlier_output_placeholder(position, step["name"])
+    return previews
+
+
+def input_skeleton(steps: list[dict]) -> dict:
+    """A sample input with every `{{ input.… }}` path the steps use, each an empty string."""
+    skeleton: dict = {}
+    for step in steps:
+        for field in ("system", "prompt"):
+            for path in references(step.get(field) or ""):
+                if path[0] != "input" or len(path) < 2:
+                    continue
+                node = skeleton
+                for part in path[1:-1]:
+                    child = node.get(part)
+                    if not isinstance(child, dict):
+                        child = node[part] = {}
+                    node = child
+                node.setdefault(path[-1], "")
+    return skeleton

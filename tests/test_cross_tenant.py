@@ -82,6 +82,10 @@ def _acme_invitation(world):
     return {"invitation_id": invite(world, "invitee@elsewhere.example").pk}
 
 
+def _acme_workflow_page(world):
+    return {"workflow_id": world.workflow().pk}
+
+
 def _acme_webhook(world):
     return {"webhook_id": world.audit_webhook().pk}
 
@@ -94,10 +98,6 @@ def _acme_blocked_key(world):
 
 
 BLOCK = {"provider": "sandbox", "fingerprint": "v2:" + "c" * 64, "reason": "intrusion"}
-
-
-def _acme_workflow_page(world):
-    return {"workflow_id": world.workflow().pk}
 
 
 TRIGGER = {
@@ -137,6 +137,24 @@ PAGE_CASES = {
     "runs:run-cancel": ("post", _acme_run_page, {}),
     "tenants:member-unlock": ("post", _acme_member, {}),
     "tenants:tenant-settings": ("post", None, {"providers_mode": "only", "retention_days": "1"}),
+    "runs:workflow-list": ("get", None, None),
+    "runs:workflow-create": (
+        "post",
+        None,
+        {
+            "name": "intruder",
+            "steps-count": "1",
+            "steps-0-name": "x",
+            "steps-0-provider": "sandbox",
+            "steps-0-model": "m",
+            "steps-0-prompt": "p",
+        },
+    ),
+    "runs:workflow-detail": ("get", _acme_workflow_page, None),
+    "runs:workflow-edit": ("post", _acme_workflow_page, {"name": "intruder", "steps-count": "0"}),
+    "runs:workflow-duplicate": ("get", _acme_workflow_page, None),
+    "runs:workflow-delete": ("post", _acme_workflow_page, {}),
+    "runs:workflow-preview": ("post", _acme_workflow_page, {"input": "{}"}),
 }
 
 
@@ -209,6 +227,7 @@ def _acme_state(acme):
             Invitation.objects.filter(tenant=acme.tenant).values_list("pk", "email", "revoked_at")
         ),
         list(TenantMfaPolicy.objects.filter(tenant=acme.tenant).values_list("required_roles")),
+        sorted(Workflow.objects.filter(tenant=acme.tenant).values_list("pk", "name", "updated_at")),
     )
 
 

@@ -45,6 +45,13 @@ def _omit_for_auditors(serializer: serializers.BaseSerializer, data: dict) -> di
     return data
 
 
+def visible_steps(steps: list[dict], *, role: str | None) -> list[dict]:
+    """The steps as `role` may read them: auditors get no `system` or `prompt` (API and pages)."""
+    if role == Role.AUDITOR:
+        return [{k: v for k, v in step.items() if k not in PROMPT_FIELDS} for step in steps]
+    return steps
+
+
 def _schema_field(field: StepField) -> serializers.Field:
     """The DRF field that shows `field` in the OpenAPI schema (its limits, default and help)."""
     options: dict[str, Any] = {"help_text": field.help_text or None}
@@ -137,10 +144,8 @@ class WorkflowSerializer(StrictSerializerMixin, serializers.ModelSerializer):
 
     def to_representation(self, instance: Workflow) -> dict:
         data = super().to_representation(instance)
-        if _is_auditor(self.context):  # StepSerializer's fields_omitted_for_auditors
-            data["steps"] = [
-                {k: v for k, v in step.items() if k not in PROMPT_FIELDS} for step in data["steps"]
-            ]
+        if _is_auditor(self.context):
+            data["steps"] = visible_steps(data["steps"], role=Role.AUDITOR)
         return data
 
 

@@ -410,7 +410,9 @@ def test_a_narrow_screen_keeps_the_pages_inside_and_the_nav_in_reach_of_the_keyb
             assert now["left"] >= 0, now
             assert now["right"] <= width["viewport"], now
             reached.append(now["text"])
-    assert reached == ["Dashboard", "Runs", "Keys", "Audit", "Members", "API tokens", "Settings"]
+    assert reached == [
+        "Dashboard", "Workflows", "Runs", "Keys", "Audit", "Members", "API tokens", "Settings"
+    ]
     # back to the last nav link, and Enter follows it
     page.keyboard.press("Shift+Tab")
     assert focused()["text"] == "Settings"
@@ -419,7 +421,7 @@ def test_a_narrow_screen_keeps_the_pages_inside_and_the_nav_in_reach_of_the_keyb
     assert page.url.endswith("/t/acme/settings/")
 
     # the other pages do not scroll sideways either
-    for path in ("", "keys/", "audit/", "tokens/", "settings/", f"runs/{run.pk}/"):
+    for path in ("", "keys/", "audit/", "tokens/", "settings/", f"runs/{run.pk}/", "workflows/"):
         page.goto(f"{live_server.url}/t/acme/{path}")
         width = page.evaluate(WIDTH_SCRIPT)
         assert width["page"] <= width["viewport"], (path, width)

@@ -13,6 +13,7 @@ import pytest
 from axes.models import AccessAttempt
 
 from runs.models import RunStatus, StepRun, StepStatus
+from runs.services import workflow_create
 from swrly.audit.writer import Actor, audit_record
 from swrly.custody.models import KeyRotation, KeyRotationTenant, RotationOutcome
 from tenants.authority import Principal
@@ -110,7 +111,21 @@ def _seed(world, other) -> dict:
         http_accept="*/*",
         path_info="/accounts/login/",
     )
-    return {"failed": failed, "runs": runs, "workflow": world.workflow()}
+    workflow = workflow_create(
+        tenant=world.tenant,
+        name="quarterly-security-review-of-every-vendor-contract-" + "and-more" * 3,
+        steps=[
+            {
+                "name": f"step_{p}",
+                "provider": p,
+                "model": "a-model-with-a-long-name-" * 2,
+                "prompt": "x",
+            }
+            for p in ("anthropic", "openai", "sandbox")
+        ],
+        actor=Actor(label="user:a.very.long.operator.name@security.acme.example"),
+    )
+    return {"failed": failed, "runs": runs, "workflow": workflow}
 
 
 def _fill_audit(world, count: int = 60) -> None:
@@ -179,6 +194,7 @@ def _paths(seeded) -> list[str]:
         "/t/acme/tokens/",
         f"/t/acme/workflows/{seeded['workflow'].pk}/run/",
         "/t/acme/settings/",
+        "/t/acme/workflows/",
     ]
 
 

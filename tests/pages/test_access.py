@@ -103,7 +103,7 @@ def test_the_nav_links_only_to_pages_the_role_can_use(world, role):
     page = world.client(role).get(reverse("runs:run-list", args=["acme"])).content.decode()
     nav = re.search(r'<nav aria-label="Tenant">(.*?)</nav>', page, re.S).group(1)
     labels = re.findall(r">([^<]+)</a>", nav)
-    expected = ["Dashboard", "Runs", "Keys"]
+    expected = ["Dashboard", "Workflows", "Runs", "Keys"]
     if role in AUDIT_ROLES:
         expected.append("Audit")
     expected.append("Members")
