@@ -411,7 +411,14 @@ def test_a_narrow_screen_keeps_the_pages_inside_and_the_nav_in_reach_of_the_keyb
             assert now["right"] <= width["viewport"], now
             reached.append(now["text"])
     assert reached == [
-        "Dashboard", "Workflows", "Runs", "Keys", "Audit", "Members", "API tokens", "Settings"
+        "Dashboard",
+        "Workflows",
+        "Runs",
+        "Keys",
+        "Audit",
+        "Members",
+        "API tokens",
+        "Settings",
     ]
     # back to the last nav link, and Enter follows it
     page.keyboard.press("Shift+Tab")

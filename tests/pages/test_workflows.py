@@ -196,7 +196,7 @@ def test_the_list_shows_name_steps_providers_last_change_and_last_run(
     ]
     client = acme.client(Role.AUDITOR)
     client.get(url("workflow-list"))  # the session and membership are warm
-    with django_assert_num_queries(4):  # session, user, membership, one page of workflows
+    with django_assert_num_queries(5):  # session, user, the MFA policy, membership, the page
         response = client.get(url("workflow-list"))
     body = response.content.decode()
     rows = dict(re.findall(r'<tr data-workflow-id="([^"]+)">(.*?)</tr>', body, re.S))
@@ -237,6 +237,13 @@ def test_the_detail_shows_the_history_from_the_audit_log(acme, workflow):
 def test_the_detail_leaves_a_marked_place_for_actions(acme, workflow):
     body = acme.client(Role.DEVELOPER).get(url("workflow-detail", workflow.pk)).content.decode()
     assert '<section id="workflow-actions"' in body
+
+
+@pytest.mark.parametrize("role", [Role.OWNER, Role.ADMIN, Role.DEVELOPER, Role.AUDITOR])
+def test_the_actions_offer_the_run_form_to_those_who_may_trigger_runs(acme, workflow, role):
+    body = acme.client(role).get(url("workflow-detail", workflow.pk)).content.decode()
+    trigger = reverse("runs:run-trigger", args=["acme", workflow.pk])
+    assert (f'href="{trigger}"' in body) is (role != Role.AUDITOR)
 
 
 # --- The editor: create, validation, step buttons --------------------------------------------

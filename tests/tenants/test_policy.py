@@ -1,6 +1,7 @@
 """The tenant's policies over the API and on the settings page: who reads, who changes, what
 is refused, and the audit trail of every change."""
 
+import html
 import re
 
 import pytest
@@ -264,6 +265,20 @@ def test_admins_and_auditors_read_the_page_without_a_form_and_cannot_post(acme, 
     assert acme.tenant.retention_days is None
     denied = AuditEvent.objects.filter(tenant=acme.tenant, action="access.denied")
     assert denied.order_by("seq").last().metadata["reason"] == f"role {role} not allowed"
+
+
+@pytest.mark.parametrize("role", [Role.OWNER, Role.ADMIN, Role.AUDITOR])
+def test_the_page_shows_the_mfa_policy_and_links_to_it(acme, role):
+    from swrly.identity.models import TenantMfaPolicy
+
+    before = acme.client(role).get(PAGE).content.decode()
+    assert "Required for: no role." in html.unescape(re.sub(r"<[^>]+>", "", before))
+    # developers (who never open this page): the readers here need no second factor themselves
+    TenantMfaPolicy.objects.create(tenant=acme.tenant, required_roles=["developer"])
+    body = acme.client(role).get(PAGE).content.decode()
+    section = body.split('id="policy-mfa"', 1)[1].split("</section>", 1)[0]
+    assert re.sub(r"<[^>]+>", "", section).count("Required for: Developer.") == 1
+    assert f'href="{reverse("identity:mfa-policy", args=["acme"])}"' in section
 
 
 def test_developers_get_403_on_the_settings_page(acme):
