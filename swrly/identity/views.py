@@ -324,7 +324,8 @@ class InvitationAcceptView(View):
             )
         except InvitationError as exc:
             messages.error(request, exc.messages[0])
-            return self._render(request, Invitation.objects.get(pk=invitation.pk))
+            invitation.refresh_from_db()  # as the refusal left it (expired, used or revoked)
+            return self._render(request, invitation)
         request.session.pop(_LINK, None)
         if existing is None:
             auth_login(

@@ -134,7 +134,7 @@ def test_a_run_is_triggered_with_a_typed_key_that_no_page_or_log_shows(
     assert "Run of brief queued." in page.inner_text(".messages")
     assert _wait_for_status(page, sources, {"succeeded", "failed", "cancelled"}) == "succeeded"
     key = run.key_fingerprints["sandbox"]
-    keys_table = page.locator("table", has=page.locator("th:text-is('Hint')"))
+    keys_table = page.locator("table", has=page.locator("th:text-is('Stored key expiry')"))
     assert key["hint"] in keys_table.inner_text()
     assert key["fingerprint"][:12] in keys_table.inner_text()
     assert run.triggered_by == f"user:{acme.users[Role.DEVELOPER].username}"
@@ -224,7 +224,7 @@ def test_an_api_token_is_revoked_after_its_confirmation(acme, live_server, page)
         page.click("#confirm-revoke button:text('Revoke developer-token')")
 
     assert page.url == f"{live_server.url}/t/acme/tokens/"
-    assert "Revoked developer-token." in page.inner_text(".messages")
+    assert "Revoked the API token developer-token." in page.inner_text(".messages")
     row = page.locator("tr", has=page.locator("td:text-is('developer-token')"))
     assert "Revoked" in row.inner_text()
     assert acme.api(Role.DEVELOPER).get("/api/v1/me/").status_code == 401

@@ -18,6 +18,7 @@ from swrly.identity.services import (
     mfa_policy_set,
 )
 from swrly.web.pagination import KeysetPagination
+from tenants.access import scoped
 from tenants.api.base import TenantViewSet
 from tenants.api.serializers import MembershipRoleSerializer, MembershipSerializer
 from tenants.models import AUDIT_READ_ROLES, MANAGE_ROLES, OWNER_ROLES, Membership
@@ -129,9 +130,7 @@ class MfaPolicyView(APIView):
 
     def _policy(self, request: Request) -> TenantMfaPolicy:
         tenant = request.user.tenant
-        return TenantMfaPolicy.objects.filter(tenant=tenant).first() or TenantMfaPolicy(
-            tenant=tenant
-        )
+        return scoped(TenantMfaPolicy, tenant).first() or TenantMfaPolicy(tenant=tenant)
 
     @extend_schema(responses={200: MfaPolicySerializer})
     def get(self, request: Request) -> Response:
