@@ -35,6 +35,7 @@ from swrly.input_limits import MAX_JSON_DEPTH, TooDeep, unstorable_paths
 from swrly.keys.redaction import redact
 from swrly.keys.secret import ProviderSecret
 from swrly.providers import PROVIDERS
+from swrly.web.wording import sentence
 from tenants.access import get_for_tenant
 from tenants.models import WRITE_ROLES
 from tenants.pages import TenantPageView
@@ -307,13 +308,8 @@ def _without_keys(data: Any) -> Any:
 
 
 def _sentence(text: str) -> str:
-    """A service message as a page sentence: a capital first letter and a full stop."""
-    text = text.strip()
-    if not text:
-        return text
-    text = text.replace("only in provider_keys", "only in the key fields")
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
+    """A service message as this form's sentence: the API's field name becomes the form's."""
+    return sentence(text.replace("only in provider_keys", "only in the key fields"))
 
 
 class RunCancelView(RunPageView):

@@ -19,30 +19,23 @@ from tenants.models import Tenant
 
 
 def audit_user_event(
-    *, action: str, user: Any, request: HttpRequest | None, metadata: dict | None = None
+    *,
+    action: str,
+    user: Any,
+    request: HttpRequest | None,
+    metadata: dict | None = None,
+    bounded: bool = False,
 ) -> None:
-    """Audit something a signed-in user did to their own account, in each of their tenants."""
+    """Audit something done to a user's account, in each of their tenants. `bounded`: an
+    attempt anyone could make (a wrong second factor after a right password), recorded within
+    the flood bound and as `anonymous`."""
     _audit_auth(
         action=action,
         user=user,
         username=user.get_username(),
         request=request,
         metadata=metadata or {},
-    )
-
-
-def audit_user_event_bounded(
-    *, action: str, user: Any, request: HttpRequest | None, metadata: dict | None = None
-) -> None:
-    """Audit, within the flood bound and as `anonymous`, an attempt anyone could make on a
-    user's account (a wrong second factor after a right password)."""
-    _audit_auth(
-        action=action,
-        user=user,
-        username=user.get_username(),
-        request=request,
-        metadata=metadata or {},
-        bounded=True,
+        bounded=bounded,
     )
 
 

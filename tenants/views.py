@@ -144,24 +144,26 @@ class MemberRoleView(TenantPageView):
         return redirect(self.url("tenants:member-list"))
 
 
+def _member(view: TenantPageView, request: HttpRequest, membership_id: str) -> Membership:
+    """The tenant's membership with this id, with its user; 404 for another tenant's."""
+    return get_for_tenant(
+        Membership,
+        tenant=view.tenant,
+        pk=membership_id,
+        actor=view.actor,
+        request=request,
+        queryset=scoped(Membership, view.tenant).select_related("user"),
+    )
+
+
 class MemberRemoveView(TenantPageView):
     """GET: what removing the member does, and a button (works without JavaScript). POST:
     `membership_remove`."""
 
     allowed_roles = MANAGE_ROLES
 
-    def member(self, request: HttpRequest, membership_id: str) -> Membership:
-        return get_for_tenant(
-            Membership,
-            tenant=self.tenant,
-            pk=membership_id,
-            actor=self.actor,
-            request=request,
-            queryset=scoped(Membership, self.tenant).select_related("user"),
-        )
-
     def get(self, request: HttpRequest, tenant_slug: str, membership_id: str) -> HttpResponse:
-        membership = self.member(request, membership_id)
+        membership = _member(self, request, membership_id)
         return self.page(
             "tenants/member_remove.html",
             member=membership,
@@ -172,7 +174,7 @@ class MemberRemoveView(TenantPageView):
         )
 
     def post(self, request: HttpRequest, tenant_slug: str, membership_id: str) -> HttpResponse:
-        membership = self.member(request, membership_id)
+        membership = _member(self, request, membership_id)
         try:
             membership_remove(
                 membership=membership,
@@ -194,19 +196,12 @@ class MemberUnlockView(TenantPageView):
         return redirect(self.url("tenants:member-list"))
 
     def post(self, request: HttpRequest, tenant_slug: str, membership_id: str) -> HttpResponse:
-        membership = get_for_tenant(
-            Membership,
-            tenant=self.tenant,
-            pk=membership_id,
-            actor=self.actor,
-            request=request,
-            queryset=scoped(Membership, self.tenant).select_related("user"),
-        )
+        membership = _member(self, request, membership_id)
         name = membership.user.get_username()
         try:
             cleared = membership_unlock(membership=membership, by=self.by, request=request)
         except ValidationError as exc:
-            messages.error(request, _sentence(exc.messages[0]))
+            messages.error(request, sentence(exc.messages[0]))
         else:
             if cleared:
                 messages.success(request, f"Unlocked {name}: they can sign in again.")
@@ -273,14 +268,6 @@ class ApiTokenRevokeView(TenantPageView):
         api_token_revoke(token=token, actor=self.actor, request=request)
         messages.success(request, f"Revoked the API token {token.name}.")
         return HttpResponseRedirect(self.url("tenants:apitoken-list"))
-
-
-def _sentence(text: str) -> str:
-    """A service message as a page sentence: a capital first letter and a full stop."""
-    text = text.strip()
-    if text and not text.endswith((".", "!", "?")):
-        text += "."
-    return text[:1].upper() + text[1:]
 
 
 def home(request: HttpRequest) -> HttpResponse:

@@ -41,7 +41,7 @@ from tenants.access import get_for_tenant, scoped
 from tenants.forms import MemberAddForm
 from tenants.models import AUDIT_READ_ROLES, MANAGE_ROLES, OWNER_ROLES, Role
 from tenants.pages import TenantPageView
-from tenants.signals import audit_user_event_bounded
+from tenants.signals import audit_user_event
 
 _PENDING = "swrly_mfa_pending"
 
@@ -115,7 +115,7 @@ class MfaVerifyView(View):
         form = SecondFactorForm(request.POST)
         method = second_factor_verify(user=user, code=request.POST.get("code", ""))
         if method is None:
-            audit_user_event_bounded(action="auth.mfa_failed", user=user, request=request)
+            audit_user_event(action="auth.mfa_failed", user=user, request=request, bounded=True)
             # A wrong second factor counts toward the lockout like a wrong password.
             AxesProxyHandler.user_login_failed(
                 sender=MfaVerifyView, credentials=credentials, request=request
