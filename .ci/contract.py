@@ -256,6 +256,8 @@ def main() -> int:
         "API_RATE_PER_IP": "",
         "API_RATE_PER_TOKEN": "",
         "LOG_LEVEL": "WARNING",
+        # Invitations are sent nowhere: no mail server runs here.
+        "EMAIL_URL": "dummymail://",
     }
     manage = [str(BIN / "python"), str(ROOT / "manage.py")]
     base = f"http://127.0.0.1:{port}"

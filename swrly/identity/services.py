@@ -72,9 +72,14 @@ def _send_invitation(*, invitation: Invitation, link: str) -> None:
             settings.DEFAULT_FROM_EMAIL,
             [invitation.email],
         )
-    except Exception:
+    except Exception as exc:
         # The invitation stays pending: the inviter sees it and may revoke it and invite again.
-        log.exception("the invitation e-mail to %s could not be sent", invitation.email)
+        # One line, no traceback: a mail server that refuses is an operations fact, not a bug.
+        log.error(
+            "the invitation e-mail to %s could not be sent: %s",
+            invitation.email,
+            type(exc).__name__,
+        )
 
 
 @transaction.atomic

@@ -1,5 +1,6 @@
 """Invitations: a single-use, expiring e-mailed link replaces the one-time password."""
 
+import socket
 from datetime import timedelta
 
 import pytest
@@ -288,3 +289,31 @@ def test_the_api_invites_and_never_returns_a_password_or_the_link(acme, on_commi
         reverse("api:member-list"), {"email": "o@example.com", "role": "owner"}, "application/json"
     )
     assert owner.status_code == 400
+
+
+def test_a_mail_server_that_refuses_leaves_the_invitation_pending_and_logs_one_line(
+    acme, on_commit, settings, caplog
+):
+    # given a mail server address where nothing listens (a real refused connection)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    # when an owner invites through the API
+    response = on_commit(
+        acme.api(Role.OWNER).post,
+        "/api/v1/invitations/",
+        {"email": "late@example.com", "role": "developer"},
+        "application/json",
+    )
+    # then the invitation is made and stays pending, to be revoked and sent again
+    assert response.status_code == 201
+    invitation = Invitation.objects.get(tenant=acme.tenant, email="late@example.com")
+    assert invitation.accepted_at is None and invitation.revoked_at is None
+    # and the failure is one error line that names the cause, without a traceback or the link
+    (record,) = [r for r in caplog.records if "could not be sent" in r.getMessage()]
+    assert record.levelname == "ERROR"
+    assert record.exc_info is None
+    assert record.getMessage().endswith("ConnectionRefusedError")
+    assert f"/invitations/{invitation.pk}/" not in caplog.text

@@ -282,3 +282,41 @@ def test_options_describes_what_a_run_request_sends(acme):
     post = response.json()["actions"]["POST"]
     assert set(post) == {"workflow", "input", "provider_keys"}
     assert not any(field["read_only"] for field in post.values())
+
+
+# --- Every answer of a new tenant, as the schema says ---------------------------------------
+
+_JSON = "application/json"
+
+
+def _plain_get_paths(schema: dict[str, Any]) -> list[str]:
+    """The GET routes without path parameters that answer JSON (the read side of a tenant)."""
+    paths = []
+    for path, operations in schema["paths"].items():
+        get = operations.get("get")
+        if "{" in path or get is None:
+            continue
+        if any(_JSON in response.get("content", {}) for response in get["responses"].values()):
+            paths.append(path)
+    return sorted(paths)
+
+
+def _response_schema(schema: dict[str, Any], path: str, status: int) -> dict[str, Any]:
+    responses = schema["paths"][path]["get"]["responses"]
+    assert str(status) in responses, f"GET {path} answered an undocumented {status}"
+    return responses[str(status)]["content"][_JSON]["schema"]
+
+
+@pytest.mark.parametrize("role", [Role.OWNER, Role.DEVELOPER, Role.AUDITOR])
+def test_every_read_of_a_new_tenant_answers_as_the_schema_says(schema, acme, role):
+    # A new tenant is where defaults show: a policy never set, an empty list, a null date.
+    api = acme.api(role)
+    paths = _plain_get_paths(schema)
+    assert "/api/v1/mfa-policy/" in paths and "/api/v1/runs/" in paths
+    for path in paths:
+        response = api.get(path, HTTP_ACCEPT=_JSON)
+        if response.get("Content-Type", "").split(";")[0] != _JSON:
+            continue  # a schema document or an export: not a JSON answer
+        document = {**_response_schema(schema, path, response.status_code)}
+        document["components"] = schema["components"]
+        OAS30ReadValidator(document).validate(response.json())

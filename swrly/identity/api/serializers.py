@@ -48,6 +48,11 @@ class MfaPolicySerializer(StrictSerializerMixin, serializers.ModelSerializer):
         allow_empty=True,
         help_text="Roles whose members must sign in to the pages with a second factor.",
     )
+    updated_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When an owner last changed the policy; null while it was never set.",
+    )
 
     class Meta:
         model = TenantMfaPolicy
