@@ -310,7 +310,8 @@ def test_a_mail_server_that_refuses_leaves_the_invitation_pending_and_logs_one_l
     # then the invitation is made and stays pending, to be revoked and sent again
     assert response.status_code == 201
     invitation = Invitation.objects.get(tenant=acme.tenant, email="late@example.com")
-    assert invitation.accepted_at is None and invitation.revoked_at is None
+    assert invitation.accepted_at is None
+    assert invitation.revoked_at is None
     # and the failure is one error line that names the cause, without a traceback or the link
     (record,) = [r for r in caplog.records if "could not be sent" in r.getMessage()]
     assert record.levelname == "ERROR"

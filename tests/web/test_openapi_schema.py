@@ -312,7 +312,8 @@ def test_every_read_of_a_new_tenant_answers_as_the_schema_says(schema, acme, rol
     # A new tenant is where defaults show: a policy never set, an empty list, a null date.
     api = acme.api(role)
     paths = _plain_get_paths(schema)
-    assert "/api/v1/mfa-policy/" in paths and "/api/v1/runs/" in paths
+    assert "/api/v1/mfa-policy/" in paths
+    assert "/api/v1/runs/" in paths
     for path in paths:
         response = api.get(path, HTTP_ACCEPT=_JSON)
         if response.get("Content-Type", "").split(";")[0] != _JSON:
