@@ -59,6 +59,8 @@ class SwrlyAutoSchema(AutoSchema):
             codes.append("404")  # an unknown id, or (POST) a workflow not in the tenant
         if self.method == "GET" and "{" not in self.path:
             codes.append("400")  # bad filters or cursor
+        if self.method == "DELETE":
+            codes.append("400")  # refused by the object's state (revoked already, the last owner)
         view = self.view
         codes += list(getattr(view, "extra_error_codes", {}).get(getattr(view, "action", None), []))
         return sorted(set(codes))

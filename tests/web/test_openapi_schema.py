@@ -321,3 +321,30 @@ def test_every_read_of_a_new_tenant_answers_as_the_schema_says(schema, acme, rol
         document = {**_response_schema(schema, path, response.status_code)}
         document["components"] = schema["components"]
         OAS30ReadValidator(document).validate(response.json())
+
+
+def _documents(schema: dict[str, Any], method: str, path: str, status: int) -> bool:
+    return str(status) in schema["paths"][path][method]["responses"]
+
+
+def test_a_delete_refused_by_the_objects_state_is_a_documented_answer(schema, acme):
+    # given an invitation already revoked, and a tenant whose only owner is its owner
+    api = acme.api(Role.OWNER)
+    created = api.post(
+        "/api/v1/invitations/",
+        {"email": "twice@example.com", "role": "auditor"},
+        "application/json",
+    )
+    invitation = f"/api/v1/invitations/{created.json()['id']}/"
+    assert api.delete(invitation).status_code == 200
+    owner = api.get("/api/v1/members/").json()["results"]
+    (owner_id,) = [m["id"] for m in owner if m["role"] == Role.OWNER]
+    # when each is deleted (again)
+    refused = [api.delete(invitation), api.delete(f"/api/v1/members/{owner_id}/")]
+    # then each is refused with a status its operation documents, in the error shape
+    for path, response in zip(
+        ["/api/v1/invitations/{id}/", "/api/v1/members/{id}/"], refused, strict=True
+    ):
+        assert response.status_code == 400, response.content
+        assert _documents(schema, "delete", path, response.status_code)
+        _conforms(schema, "Error", response.json())
