@@ -12,12 +12,16 @@ Transactions (a run of n steps commits n + 2 times): the claim (with `run.starte
 reads the run needs); the first step's start, with `key.consumed` for every key taken; then,
 between two calls, one transaction records the answer of step i and starts step i + 1 (the run
 checked alive, its heartbeat written), so a page always shows the step in flight as `running`;
-the last answer is recorded with the run's end. Audit events go through `audited_atomic`: the
+the last answer is recorded with the run's end. A streamed step also writes its output so far,
+redacted, at most every STREAM_PROGRESS_INTERVAL seconds while it arrives (`_StreamProgress`:
+two autocommitted statements, the run's heartbeat and the step's text); a cancellation seen
+there stops the step at once. Audit events go through `audited_atomic`: the
 chain head is locked only for the last statements before each commit. Rows are written with
 `update_fields`, never read back.
 """
 
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -127,6 +131,7 @@ RESULT_FIELDS = (
     "destination_scheme",
     "destination_host",
     "destination_port",
+    "ttft_ms",
 )
 START_FIELDS = (
     "status",
@@ -497,6 +502,7 @@ def _run_steps_with(
                 system=render(step["system"], run_input=run.input, outputs=outputs),
                 max_tokens=step["max_tokens"],
                 temperature=step["temperature"],
+                stream=step.get("stream", False),  # steps saved before streaming have none
             )
         except (KeyError, TypeError) as exc:
             raise RunAborted(
@@ -506,6 +512,7 @@ def _run_steps_with(
             f"starting step {step_run.position} of run {run.pk}",
             partial(_start_step, run, step_run, actor, progress),
         )
+        streamed = _StreamProgress(run, step_run) if call.stream else None
         try:
             result = call_provider(
                 step["provider"],
@@ -513,7 +520,16 @@ def _run_steps_with(
                 call=call,
                 client=client,
                 pause=pause,
+                on_text=streamed,
             )
+        except _Stopped:
+            # A cancellation (or the reaper) seen while the answer streamed: the call stopped.
+            step_run.status = StepStatus.FAILED
+            step_run.output_text = streamed.so_far() if streamed is not None else ""
+            step_run.error = STREAM_STOPPED
+            step_run.finished_at = timezone.now()
+            progress.unsaved = step_run  # recorded with the run's end
+            raise
         except ProviderError as exc:
             metrics.step_finished(step["provider"], exc.code, exc.latency_ms)
             step_run.status = StepStatus.FAILED
@@ -522,6 +538,9 @@ def _run_steps_with(
             step_run.latency_ms = exc.latency_ms
             step_run.attempts = exc.attempts
             step_run.destination = exc.destination  # None: refused before anything was sent
+            step_run.ttft_ms = exc.ttft_ms
+            if streamed is not None:  # what arrived before the stream broke off
+                step_run.output_text = streamed.so_far()
             step_run.error = redact(exc.message)
             step_run.finished_at = timezone.now()
             progress.unsaved = step_run  # recorded with the run's end
@@ -541,9 +560,63 @@ def _run_steps_with(
         step_run.latency_ms = result.latency_ms
         step_run.attempts = result.attempts
         step_run.destination = result.destination
+        step_run.ttft_ms = result.ttft_ms
         step_run.finished_at = timezone.now()
         progress.unsaved = step_run  # recorded with the next step's start, or the run's end
         outputs[step["name"]] = output
+
+
+STREAM_STOPPED = (
+    "stopped while the answer streamed (the run was cancelled or ended): the provider may bill "
+    "what it had generated"
+)
+_UNFINISHED_WORD = re.compile(r"\S*\Z")
+
+
+def shown_so_far(text: str) -> str:
+    """A streamed answer's text so far as it may be shown: redacted, without its last word
+    until whitespace follows it (a key split across two events is never shown in part)."""
+    return redact(_UNFINISHED_WORD.sub("", text))
+
+
+class _StreamProgress:
+    """Hears a streamed step's text (call_provider's `on_text`) and writes what may be shown of
+    it at most every STREAM_PROGRESS_INTERVAL seconds: the run's heartbeat, then the step's
+    output, each one autocommitted UPDATE. _Stopped when the run may not go on (a cancellation
+    was requested, or the reaper ended it): the call stops there. A write the database refuses is
+    skipped (the answer is recorded in full when the step ends)."""
+
+    def __init__(self, run: Run, step_run: StepRun) -> None:
+        self.run, self.step_run = run, step_run
+        self.pieces: list[str] = []
+        self.shown = ""  # the last output written
+        self.due = time.monotonic() + settings.STREAM_PROGRESS_INTERVAL
+
+    def __call__(self, text: str) -> None:
+        self.pieces.append(text)
+        if time.monotonic() >= self.due:
+            self.write()
+
+    def so_far(self) -> str:
+        """What may be shown of the text heard so far (see shown_so_far)."""
+        return shown_so_far("".join(self.pieces))
+
+    def write(self) -> None:
+        self.due = time.monotonic() + settings.STREAM_PROGRESS_INTERVAL
+        shown = self.so_far()
+        try:
+            alive = Run.objects.filter(
+                pk=self.run.pk, status=RunStatus.RUNNING, cancel_requested_at=None
+            ).update(heartbeat_at=timezone.now())
+            if alive and shown != self.shown:
+                StepRun.objects.filter(pk=self.step_run.pk).update(output_text=shown)
+                self.shown = shown
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("run %s: the streamed output could not be written (%s)", self.run.pk, exc)
+            connection.close()  # the next statement opens a new connection
+            return
+        if not alive:
+            raise _Stopped
 
 
 def _start_step(run: Run, step_run: StepRun, actor: Actor, progress: _Progress) -> None:

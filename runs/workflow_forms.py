@@ -18,11 +18,13 @@ from django.http import HttpRequest, QueryDict
 
 from runs.api.serializers import WorkflowSerializer
 from runs.models import Workflow
-from runs.workflow_spec import MAX_STEPS, STEP_FIELDS, Integer, Number
+from runs.workflow_spec import MAX_STEPS, STEP_FIELDS, Boolean, Integer, Number
 from swrly.providers import PROVIDER_NAMES
 
 FIELD_NAMES = [f.name for f in STEP_FIELDS]
 _NUMERIC = {f.name: f for f in STEP_FIELDS if isinstance(f, Integer | Number)}
+_CHECKBOXES = frozenset(f.name for f in STEP_FIELDS if isinstance(f, Boolean))
+_CHECKED = "on"  # what a ticked checkbox posts
 _STEP_MESSAGE = re.compile(r"^steps\[(\d+)\](?:\.(\w+))?: ")
 _OP = re.compile(r"^(add|remove|up|down)(?:-(\d{1,2}))?$")
 _MULTILINE = frozenset({"system", "prompt"})
@@ -45,6 +47,8 @@ def _number(text: str) -> Any:
 
 
 def _field_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return _CHECKED if value else ""  # a checkbox: ticked or not
     return "" if value is None else str(value)
 
 
@@ -72,6 +76,8 @@ class StepFields:
             if name in _NUMERIC:
                 if text.strip():
                     step[name] = _number(text)
+            elif name in _CHECKBOXES:
+                step[name] = text == _CHECKED
             elif name == "provider":
                 if text:
                     step[name] = text

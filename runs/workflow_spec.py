@@ -4,7 +4,7 @@ A step is a dict whose fields STEP_FIELDS declares (types, limits, defaults, mes
 
     {"name": "summarize", "provider": "anthropic", "model": "claude-…",
      "system": "optional", "prompt": "Summarize {{ input.text }}",
-     "max_tokens": 1024, "temperature": 0.2}
+     "max_tokens": 1024, "temperature": 0.2, "stream": false}
 
 Templates know two kinds of reference, and nothing else: `{{ input.a.b }}` (a value from the
 run's input) and `{{ steps.NAME.output }}` (the output of an earlier step). Rendering is a single
@@ -118,6 +118,16 @@ class Number(StepField):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Boolean(StepField):
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    @property
+    def message(self) -> str:
+        return "true or false"
+
+
 STEP_FIELDS: tuple[StepField, ...] = (
     Text(
         name="name",
@@ -143,6 +153,15 @@ STEP_FIELDS: tuple[StepField, ...] = (
         maximum=2,
         nullable=True,
         help_text="Sent to OpenAI-protocol providers only.",
+    ),
+    Boolean(
+        name="stream",
+        required=False,
+        default=False,
+        help_text=(
+            "Ask the provider to stream its answer: the run shows the step's output, redacted, "
+            "while it arrives, and records the time to its first token."
+        ),
     ),
 )
 FIELD_NAMES = frozenset(field.name for field in STEP_FIELDS)

@@ -244,6 +244,10 @@ PROVIDER_MAX_RETRIES = env.int("PROVIDER_MAX_RETRIES", default=2)
 # It must exceed the longest step: (connect + read timeout) x (retries + 1) plus back-off.
 RUN_INTERRUPTED_AFTER = env.int("RUN_INTERRUPTED_AFTER", default=900)
 
+# A streamed step's output so far is written at most this often (seconds): what the run page and
+# the API show while the step runs, and how soon a cancellation stops it.
+STREAM_PROGRESS_INTERVAL = env.float("STREAM_PROGRESS_INTERVAL", default=0.5)
+
 # A queued run that no worker has claimed this long after it was enqueued is enqueued again
 # (its message was lost, or its claim failed), as long as its keys are still valid. A duplicate
 # delivery is harmless: the claim is a conditional update. Must stay below BYOK_TOKEN_TTL - 60

@@ -17,6 +17,7 @@ from runs.models import Run, RunError, StepRun, Workflow
 from runs.workflow_spec import (
     MAX_STEPS,
     STEP_FIELDS,
+    Boolean,
     Choice,
     Integer,
     Number,
@@ -76,6 +77,8 @@ def _schema_field(field: StepField) -> serializers.Field:
             return serializers.IntegerField(
                 min_value=field.minimum, max_value=field.maximum, **options
             )
+        case Boolean():
+            return serializers.BooleanField(**options)
         case Number():
             return serializers.FloatField(
                 min_value=field.minimum,
@@ -186,6 +189,7 @@ class StepRunSerializer(serializers.ModelSerializer):
             "input_tokens",
             "output_tokens",
             "latency_ms",
+            "ttft_ms",
             "http_status",
             "attempts",
             "output_text",
@@ -195,7 +199,15 @@ class StepRunSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
         extra_kwargs = {
-            "output_text": {"allow_null": True, "help_text": "null once the content is purged."},
+            "output_text": {
+                "allow_null": True,
+                "help_text": "The answer, redacted; while a streamed step runs, what has arrived "
+                "so far (its last, unfinished word held back); null once the content is purged.",
+            },
+            "ttft_ms": {
+                "help_text": "A streamed step: milliseconds from sending the request to the first "
+                "text of the answer; null for a step that does not stream or has no text yet."
+            },
             "error": {"allow_null": True, "help_text": "null once the content is purged."},
             "destination_scheme": {
                 "help_text": 'Where the step\'s requests went, with the key: the scheme ("https") '

@@ -4,6 +4,12 @@ https://platform.claude.com/docs/en/api/messages — the request carries the key
 and the API version (2026-10-21) in `anthropic-version`. Version 2026-10-21 removed
 `temperature`, `top_p` and `top_k`: a request carrying any of them is a 400, so a step's
 temperature is not sent to Anthropic. The answer's text is the concatenation of its text blocks.
+
+With `"stream": true` the answer is the Messages event stream
+(https://platform.claude.com/docs/en/build-with-claude/streaming): `message_start` (input
+usage), `content_block_delta` events whose `text_delta` carries the text, `message_delta`
+(cumulative usage), `message_stop`; `ping` and events this reader does not know are skipped, as
+the API asks, and `error` breaks the stream off.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ from typing import Any
 from runs.providers.base import (
     ModelCall,
     ParsedAnswer,
+    StreamBrokeOff,
+    StreamReader,
     UnexpectedAnswer,
     WireProtocol,
+    json_event,
     require_int,
 )
 from swrly.providers import ANTHROPIC_MESSAGES
@@ -30,6 +39,8 @@ def build_body(call: ModelCall) -> dict[str, Any]:
     }
     if call.system:
         body["system"] = call.system
+    if call.stream:
+        body["stream"] = True
     return body
 
 
@@ -55,8 +66,52 @@ def parse_answer(payload: Any) -> ParsedAnswer:
     )
 
 
+class MessagesStream(StreamReader):
+    """The Messages event stream, event by event (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.usage: dict[str, Any] = {}
+
+    def read(self, event: str, data: str) -> str:
+        payload = json_event(data)
+        kind = payload.get("type", event)
+        if kind == "error":
+            raise StreamBrokeOff(data)
+        if kind == "message_start":
+            message = payload.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+            if not isinstance(usage, dict):
+                raise UnexpectedAnswer("message_start has no usage")
+            self.usage.update(usage)
+        elif kind == "message_delta":
+            usage = payload.get("usage")
+            if isinstance(usage, dict):  # cumulative: the latest counts win
+                self.usage.update({k: v for k, v in usage.items() if v is not None})
+        elif kind == "message_stop":
+            self.finished = True
+        elif kind == "content_block_delta":
+            delta = payload.get("delta")
+            if not isinstance(delta, dict):
+                raise UnexpectedAnswer("content_block_delta has no delta")
+            if delta.get("type") == "text_delta":
+                if not isinstance(delta.get("text"), str):
+                    raise UnexpectedAnswer("a text_delta has no text")
+                self.texts.append(delta["text"])
+                return delta["text"]
+        return ""
+
+    def answer(self) -> ParsedAnswer:
+        return ParsedAnswer(
+            text="".join(self.texts),
+            input_tokens=require_int(self.usage.get("input_tokens"), "usage.input_tokens"),
+            output_tokens=require_int(self.usage.get("output_tokens"), "usage.output_tokens"),
+        )
+
+
 ANTHROPIC = WireProtocol(
     wire=ANTHROPIC_MESSAGES,
     build_body=build_body,
     parse_answer=parse_answer,
+    stream_reader=MessagesStream,
 )

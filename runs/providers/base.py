@@ -2,8 +2,8 @@
 
 `ModelCall`, `ModelResult` and `ProviderError` are the whole interface the executor sees; a
 `WireProtocol` pairs one API's wire facts (`swrly.providers.WireFormat`: path, auth and
-request-id headers) with the code that builds its body and parses its answer, for the single
-sending wrapper in `runs.providers.client`.
+request-id headers) with the code that builds its body and parses its answer (whole, or as a
+server-sent event stream), for the single sending wrapper in `runs.providers.client`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class ModelCall:
     system: str = ""
     max_tokens: int = 1024
     temperature: float | None = None  # sent to OpenAI only: Anthropic 2026-10-21 refuses it
+    stream: bool = False  # ask for the answer as server-sent events
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class ModelResult:
     latency_ms: int  # total wall time, retries and back-off included
     attempts: int
     destination: Destination | None = None  # where the requests went (the allow-listed URL)
+    ttft_ms: int | None = None  # a streamed call: from sending to the first text of the answer
 
 
 class ProviderError(Exception):
@@ -71,6 +73,7 @@ class ProviderError(Exception):
         attempts: int = 0,
         latency_ms: int = 0,
         destination: Destination | None = None,
+        ttft_ms: int | None = None,
     ) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown provider error code {code!r}")
@@ -83,6 +86,7 @@ class ProviderError(Exception):
         self.attempts = attempts
         self.latency_ms = latency_ms
         self.destination = destination  # None when no request left (refused before sending)
+        self.ttft_ms = ttft_ms  # a stream that broke off after its first text
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -108,6 +112,40 @@ class ParsedAnswer:
     output_tokens: int
 
 
+class StreamBrokeOff(Exception):
+    """The provider ended its event stream with an error event; the argument is its body."""
+
+
+class StreamReader:
+    """What one provider's event stream says, read event by event.
+
+    `read(event, data)` takes one server-sent event (its `event:` name, '' when it has none, and
+    its `data:`), returns the text it adds to the answer ('' for most events), and raises
+    StreamBrokeOff for the API's in-stream error or UnexpectedAnswer for an event of the wrong
+    shape. `finished` says whether the API's last event arrived; `answer()` is the whole answer
+    with its usage (UnexpectedAnswer if the stream carried none).
+    """
+
+    finished: bool = False
+
+    def read(self, event: str, data: str) -> str:
+        raise NotImplementedError
+
+    def answer(self) -> ParsedAnswer:
+        raise NotImplementedError
+
+
+def json_event(data: str) -> dict[str, Any]:
+    """One event's data as the JSON object the APIs send; UnexpectedAnswer otherwise."""
+    try:
+        payload = json.loads(data)
+    except (ValueError, RecursionError):
+        raise UnexpectedAnswer("an event's data is not JSON") from None
+    if not isinstance(payload, dict):
+        raise UnexpectedAnswer("an event's data is not a JSON object")
+    return payload
+
+
 @dataclass(frozen=True)
 class WireProtocol:
     """One provider API: its wire facts (from the registry), the body, and the answer."""
@@ -115,6 +153,7 @@ class WireProtocol:
     wire: WireFormat
     build_body: Callable[[ModelCall], dict[str, Any]]
     parse_answer: Callable[[Any], ParsedAnswer]  # raises UnexpectedAnswer
+    stream_reader: Callable[[], StreamReader]  # a new reader for each streamed answer
 
 
 def require_int(value: Any, what: str) -> int:

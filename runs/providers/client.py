@@ -9,6 +9,10 @@ the one for this request's provider, in any encoding: a request carrying one is 
 (`key_leak_blocked`), so a key one provider echoed can never reach another.
 Every message that leaves this module is redacted, and the key is read from the
 ProviderSecret only while a request is being built. Request headers are never logged.
+
+A streamed call (`ModelCall.stream`) is sent and retried the same way; once a 2xx answer's
+headers arrive, its server-sent events are read as they come (`on_text` hears each piece of
+text) and nothing is retried: the provider is doing the work.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +46,10 @@ from runs.providers.base import (
     TIMEOUT,
     ModelCall,
     ModelResult,
+    ParsedAnswer,
     ProviderError,
+    StreamBrokeOff,
+    UnexpectedAnswer,
     WireProtocol,
     error_summary,
 )
@@ -76,10 +83,11 @@ REQUEST_ID_LIMIT = 200
 class Delivery:
     """A 2xx answer and what it took to get it."""
 
-    response: httpx.Response
+    response: httpx.Response  # a streamed answer's body is still unread: close it when done
     attempts: int
     latency_ms: int
     destination: Destination
+    started: float  # time.monotonic() when the first attempt began
 
 
 @functools.cache
@@ -277,19 +285,34 @@ def _post(
     secret: ProviderSecret,
     content: bytes,
     timeout: httpx.Timeout,
+    stream: bool = False,
 ) -> httpx.Response | _TransportFailure:
     """One POST. Transport errors come back as values, so that the ProviderError raised for
-    them does not chain httpx's exception, whose request carries the key in its headers."""
+    them does not chain httpx's exception, whose request carries the key in its headers.
+
+    With `stream`, a 2xx answer's body is left unread (the caller reads its events and closes
+    it); any other answer is read whole, as without."""
     try:
-        return client.post(
+        request = client.build_request(
+            "POST",
             url,
             content=content,
-            headers={**_headers(), **protocol.wire.auth_headers(secret.reveal())},
+            headers={**_headers(stream), **protocol.wire.auth_headers(secret.reveal())},
             timeout=timeout,
-            follow_redirects=False,
-            # None (no auth; the stubs leave it out): a caller's client cannot add credentials.
-            auth=None,  # type: ignore[arg-type]
         )
+        # auth=None: a caller's client cannot add credentials.
+        response = client.send(
+            request,
+            stream=stream,
+            follow_redirects=False,
+            auth=None,
+        )
+        if stream and not 200 <= response.status_code <= 299:
+            try:
+                response.read()
+            finally:
+                response.close()
+        return response
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         # The request never left, so a retry cannot make the provider work twice.
         return _TransportFailure(
@@ -307,10 +330,10 @@ def _post(
         )
 
 
-def _headers() -> dict[str, str]:
+def _headers(stream: bool = False) -> dict[str, str]:
     """The request's headers but the key's."""
     return {
-        "accept": "application/json",
+        "accept": "text/event-stream" if stream else "application/json",
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
@@ -322,10 +345,12 @@ def _encode(body: dict[str, Any]) -> bytes:
 
 
 @sensitive_variables("key_headers", "headers", "text")
-def _carries_foreign_key(protocol: WireProtocol, secret: ProviderSecret, content: bytes) -> bool:
+def _carries_foreign_key(
+    protocol: WireProtocol, secret: ProviderSecret, content: bytes, stream: bool = False
+) -> bool:
     """Whether the body or headers carry a live key other than `secret`'s, in any encoding."""
     key_headers = protocol.wire.auth_headers(secret.reveal())
-    headers = [f"{name}: {value}" for name, value in {**_headers(), **key_headers}.items()]
+    headers = [f"{name}: {value}" for name, value in {**_headers(stream), **key_headers}.items()]
     text = "\n".join([content.decode("utf-8", errors="replace"), *headers])
     return foreign_key_in(text, own=secret)
 
@@ -338,16 +363,18 @@ def send(
     body: dict[str, Any],
     client: httpx.Client | ProviderClients | None = None,
     pause: Callable[[float], None] = time.sleep,
+    stream: bool = False,
 ) -> Delivery:
     """POST `body` to `provider`'s allowed base URL + `protocol.wire.path`, with bounded retries.
 
-    Returns the first 2xx answer; raises ProviderError for everything else. Without `client`,
-    or with the ProviderClients that provider_client() lends a run, the call goes through this
-    process's pooled client for `provider` (pooled_client). A caller's own httpx.Client may be
-    passed instead: redirects, timeouts and auth are still set per request, so its defaults
-    cannot change where or how the key travels. `pause(seconds)` is how it waits
-    between attempts (the back-off, or the provider's retry-after): time.sleep unless the caller
-    passes another (the tests pass a recorder).
+    Returns the first 2xx answer; raises ProviderError for everything else. With `stream`, the
+    request accepts `text/event-stream` and the answer's body is left unread: the caller closes
+    it. Without `client`, or with the ProviderClients that provider_client() lends a run, the
+    call goes through this process's pooled client for `provider` (pooled_client). A caller's
+    own httpx.Client may be passed instead: redirects, timeouts and auth are still set per
+    request, so its defaults cannot change where or how the key travels. `pause(seconds)` is how
+    it waits between attempts (the back-off, or the provider's retry-after): time.sleep unless
+    the caller passes another (the tests pass a recorder).
     """
     started = time.monotonic()
     try:
@@ -365,7 +392,7 @@ def send(
     destination = destination_of(url)
     max_retries = max(0, int(settings.PROVIDER_MAX_RETRIES))
     content = _encode(body)
-    if _carries_foreign_key(protocol, secret, content):
+    if _carries_foreign_key(protocol, secret, content, stream):
         security_log.warning(
             "a %s request carrying another provider's live key was refused before sending",
             provider,
@@ -395,7 +422,7 @@ def send(
     while True:
         attempts += 1
         attempt_started = time.monotonic()
-        outcome = _post(client, provider, url, protocol, secret, content, timeout)
+        outcome = _post(client, provider, url, protocol, secret, content, timeout, stream)
         if isinstance(outcome, _TransportFailure):
             metrics.provider_request(provider, attempt_started, failure=outcome.code)
             if outcome.code is not None:
@@ -406,7 +433,7 @@ def send(
             status = response.status_code
             metrics.provider_request(provider, attempt_started, status=status)
             if 200 <= status <= 299:
-                return Delivery(response, attempts, _elapsed_ms(started), destination)
+                return Delivery(response, attempts, _elapsed_ms(started), destination, started)
             if status in (401, 403):
                 raise failed(
                     PROVIDER_AUTH_FAILED,
@@ -444,10 +471,15 @@ def call_provider(
     call: ModelCall,
     client: httpx.Client | ProviderClients | None = None,
     pause: Callable[[float], None] = time.sleep,
+    on_text: Callable[[str], None] | None = None,
 ) -> ModelResult:
     """Run one model call with the customer's key; ProviderError (redacted) when it fails.
 
-    `client` and `pause` are passed on to send()."""
+    `client` and `pause` are passed on to send(). A streamed call (`call.stream`) gives each
+    piece of the answer's text to `on_text` as it arrives (unredacted: the caller redacts what it
+    keeps); an exception `on_text` raises stops the call (the connection is closed) and reaches
+    the caller as it is.
+    """
     spec = PROVIDERS.get(provider) if isinstance(provider, str) else None
     if spec is None:
         raise ProviderError(EGRESS_REFUSED, f"egress refused: unknown provider {provider!r}")
@@ -459,8 +491,13 @@ def call_provider(
         body=protocol.build_body(call),
         client=client,
         pause=pause,
+        stream=call.stream,
     )
     response = delivery.response
+    if call.stream and _is_event_stream(response):
+        return _read_stream(provider, protocol, delivery, on_text)
+    if call.stream:  # a gateway that answered the whole body at once: read it as one answer
+        _read_whole(provider, protocol, delivery)
     try:
         answer = protocol.parse_answer(response.json())
     except (ValueError, RecursionError) as exc:  # UnexpectedAnswer and JSON errors
@@ -474,13 +511,143 @@ def call_provider(
             latency_ms=delivery.latency_ms,
             destination=delivery.destination,
         ) from None
+    return _result(answer, protocol, delivery, delivery.latency_ms)
+
+
+def _result(
+    answer: ParsedAnswer,
+    protocol: WireProtocol,
+    delivery: Delivery,
+    latency_ms: int,
+    ttft_ms: int | None = None,
+) -> ModelResult:
     return ModelResult(
         text=answer.text,
         input_tokens=answer.input_tokens,
         output_tokens=answer.output_tokens,
-        request_id=_request_id(response, protocol),
-        http_status=response.status_code,
-        latency_ms=delivery.latency_ms,
+        request_id=_request_id(delivery.response, protocol),
+        http_status=delivery.response.status_code,
+        latency_ms=latency_ms,
         attempts=delivery.attempts,
         destination=delivery.destination,
+        ttft_ms=ttft_ms,
+    )
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").split(";")[0].strip() == "text/event-stream"
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Server-sent events as (event name, data) pairs, from the body's lines.
+
+    As the HTML standard's event-stream interpretation says: `data:` lines join with newlines,
+    one leading space after the colon is dropped, `:` lines are comments, a blank line ends an
+    event, an event without data is not dispatched, and an unfinished last event is dropped.
+    """
+    name = ""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield name, "\n".join(data)
+            name, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+
+
+def _read_whole(provider: str, protocol: WireProtocol, delivery: Delivery) -> None:
+    try:
+        delivery.response.read()
+    except httpx.HTTPError as exc:
+        raise _stream_failure(provider, protocol, delivery, None, exc) from None
+    finally:
+        delivery.response.close()
+
+
+def _read_stream(
+    provider: str,
+    protocol: WireProtocol,
+    delivery: Delivery,
+    on_text: Callable[[str], None] | None,
+) -> ModelResult:
+    """The streamed answer, read to its last event; on_text hears each piece of text."""
+    response = delivery.response
+    reader = protocol.stream_reader()
+    ttft_ms: int | None = None
+    try:
+        for event, data in sse_events(response.iter_lines()):
+            text = reader.read(event, data)
+            if text:
+                if ttft_ms is None:
+                    ttft_ms = _elapsed_ms(delivery.started)
+                if on_text is not None:
+                    on_text(text)
+            if reader.finished:
+                break
+        if not reader.finished:
+            raise UnexpectedAnswer("the stream ended before the answer's last event")
+        answer = reader.answer()
+    except httpx.HTTPError as exc:
+        raise _stream_failure(provider, protocol, delivery, ttft_ms, exc) from None
+    except StreamBrokeOff as broke_off:
+        raise _stream_failure(
+            provider,
+            protocol,
+            delivery,
+            ttft_ms,
+            message=f"{provider} broke off its answer with an error event: "
+            f"{error_summary(str(broke_off))}",
+        ) from None
+    except (ValueError, RecursionError) as exc:  # UnexpectedAnswer
+        raise _stream_failure(
+            provider,
+            protocol,
+            delivery,
+            ttft_ms,
+            message=f"{provider} answered HTTP {response.status_code} with an event stream that "
+            f"is not a {protocol.wire.name} answer ({exc})",
+        ) from None
+    finally:
+        response.close()
+    return _result(answer, protocol, delivery, _elapsed_ms(delivery.started), ttft_ms)
+
+
+def _stream_failure(
+    provider: str,
+    protocol: WireProtocol,
+    delivery: Delivery,
+    ttft_ms: int | None,
+    exc: httpx.HTTPError | None = None,
+    *,
+    message: str = "",
+) -> ProviderError:
+    """The ProviderError for an answer that failed after its 2xx headers: never retried."""
+    code = PROVIDER_ERROR
+    if isinstance(exc, httpx.TimeoutException):
+        code = TIMEOUT
+        message = (
+            f"{provider} stopped sending its answer ({type(exc).__name__}; read timeout "
+            f"{settings.PROVIDER_READ_TIMEOUT} s between events); not retried: the provider "
+            "may have done and billed the work"
+        )
+    elif exc is not None:
+        message = f"the answer from {provider} broke off ({type(exc).__name__}: {exc})"
+    return ProviderError(
+        code,
+        message,
+        http_status=delivery.response.status_code,
+        request_id=_request_id(delivery.response, protocol),
+        attempts=delivery.attempts,
+        latency_ms=_elapsed_ms(delivery.started),
+        destination=delivery.destination,
+        ttft_ms=ttft_ms,
     )

@@ -5,6 +5,11 @@ https://platform.openai.com/docs/api-reference/chat — the output limit travels
 system prompt as a `system` message, which every chat model and OpenAI-compatible gateway
 accepts (`developer` is its newer name for reasoning models, which treat `system` the same).
 The sandbox provider speaks this protocol too, so `sandbox` steps use this module.
+
+With `"stream": true` (and `stream_options.include_usage`, so the usage arrives in a last chunk
+with no choices) the answer is a series of `chat.completion.chunk` events ending in
+`data: [DONE]` (https://platform.openai.com/docs/api-reference/chat-streaming); a chunk that
+carries `error` breaks the stream off.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from typing import Any
 from runs.providers.base import (
     ModelCall,
     ParsedAnswer,
+    StreamBrokeOff,
+    StreamReader,
     UnexpectedAnswer,
     WireProtocol,
+    json_event,
     require_int,
 )
 from swrly.providers import OPENAI_CHAT_COMPLETIONS
@@ -32,6 +40,9 @@ def build_body(call: ModelCall) -> dict[str, Any]:
     }
     if call.temperature is not None:
         body["temperature"] = call.temperature
+    if call.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
     return body
 
 
@@ -56,8 +67,54 @@ def parse_answer(payload: Any) -> ParsedAnswer:
     )
 
 
+DONE = "[DONE]"
+
+
+class ChunkStream(StreamReader):
+    """Chat Completions chunks, one event each (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.usage: dict[str, Any] | None = None
+
+    def read(self, event: str, data: str) -> str:
+        if data.strip() == DONE:
+            self.finished = True
+            return ""
+        chunk = json_event(data)
+        if chunk.get("error") is not None or event == "error":
+            raise StreamBrokeOff(data)
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            raise UnexpectedAnswer("a chunk has no choices list")
+        text = ""
+        for choice in choices:  # one choice (n=1); each delta's content is appended
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if content is not None and not isinstance(content, str):
+                raise UnexpectedAnswer("a chunk's delta.content is not text")
+            text += content or ""
+        if text:
+            self.texts.append(text)
+        return text
+
+    def answer(self) -> ParsedAnswer:
+        if self.usage is None:
+            raise UnexpectedAnswer("the stream carried no usage chunk")
+        return ParsedAnswer(
+            text="".join(self.texts),
+            input_tokens=require_int(self.usage.get("prompt_tokens"), "usage.prompt_tokens"),
+            output_tokens=require_int(
+                self.usage.get("completion_tokens"), "usage.completion_tokens"
+            ),
+        )
+
+
 OPENAI = WireProtocol(
     wire=OPENAI_CHAT_COMPLETIONS,
     build_body=build_body,
     parse_answer=parse_answer,
+    stream_reader=ChunkStream,
 )

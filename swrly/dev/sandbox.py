@@ -547,6 +547,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """A server-sent event stream, each event flushed as one chunk as soon as it is made;
         `delay` seconds after each text delta (stop() cuts the waits short)."""
         waits = _DeltaPacer(self.server.sandbox._stopping, delay)
+        # Each event leaves at once (no Nagle wait for the previous segment's ACK), as a
+        # streaming server sends them: otherwise loopback adds a delayed-ACK wait to each.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self._start(200, "text/event-stream; charset=utf-8", headers)
             self.send_header("cache-control", "no-cache")

@@ -392,6 +392,21 @@ def test_the_edit_form_shows_the_workflow_as_saved(acme, workflow):
     assert '<option value="openai" selected>' in body
 
 
+def test_the_stream_checkbox_saves_as_the_apis_boolean_and_shows_as_saved(acme):
+    client = acme.client(Role.DEVELOPER)
+    data = form_data("report", STEPS)
+    data["steps-0-stream"] = "on"  # what a ticked checkbox posts; step 1's is not sent
+    assert client.post(url("workflow-create"), data).status_code == 302
+    workflow = Workflow.objects.get(tenant=acme.tenant)
+    assert [step["stream"] for step in workflow.steps] == [True, False]
+    body = client.get(url("workflow-edit", workflow.pk)).content.decode()
+    assert 'name="steps-0-stream" value="on" checked>' in body
+    assert 'name="steps-1-stream" value="on">' in body
+    detail = client.get(url("workflow-detail", workflow.pk)).content.decode()
+    assert "<dt>Streamed</dt><dd>yes</dd>" in detail
+    assert "<dt>Streamed</dt><dd>no</dd>" in detail
+
+
 def test_an_edit_with_an_error_changes_nothing(acme, workflow):
     bad = [{**STEPS[0], "name": "Bad Name"}, STEPS[1]]
     response = acme.client(Role.DEVELOPER).post(

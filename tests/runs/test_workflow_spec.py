@@ -33,6 +33,7 @@ def test_a_valid_workflow_is_normalized():
         "prompt": "hi",
         "max_tokens": 1024,
         "temperature": None,
+        "stream": False,
     }
 
 
@@ -56,6 +57,8 @@ def test_a_valid_workflow_is_normalized():
         ([_step(max_tokens=0)], "steps[0].max_tokens", "integer"),
         ([_step(temperature=3)], "steps[0].temperature", "0 to 2"),
         ([_step(name="Bad Name")], "steps[0].name", "lower-case"),
+        ([_step(stream="yes")], "steps[0].stream", "true or false"),
+        ([_step(stream=1)], "steps[0].stream", "true or false"),  # 1 is not a boolean
     ],
 )
 def test_invalid_steps_name_the_step_and_the_reason(steps, field, message):
