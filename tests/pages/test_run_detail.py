@@ -242,3 +242,15 @@ def test_key_timeline_times_carry_milliseconds_in_text_and_datetime(acme):
         assert text == stamp.replace("T", " ").replace("Z", " UTC")
     facts = re.search(r'<dl class="facts".*?</dl>', html, re.S).group(0)
     assert re.search(r'<time datetime="[^".]+Z"', facts)  # elsewhere, still whole seconds
+
+
+def test_a_running_step_is_labelled_streaming_only_while_output_arrives(acme):
+    run = make_run(acme, status=RunStatus.RUNNING, steps=1)
+    step = StepRun.objects.get(run=run)
+    StepRun.objects.filter(pk=step.pk).update(status=StepStatus.RUNNING, output_text="")
+    assert "streaming: what has arrived" not in _detail(acme, run, Role.DEVELOPER)  # no stream
+    StepRun.objects.filter(pk=step.pk).update(output_text="The first words ", ttft_ms=412)
+    html = _detail(acme, run, Role.DEVELOPER)
+    assert "streaming: what has arrived so far" in html
+    assert "first text 412 ms" in html
+    assert "The first words" in html
