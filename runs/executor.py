@@ -21,7 +21,6 @@ chain head is locked only for the last statements before each commit. Rows are w
 """
 
 import logging
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -32,14 +31,14 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from runs.fairness import may_start
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
 from runs.providers import ModelCall, ProviderError, call_provider, provider_client
-from runs.providers.base import KEY_LEAK_BLOCKED
+from runs.providers.base import KEY_LEAK_BLOCKED, CallStopped
 from runs.providers.egress import Destination, EgressRefused, provider_destination
 from runs.queue import enqueue_run
 from runs.tokens import discard_token_best_effort
@@ -47,6 +46,7 @@ from runs.workflow_spec import policy_problems, render
 from swrly import keys, metrics
 from swrly.audit.writer import Actor, audit_record, audit_under_lock, audited_atomic
 from swrly.custody.services import fingerprint_salt
+from swrly.input_limits import storable
 from swrly.keys.fingerprint import fingerprint_matches, fingerprint_version
 from swrly.keys.redaction import redact
 from swrly.keys.secret import ProviderSecret
@@ -522,14 +522,24 @@ def _run_steps_with(
                 pause=pause,
                 on_text=streamed,
             )
-        except _Stopped:
-            # A cancellation (or the reaper) seen while the answer streamed: the call stopped.
+        except CallStopped as stopped:
+            stop = stopped.__cause__
+            if not isinstance(stop, _Stopped):
+                raise  # not a stop of ours: it ends the run as any error does
+            # A cancellation (or the reaper) seen while the answer streamed: the call stopped,
+            # after the provider had answered (and may bill what it generated).
             step_run.status = StepStatus.FAILED
+            step_run.http_status = stopped.http_status
+            step_run.provider_request_id = stopped.request_id
+            step_run.latency_ms = stopped.latency_ms
+            step_run.attempts = stopped.attempts
+            step_run.destination = stopped.destination
+            step_run.ttft_ms = stopped.ttft_ms
             step_run.output_text = streamed.so_far() if streamed is not None else ""
             step_run.error = STREAM_STOPPED
             step_run.finished_at = timezone.now()
             progress.unsaved = step_run  # recorded with the run's end
-            raise
+            raise stop from None
         except ProviderError as exc:
             metrics.step_finished(step["provider"], exc.code, exc.latency_ms)
             step_run.status = StepStatus.FAILED
@@ -541,7 +551,7 @@ def _run_steps_with(
             step_run.ttft_ms = exc.ttft_ms
             if streamed is not None:  # what arrived before the stream broke off
                 step_run.output_text = streamed.so_far()
-            step_run.error = redact(exc.message)
+            step_run.error = storable(redact(exc.message))
             step_run.finished_at = timezone.now()
             progress.unsaved = step_run  # recorded with the run's end
             if exc.code == KEY_LEAK_BLOCKED:
@@ -550,7 +560,7 @@ def _run_steps_with(
                 )
             raise RunAborted(exc.code, f"step {step['name']}: {redact(exc.message)}") from None
         metrics.step_finished(step["provider"], "succeeded", result.latency_ms)
-        output = redact(result.text)
+        output = storable(redact(result.text))
         step_run.status = StepStatus.SUCCEEDED
         step_run.output_text = output
         step_run.input_tokens = result.input_tokens
@@ -570,21 +580,29 @@ STREAM_STOPPED = (
     "stopped while the answer streamed (the run was cancelled or ended): the provider may bill "
     "what it had generated"
 )
-_UNFINISHED_WORD = re.compile(r"\S*\Z")
+# A streamed step's output so far is written at most every STREAM_PROGRESS_INTERVAL seconds, and
+# less often once it is long: one more interval per this many characters, so the bytes written
+# per second stay bounded however long the answer grows.
+PROGRESS_CHARS = 100_000
 
 
 def shown_so_far(text: str) -> str:
     """A streamed answer's text so far as it may be shown: redacted, without its last word
-    until whitespace follows it (a key split across two events is never shown in part)."""
-    return redact(_UNFINISHED_WORD.sub("", text))
+    until whitespace follows it (a key split across two events is never shown in part), with
+    what no column stores replaced. Linear in the text (str.rsplit, no backtracking)."""
+    if text and not text[-1].isspace():
+        parts = text.rsplit(None, 1)
+        text = text[: len(text) - len(parts[-1])] if len(parts) == 2 else ""
+    return storable(redact(text))
 
 
 class _StreamProgress:
     """Hears a streamed step's text (call_provider's `on_text`) and writes what may be shown of
-    it at most every STREAM_PROGRESS_INTERVAL seconds: the run's heartbeat, then the step's
-    output, each one autocommitted UPDATE. _Stopped when the run may not go on (a cancellation
-    was requested, or the reaper ended it): the call stops there. A write the database refuses is
-    skipped (the answer is recorded in full when the step ends)."""
+    it at most every STREAM_PROGRESS_INTERVAL seconds (less often past PROGRESS_CHARS): the
+    run's heartbeat, then the step's output, each one autocommitted UPDATE. _Stopped when the
+    run may not go on (a cancellation was requested, or the reaper ended it): the call stops
+    there. A write the database refuses is skipped (the answer is recorded in full when the step
+    ends)."""
 
     def __init__(self, run: Run, step_run: StepRun) -> None:
         self.run, self.step_run = run, step_run
@@ -602,7 +620,6 @@ class _StreamProgress:
         return shown_so_far("".join(self.pieces))
 
     def write(self) -> None:
-        self.due = time.monotonic() + settings.STREAM_PROGRESS_INTERVAL
         shown = self.so_far()
         try:
             alive = Run.objects.filter(
@@ -611,10 +628,19 @@ class _StreamProgress:
             if alive and shown != self.shown:
                 StepRun.objects.filter(pk=self.step_run.pk).update(output_text=shown)
                 self.shown = shown
-        except (OperationalError, InterfaceError) as exc:
-            log.warning("run %s: the streamed output could not be written (%s)", self.run.pk, exc)
-            connection.close()  # the next statement opens a new connection
-            return
+        except DatabaseError as exc:
+            log.warning(
+                "run %s: the streamed output could not be written (%s)",
+                self.run.pk,
+                type(exc).__name__,
+            )
+            if isinstance(exc, OperationalError | InterfaceError):
+                connection.close()  # the next statement opens a new connection
+            alive = True  # not known: the next write (or the step's end) checks again
+        finally:
+            # From the write's end: a slow write is never followed at once by another.
+            longer = max(1.0, len(shown) / PROGRESS_CHARS)
+            self.due = time.monotonic() + settings.STREAM_PROGRESS_INTERVAL * longer
         if not alive:
             raise _Stopped
 

@@ -8,6 +8,7 @@ Both are refused at the door instead: the JSON parser of the API (swrly/web/pars
 the request middleware (query strings and form bodies, swrly/middleware.py) use these checks.
 """
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -18,6 +19,17 @@ MAX_JSON_DEPTH = 32
 UNSTORABLE_MESSAGE = (
     "contains a NUL character (\\u0000) or an unpaired surrogate, which cannot be stored"
 )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with what no database column accepts replaced by U+FFFD: for text Swrly did not
+    take at the door (a provider's answer or error), which must still be stored as it came."""
+    if is_unstorable(text):
+        return _SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))
+    return text
 
 
 def is_unstorable(text: str) -> bool:

@@ -205,8 +205,9 @@ class StepRunSerializer(serializers.ModelSerializer):
                 "so far (its last, unfinished word held back); null once the content is purged.",
             },
             "ttft_ms": {
-                "help_text": "A streamed step: milliseconds from sending the request to the first "
-                "text of the answer; null for a step that does not stream or has no text yet."
+                "help_text": "A streamed step: milliseconds from sending the request that answered "
+                "to the first text of the answer; null for a step that does not stream or has "
+                "no text yet."
             },
             "error": {"allow_null": True, "help_text": "null once the content is purged."},
             "destination_scheme": {

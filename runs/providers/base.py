@@ -99,6 +99,29 @@ class ProviderError(Exception):
         )
 
 
+class CallStopped(Exception):
+    """A streamed call that the caller's `on_text` stopped (its exception is `__cause__`), with
+    what the call had done by then, for the record: the provider answered and may bill it."""
+
+    def __init__(
+        self,
+        *,
+        http_status: int,
+        request_id: str,
+        attempts: int,
+        latency_ms: int,
+        destination: Destination | None,
+        ttft_ms: int | None,
+    ) -> None:
+        super().__init__("the caller stopped the streamed call")
+        self.http_status = http_status
+        self.request_id = request_id
+        self.attempts = attempts
+        self.latency_ms = latency_ms
+        self.destination = destination
+        self.ttft_ms = ttft_ms
+
+
 class UnexpectedAnswer(ValueError):
     """A 2xx body that is not the provider's documented answer shape."""
 

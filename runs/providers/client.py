@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import random
+import re
 import ssl
 import threading
 import time
@@ -44,6 +45,7 @@ from runs.providers.base import (
     PROVIDER_AUTH_FAILED,
     PROVIDER_ERROR,
     TIMEOUT,
+    CallStopped,
     ModelCall,
     ModelResult,
     ParsedAnswer,
@@ -88,6 +90,7 @@ class Delivery:
     latency_ms: int
     destination: Destination
     started: float  # time.monotonic() when the first attempt began
+    attempt_started: float  # time.monotonic() when the attempt that answered began
 
 
 @functools.cache
@@ -433,7 +436,9 @@ def send(
             status = response.status_code
             metrics.provider_request(provider, attempt_started, status=status)
             if 200 <= status <= 299:
-                return Delivery(response, attempts, _elapsed_ms(started), destination, started)
+                return Delivery(
+                    response, attempts, _elapsed_ms(started), destination, started, attempt_started
+                )
             if status in (401, 403):
                 raise failed(
                     PROVIDER_AUTH_FAILED,
@@ -535,7 +540,39 @@ def _result(
 
 
 def _is_event_stream(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").split(";")[0].strip() == "text/event-stream"
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type == "text/event-stream"
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def sse_lines(chunks: Iterable[str]) -> Iterator[str]:
+    """The event stream's lines from its decoded text, split only where the SSE standard ends a
+    line (CRLF, CR, LF): not at the other characters `str.splitlines` (and httpx's iter_lines)
+    breaks at, such as U+2028, which JSON may carry unescaped inside a string. A leading BOM is
+    dropped. A CR at the end of a chunk waits for the next one (it may start with LF)."""
+    pending: list[str] = []
+    carry, first = False, True
+    for chunk in chunks:
+        if first and chunk:
+            chunk, first = chunk.removeprefix("\ufeff"), False
+        if carry:
+            chunk, carry = "\r" + chunk, False
+        if chunk.endswith("\r"):
+            chunk, carry = chunk[:-1], True
+        parts = _LINE_END.split(chunk)
+        if len(parts) == 1:
+            pending.append(chunk)
+            continue
+        yield "".join([*pending, parts[0]])
+        yield from parts[1:-1]
+        pending = [parts[-1]]
+    if carry:
+        yield "".join(pending)
+        pending = []
+    if "".join(pending):
+        yield "".join(pending)
 
 
 def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
@@ -573,52 +610,94 @@ def _read_whole(provider: str, protocol: WireProtocol, delivery: Delivery) -> No
         delivery.response.close()
 
 
+# Events read (and ignored) after the answer's last one, so that the body ends and its
+# connection goes back to the pool; a server that keeps sending past them is cut off.
+EVENTS_AFTER_THE_END = 16
+
+
 def _read_stream(
     provider: str,
     protocol: WireProtocol,
     delivery: Delivery,
     on_text: Callable[[str], None] | None,
 ) -> ModelResult:
-    """The streamed answer, read to its last event; on_text hears each piece of text."""
+    """The streamed answer, read to its last event; on_text hears each piece of text.
+
+    An exception from on_text stops the call: CallStopped, with the caller's exception as its
+    cause and what the call had done."""
     response = delivery.response
     reader = protocol.stream_reader()
     ttft_ms: int | None = None
+    after_the_end = 0
     try:
-        for event, data in sse_events(response.iter_lines()):
-            text = reader.read(event, data)
-            if text:
-                if ttft_ms is None:
-                    ttft_ms = _elapsed_ms(delivery.started)
-                if on_text is not None:
-                    on_text(text)
+        for event, data in sse_events(sse_lines(response.iter_text())):
             if reader.finished:
-                break
-        if not reader.finished:
-            raise UnexpectedAnswer("the stream ended before the answer's last event")
-        answer = reader.answer()
+                after_the_end += 1
+                if after_the_end > EVENTS_AFTER_THE_END:
+                    break
+                continue
+            try:
+                text = reader.read(event, data)
+            except StreamBrokeOff as broke_off:
+                raise _stream_failure(
+                    provider,
+                    protocol,
+                    delivery,
+                    ttft_ms,
+                    message=f"{provider} broke off its answer with an error event: "
+                    f"{error_summary(str(broke_off))}",
+                ) from None
+            except (ValueError, RecursionError) as exc:  # UnexpectedAnswer
+                raise _not_an_answer(provider, protocol, delivery, ttft_ms, exc) from None
+            if not text:
+                continue
+            if ttft_ms is None:
+                ttft_ms = _elapsed_ms(delivery.attempt_started)
+            if on_text is not None:
+                try:
+                    on_text(text)
+                except Exception as stop:
+                    raise CallStopped(**_call_facts(protocol, delivery, ttft_ms)) from stop
+        try:
+            if not reader.finished:
+                raise UnexpectedAnswer("the stream ended before the answer's last event")
+            answer = reader.answer()
+        except ValueError as exc:
+            raise _not_an_answer(provider, protocol, delivery, ttft_ms, exc) from None
     except httpx.HTTPError as exc:
         raise _stream_failure(provider, protocol, delivery, ttft_ms, exc) from None
-    except StreamBrokeOff as broke_off:
-        raise _stream_failure(
-            provider,
-            protocol,
-            delivery,
-            ttft_ms,
-            message=f"{provider} broke off its answer with an error event: "
-            f"{error_summary(str(broke_off))}",
-        ) from None
-    except (ValueError, RecursionError) as exc:  # UnexpectedAnswer
-        raise _stream_failure(
-            provider,
-            protocol,
-            delivery,
-            ttft_ms,
-            message=f"{provider} answered HTTP {response.status_code} with an event stream that "
-            f"is not a {protocol.wire.name} answer ({exc})",
-        ) from None
     finally:
         response.close()
     return _result(answer, protocol, delivery, _elapsed_ms(delivery.started), ttft_ms)
+
+
+def _call_facts(protocol: WireProtocol, delivery: Delivery, ttft_ms: int | None) -> dict[str, Any]:
+    """What a call that got a 2xx answer had done, for a ProviderError or CallStopped."""
+    return {
+        "http_status": delivery.response.status_code,
+        "request_id": _request_id(delivery.response, protocol),
+        "attempts": delivery.attempts,
+        "latency_ms": _elapsed_ms(delivery.started),
+        "destination": delivery.destination,
+        "ttft_ms": ttft_ms,
+    }
+
+
+def _not_an_answer(
+    provider: str,
+    protocol: WireProtocol,
+    delivery: Delivery,
+    ttft_ms: int | None,
+    exc: Exception,
+) -> ProviderError:
+    return _stream_failure(
+        provider,
+        protocol,
+        delivery,
+        ttft_ms,
+        message=f"{provider} answered HTTP {delivery.response.status_code} with an event stream "
+        f"that is not a {protocol.wire.name} answer ({exc})",
+    )
 
 
 def _stream_failure(
@@ -641,13 +720,4 @@ def _stream_failure(
         )
     elif exc is not None:
         message = f"the answer from {provider} broke off ({type(exc).__name__}: {exc})"
-    return ProviderError(
-        code,
-        message,
-        http_status=delivery.response.status_code,
-        request_id=_request_id(delivery.response, protocol),
-        attempts=delivery.attempts,
-        latency_ms=_elapsed_ms(delivery.started),
-        destination=delivery.destination,
-        ttft_ms=ttft_ms,
-    )
+    return ProviderError(code, message, **_call_facts(protocol, delivery, ttft_ms))

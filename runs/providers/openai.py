@@ -102,7 +102,10 @@ class ChunkStream(StreamReader):
 
     def answer(self) -> ParsedAnswer:
         if self.usage is None:
-            raise UnexpectedAnswer("the stream carried no usage chunk")
+            raise UnexpectedAnswer(
+                "the stream carried no usage chunk (a gateway that drops "
+                "stream_options.include_usage sends none)"
+            )
         return ParsedAnswer(
             text="".join(self.texts),
             input_tokens=require_int(self.usage.get("prompt_tokens"), "usage.prompt_tokens"),

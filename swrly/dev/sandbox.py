@@ -736,6 +736,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() must not wait for a client's idle keep-alive connection
+    # The listen backlog: socketserver's default of 5 overflows when many clients connect at
+    # once (a benchmark's workers, a test's 20 threads) on a busy machine, and the kernel then
+    # resets the connections it cannot queue.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], sandbox: SandboxServer, family: int) -> None:
         self.address_family = family

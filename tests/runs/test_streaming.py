@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpcore
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -18,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from runs.executor import STREAM_STOPPED, _StreamProgress, run_execute, shown_so_far
 from runs.models import Run, RunStatus, StepRun, StepStatus
 from runs.providers import ModelCall, ProviderError, call_provider
-from runs.providers.client import sse_events
+from runs.providers.client import pooled_client, sse_events, sse_lines
 from swrly.dev.sandbox import answer_text, word_count
 from swrly.keys.secret import ProviderSecret
 from tenants.models import Role
@@ -28,6 +29,7 @@ from tests.runs.provider_server import make_secret
 PROVIDERS = ["anthropic", "openai"]
 PROMPT = "Summarise the incident report for the security team"
 KEY = "sk-ant-api03-canary-streaming-0123456789abcdef"
+OPENAI_KEY = "sk-proj-streaming-0123456789abcdef"
 
 
 def _call(provider, prompt=PROMPT, *, stream=True, secret=None, on_text=None, **options):
@@ -103,6 +105,14 @@ def test_a_refusal_before_the_stream_is_retried_as_without_streaming(
     assert result.text == answer_text("m", "", f"[sandbox:fail=1 status=529] {PROMPT}")
 
 
+def test_time_to_first_text_counts_from_the_attempt_that_answered(provider_server):
+    # given a first attempt refused with retry-after 0.3 s, waited for real
+    result = _call("openai", f"[sandbox:fail=1 status=429] [sandbox:retry-after=0.3] {PROMPT}")
+    # then the wait is in the step's latency, not in its time to first text
+    assert result.attempts == 2
+    assert result.latency_ms - result.ttft_ms >= 300
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_streamed_answer_through_a_gateway_keeps_its_request_id(
     provider, provider_server_factory
@@ -146,8 +156,9 @@ def scripted(settings) -> Iterator[http.server.ThreadingHTTPServer]:
     server.server_close()
 
 
-def _chunk(**fields) -> bytes:
-    return b"data: " + json.dumps({"object": "chat.completion.chunk", **fields}).encode() + b"\n\n"
+def _chunk(ensure_ascii: bool = True, **fields) -> bytes:
+    chunk = json.dumps({"object": "chat.completion.chunk", **fields}, ensure_ascii=ensure_ascii)
+    return b"data: " + chunk.encode() + b"\n\n"
 
 
 def test_a_stream_cut_before_its_last_event_fails_with_what_arrived(scripted):
@@ -174,6 +185,37 @@ def test_a_stream_without_usage_is_not_an_answer(scripted):
         _call("openai")
 
 
+def test_a_line_separator_inside_a_chunk_is_text_not_a_line_end(scripted):
+    content = "before\u2028after"
+    chunks = _chunk(choices=[{"index": 0, "delta": {"content": content}}], ensure_ascii=False)
+    usage = _chunk(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 1})
+    scripted.reply = ("text/event-stream", chunks + usage + b"data: [DONE]\n\n")
+    assert _call("openai").text == content
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_answer_no_column_can_store_is_stored_with_replacement_characters(
+    acme, key_store, scripted, stream
+):
+    # given a provider whose answer carries a NUL and an unpaired surrogate (JSON escapes)
+    content = "a\x00b\ud800c "
+    if stream:
+        events = _chunk(choices=[{"index": 0, "delta": {"content": content}}])
+        events += _chunk(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 1})
+        scripted.reply = ("text/event-stream", events + b"data: [DONE]\n\n")
+    else:
+        answer = {
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        }
+        scripted.reply = ("application/json", json.dumps(answer).encode())
+    run = _streamed_run(acme, PROMPT, provider="openai", key=OPENAI_KEY, stream=stream)
+    # when the worker runs it, then the run succeeds and the text is kept, made storable
+    run = run_execute(run_id=str(run.pk))
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    assert StepRun.objects.get(run=run).output_text == "a\ufffdb\ufffdc "
+
+
 def test_a_gateway_that_ignores_stream_is_read_as_one_answer(scripted):
     answer = {
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}}],
@@ -185,6 +227,14 @@ def test_a_gateway_that_ignores_stream_is_read_as_one_answer(scripted):
     assert (result.text, result.input_tokens, result.output_tokens) == ("whole", 3, 1)
     assert result.ttft_ms is None
     assert heard == []
+
+
+def test_lines_end_only_where_the_standard_ends_them():
+    # U+2028, U+0085 and form feed end lines for str.splitlines, not for an event stream (JSON
+    # may carry them unescaped inside a string); CRLF split across two chunks is one line end.
+    chunks = ["\ufeffdata: a\u2028b\u0085c\x0cd\r", "\ndata: two\rdata: th", "ree\n\n"]
+    assert list(sse_lines(chunks)) == ["data: a\u2028b\u0085c\x0cd", "data: two", "data: three", ""]
+    assert list(sse_lines(["one\r", "\r", "two"])) == ["one", "", "two"]
 
 
 def test_server_sent_events_are_read_as_the_standard_says():
@@ -213,16 +263,19 @@ def test_the_text_so_far_holds_back_its_unfinished_word_and_redacts_keys():
         assert shown_so_far(f"The key is {KEY} and") == "The key is [REDACTED] "
         assert shown_so_far("oneword") == ""
         assert shown_so_far("done.\n") == "done.\n"
+        assert shown_so_far("  lead") == ""
+        assert shown_so_far("tab\tnext\u2003unfinished") == "tab\tnext\u2003"
+        assert shown_so_far("nul\x00 here") == "nul\ufffd "
     finally:
         secret.discard()
 
 
-def _streamed_run(world, prompt, provider="anthropic", key=KEY):
+def _streamed_run(world, prompt, provider="anthropic", key=KEY, stream=True):
     api = world.api(Role.DEVELOPER)
-    steps = [{"name": "s0", "provider": provider, "model": "m", "prompt": prompt, "stream": True}]
+    steps = [{"name": "s0", "provider": provider, "model": "m", "prompt": prompt, "stream": stream}]
     workflow = api.post("/api/v1/workflows/", {"name": "w", "steps": steps}, "application/json")
     assert workflow.status_code == 201, workflow.content
-    assert workflow.json()["steps"][0]["stream"] is True
+    assert workflow.json()["steps"][0]["stream"] is stream
     created = api.post(
         "/api/v1/runs/",
         {"workflow": workflow.json()["id"], "provider_keys": {provider: key}},
@@ -328,6 +381,25 @@ def test_cancelling_stops_a_streaming_step_mid_answer(
     step = StepRun.objects.get(run=run)
     assert step.status == StepStatus.FAILED
     assert step.error == STREAM_STOPPED
+    # what the call had done is recorded: the provider answered, once, and may bill it
+    assert step.http_status == 200
+    assert step.attempts == 1
+    assert step.provider_request_id.startswith("req_sandbox_")
+    assert step.ttft_ms is not None
+    assert step.latency_ms >= step.ttft_ms
     assert step.output_text  # what had arrived is kept
     assert len(step.output_text) < len(full)  # it stopped before the answer ended
     assert full.startswith(step.output_text)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_streamed_calls_give_their_connection_back_to_the_pool(provider, provider_server):
+    # given three streamed calls through the process's pooled client
+    for _ in range(3):
+        _call(provider)
+    # then one keep-alive connection carried them all and is idle again (a stream closed
+    # before its body ended would have dropped it, and each call paid a new handshake)
+    pool = pooled_client(provider)._transport._pool  # httpx's pool of httpcore connections
+    origin = httpcore.URL(provider_server.url).origin  # others may hold earlier tests' servers
+    to_server = [c for c in pool.connections if c.can_handle_request(origin)]
+    assert [connection.is_idle() for connection in to_server] == [True]
