@@ -3,10 +3,13 @@
     .venv/bin/python bench/streaming.py [--words 2000] [--calls 200] [--rounds 5]
 
 1. parsing only: one answer of `--words` words, as the Messages event stream and as Chat
-   Completions chunks (the sandbox's own event bytes, one event a word), through `sse_events`
-   and each API's stream reader, against `json.loads` and `parse_answer` of the same answer
-   whole (the baseline);
-2. end to end: `--calls` calls to a real sandbox server on loopback through `call_provider`,
+   Completions chunks (the sandbox's own event bytes, one event a word, in 4 KB chunks), through
+   `sse_lines`, `sse_events` and each API's stream reader, against `json.loads` and
+   `parse_answer` of the same answer whole (the baseline);
+2. what a progress write shows (`shown_so_far`) of 100,000 characters of words and of one run
+   without whitespace before a last word, and, for an 8,000-character run, the regex it replaced
+   (the peer: quadratic there);
+3. end to end: `--calls` calls to a real sandbox server on loopback through `call_provider`,
    streamed and whole, and the same streamed request sent by a bare httpx client that only
    reads the lines (the peer: what the sandbox and HTTP cost without Swrly), rounds alternated,
    with the time to first text of the streamed ones.
@@ -15,6 +18,7 @@ Figures are medians of `--rounds`; ratios are streamed / whole, measured in the 
 
 import argparse
 import json
+import re
 import statistics
 import time
 
@@ -40,9 +44,10 @@ def main() -> None:
     configure()
     from django.conf import settings
 
+    from runs.executor import shown_so_far
     from runs.providers import ModelCall, call_provider
     from runs.providers.anthropic import ANTHROPIC
-    from runs.providers.client import sse_events
+    from runs.providers.client import sse_events, sse_lines
     from runs.providers.openai import OPENAI
     from swrly.dev.sandbox import SandboxServer, _Answer
     from swrly.keys.secret import ProviderSecret
@@ -63,12 +68,13 @@ def main() -> None:
     }
     print(f"parsing one {args.words}-word answer (median of {args.rounds}):")
     for name, (protocol, events, whole) in shapes.items():
-        lines = events.decode().split("\n")
+        decoded = events.decode()
+        chunks = [decoded[i : i + 4096] for i in range(0, len(decoded), 4096)]  # as it arrives
         body = json.dumps(whole)
 
-        def streamed(protocol=protocol, lines=lines) -> None:
+        def streamed(protocol=protocol, chunks=chunks) -> None:
             reader = protocol.stream_reader()
-            for event, data in sse_events(lines):
+            for event, data in sse_events(sse_lines(chunks)):
                 reader.read(event, data)
             if reader.answer().text != text:
                 raise SystemExit("the streamed answer differs from the whole one")
@@ -82,6 +88,21 @@ def main() -> None:
             f"  {name:9s} events {s * 1000:8.2f} ms   whole {w * 1000:6.2f} ms   "
             f"ratio {s / w:6.1f}x   {s / args.words * 1e6:5.1f} µs a word"
         )
+
+    # What a progress write shows: the text so far without its last word, redacted. The regex it
+    # replaced (`\S*\Z` substituted away) backtracked: quadratic in a run without whitespace.
+    unbroken = "x" * 8_000 + " then"  # a long run without whitespace, then a last word
+    print(f"the text so far as shown (median of {args.rounds}):")
+    for label, text in (
+        ("100,000 chars of words", "word " * 20_000),
+        ("100,000 chars without whitespace", "x" * 100_000 + " then"),
+        ("8,000 chars without whitespace", unbroken),
+    ):
+        took = _median_seconds(lambda text=text: shown_so_far(text), args.rounds)
+        print(f"  {label:34s} {took * 1000:8.2f} ms")
+    old = re.compile(r"\S*\Z")
+    took = _median_seconds(lambda: old.sub("", unbroken), args.rounds)
+    print(f"  {'8,000 chars, the old regex':34s} {took * 1000:8.2f} ms")
 
     server = SandboxServer().start()
     settings.DEBUG = True  # plain http on loopback
