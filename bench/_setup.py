@@ -71,6 +71,16 @@ def best_rate(run: Callable[[], int], rounds: int) -> tuple[float, float]:
     return max(rates), statistics.median(rates)
 
 
+def median_seconds(run: Callable[[], object], rounds: int) -> float:
+    """Median seconds of `run()` over `rounds` calls."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """The nearest-rank percentile (fraction 0.5 = median, 0.95 = p95) of a non-empty list."""
     ordered = sorted(values)

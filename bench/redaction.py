@@ -13,24 +13,12 @@
 
 import argparse
 import secrets
-import statistics
-import time
 
-from _setup import configure, stop
+from _setup import configure, median_seconds, stop
 
 ESCAPED = "lorem ipsum dolor sit amet, &quot;consectetur&quot; \\u0041 %41 elit "
 PLAIN = "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod "
 SIZES = (("2 KB error body", 2_000), ("100 KB output", 100_000), ("1 MB page", 1_000_000))
-
-
-def _timed(run, rounds: int) -> float:
-    """Median seconds of `run()` over `rounds`."""
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -50,7 +38,9 @@ def main() -> None:
             key = ("sk-ant-api03-" + secrets.token_urlsafe(400))[:length]
             KeyMatcher(key).found_in("%")
 
-        print(f"  {length:4d}-character key   {_timed(first_use, args.rounds) * 1000:7.2f} ms")
+        print(
+            f"  {length:4d}-character key   {median_seconds(first_use, args.rounds) * 1000:7.2f} ms"
+        )
 
     held = [ProviderSecret("sk-ant-api03-" + secrets.token_urlsafe(72)) for _ in range(args.keys)]
     values = [secret.reveal() for secret in held]
@@ -65,15 +55,15 @@ def main() -> None:
                     text = text.replace(value, "[REDACTED]")
                 return text
 
-            every = _timed(lambda text=text: redact(text), args.rounds)
-            baseline = _timed(raw_only, args.rounds)
+            every = median_seconds(lambda text=text: redact(text), args.rounds)
+            baseline = median_seconds(raw_only, args.rounds)
             kind = "with escapes" if words is ESCAPED else "plain"
             print(
                 f"  {label + ', ' + kind:30s} {every * 1000:8.2f} ms   "
                 f"(raw str.replace {baseline * 1000:6.2f} ms; {size / every / 1e6:6.1f} MB/s)"
             )
     body = (ESCAPED * 400)[:20_000]
-    seconds = _timed(lambda: foreign_key_in(body, own=held[0]), args.rounds)
+    seconds = median_seconds(lambda: foreign_key_in(body, own=held[0]), args.rounds)
     print(f"foreign-key check of a 20 KB request body: {seconds * 1000:.2f} ms")
     for secret in held:
         secret.discard()

@@ -23,16 +23,7 @@ import statistics
 import time
 
 import httpx
-from _setup import configure, stop
-
-
-def _median_seconds(run, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+from _setup import configure, median_seconds, stop
 
 
 def main() -> None:
@@ -83,7 +74,7 @@ def main() -> None:
             if protocol.parse_answer(json.loads(body)).text != text:
                 raise SystemExit("the whole answer was not read back")
 
-        s, w = _median_seconds(streamed, args.rounds), _median_seconds(at_once, args.rounds)
+        s, w = median_seconds(streamed, args.rounds), median_seconds(at_once, args.rounds)
         print(
             f"  {name:9s} events {s * 1000:8.2f} ms   whole {w * 1000:6.2f} ms   "
             f"ratio {s / w:6.1f}x   {s / args.words * 1e6:5.1f} µs a word"
@@ -98,10 +89,10 @@ def main() -> None:
         ("100,000 chars without whitespace", "x" * 100_000 + " then"),
         ("8,000 chars without whitespace", unbroken),
     ):
-        took = _median_seconds(lambda text=text: shown_so_far(text), args.rounds)
+        took = median_seconds(lambda text=text: shown_so_far(text), args.rounds)
         print(f"  {label:34s} {took * 1000:8.2f} ms")
     old = re.compile(r"\S*\Z")
-    took = _median_seconds(lambda: old.sub("", unbroken), args.rounds)
+    took = median_seconds(lambda: old.sub("", unbroken), args.rounds)
     print(f"  {'8,000 chars, the old regex':34s} {took * 1000:8.2f} ms")
 
     server = SandboxServer().start()

@@ -37,7 +37,13 @@ from django.utils import timezone
 
 from runs.fairness import may_start
 from runs.models import Run, RunError, RunStatus, StepRun, StepStatus
-from runs.providers import ModelCall, ProviderError, call_provider, provider_client
+from runs.providers import (
+    ModelCall,
+    ModelResult,
+    ProviderError,
+    call_provider,
+    provider_client,
+)
 from runs.providers.base import KEY_LEAK_BLOCKED, CallStopped
 from runs.providers.egress import Destination, EgressRefused, provider_destination
 from runs.queue import enqueue_run
@@ -529,12 +535,7 @@ def _run_steps_with(
             # A cancellation (or the reaper) seen while the answer streamed: the call stopped,
             # after the provider had answered (and may bill what it generated).
             step_run.status = StepStatus.FAILED
-            step_run.http_status = stopped.http_status
-            step_run.provider_request_id = stopped.request_id
-            step_run.latency_ms = stopped.latency_ms
-            step_run.attempts = stopped.attempts
-            step_run.destination = stopped.destination
-            step_run.ttft_ms = stopped.ttft_ms
+            _record_call(step_run, stopped)
             step_run.output_text = streamed.so_far() if streamed is not None else ""
             step_run.error = STREAM_STOPPED
             step_run.finished_at = timezone.now()
@@ -543,12 +544,7 @@ def _run_steps_with(
         except ProviderError as exc:
             metrics.step_finished(step["provider"], exc.code, exc.latency_ms)
             step_run.status = StepStatus.FAILED
-            step_run.http_status = exc.http_status
-            step_run.provider_request_id = exc.request_id
-            step_run.latency_ms = exc.latency_ms
-            step_run.attempts = exc.attempts
-            step_run.destination = exc.destination  # None: refused before anything was sent
-            step_run.ttft_ms = exc.ttft_ms
+            _record_call(step_run, exc)  # destination None: refused before anything was sent
             if streamed is not None:  # what arrived before the stream broke off
                 step_run.output_text = streamed.so_far()
             step_run.error = storable(redact(exc.message))
@@ -565,15 +561,21 @@ def _run_steps_with(
         step_run.output_text = output
         step_run.input_tokens = result.input_tokens
         step_run.output_tokens = result.output_tokens
-        step_run.provider_request_id = result.request_id
-        step_run.http_status = result.http_status
-        step_run.latency_ms = result.latency_ms
-        step_run.attempts = result.attempts
-        step_run.destination = result.destination
-        step_run.ttft_ms = result.ttft_ms
+        _record_call(step_run, result)
         step_run.finished_at = timezone.now()
         progress.unsaved = step_run  # recorded with the next step's start, or the run's end
         outputs[step["name"]] = output
+
+
+def _record_call(step_run: StepRun, call: ModelResult | ProviderError | CallStopped) -> None:
+    """What the step's provider call did, however it ended: status, request id, latency,
+    attempts, where it went and the time to first text."""
+    step_run.http_status = call.http_status
+    step_run.provider_request_id = call.request_id
+    step_run.latency_ms = call.latency_ms
+    step_run.attempts = call.attempts
+    step_run.destination = call.destination
+    step_run.ttft_ms = call.ttft_ms
 
 
 STREAM_STOPPED = (
